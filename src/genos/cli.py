@@ -1,0 +1,219 @@
+"""The ``genos`` command.
+
+Every failure ends as one line on stderr and an exit code: 0 done, 1 failure
+outside the user's control, 2 bad input, 3 the composer asks back, 4 the
+composer refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+
+from genos import __version__
+from genos.composer import (
+    EXIT_CODES,
+    Clarification,
+    Composed,
+    Rejection,
+    compose,
+    debindex,
+    to_json,
+)
+from genos.composer.normalise import MAX_CHARS, decode
+from genos.errors import GenOSError, InputError, PromptError
+from genos.spec import SUPPORTED_RELEASES, dump, json_schema, parse_spec
+
+app = typer.Typer(
+    help="GenOS: describe a computer in a sentence, get a sandboxed Linux desktop.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+spec_app = typer.Typer(help="The environment spec (genos/v1).", no_args_is_help=True)
+catalog_app = typer.Typer(help="The composer's knowledge base.", no_args_is_help=True)
+app.add_typer(spec_app, name="spec")
+app.add_typer(catalog_app, name="catalog")
+out = Console(highlight=False, soft_wrap=True)
+
+
+def _read_prompt(text: str | None) -> str:
+    if text is not None and text != "-":
+        return text
+    if sys.stdin is None or sys.stdin.isatty():
+        raise PromptError("no prompt: pass it as an argument or on standard input")
+    raw = sys.stdin.buffer.read(MAX_CHARS * 4 + 1)
+    if len(raw) > MAX_CHARS * 4:
+        raise PromptError(f"prompt is too long (limit {MAX_CHARS} characters)")
+    return decode(raw)
+
+
+def _answers(pairs: list[str]) -> dict[str, str]:
+    answers = {}
+    for pair in pairs:
+        field, sep, value = pair.partition("=")
+        if not sep or not field.strip() or not value.strip():
+            raise InputError(f"--answer wants FIELD=OPTION, got {pair!r}")
+        answers[field.strip()] = value.strip()
+    return answers
+
+
+@app.command("compose")
+def compose_cmd(
+    text: Annotated[
+        str | None, typer.Argument(help="The request; '-' or none reads stdin.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the stable JSON shape.")] = False,
+    as_yaml: Annotated[bool, typer.Option("--yaml", help="Print only the spec, as YAML.")] = False,
+    answer: Annotated[
+        list[str] | None, typer.Option("--answer", "-a", help="Answer a question: FIELD=OPTION.")
+    ] = None,
+) -> None:
+    """Turn a request in plain words into an environment spec (or ask back, or refuse)."""
+    result = compose(_read_prompt(text), answers=_answers(answer or []))
+    if as_json:
+        print(json.dumps(to_json(result), indent=2))
+    elif as_yaml and not isinstance(result, Rejection):
+        spec = result.spec if isinstance(result, Composed) else result.draft
+        print(yaml.safe_dump(dump(spec), sort_keys=False), end="")
+    else:
+        _show(result)
+    raise typer.Exit(EXIT_CODES[result.outcome])
+
+
+def _show(result: Composed | Clarification | Rejection) -> None:
+    if isinstance(result, Rejection):
+        out.print("[bold red]Cannot build this:[/]")
+        for v in result.violations:
+            out.print(f"  [red]✗[/] {v.field}: {v.reason}")
+        return
+    spec = result.spec if isinstance(result, Composed) else result.draft
+    title = "Environment" if isinstance(result, Composed) else "Draft (answer to finish)"
+    out.print(
+        f"[bold]{title}[/]: Debian {spec.base.release}, {spec.tier.value}, "
+        f"network {spec.network.mode.value}, {spec.display.protocol.value} "
+        f"{spec.display.resolution}"
+    )
+    out.print(
+        f"  resources: {spec.resources.cpus:g} CPU, {spec.resources.memory_mb} MB, "
+        f"lifetime {spec.lifetime.ttl_seconds // 60} min, {spec.persistence.mode.value}"
+    )
+    for app_ in spec.apps:
+        out.print(f"  app: {app_.name} [dim]({', '.join(app_.packages)})[/]")
+    for d in spec.provenance.decisions:
+        out.print(f"  [dim]why {d.field} = {d.value}: {d.rationale}[/]")
+    if isinstance(result, Clarification):
+        for q in result.questions:
+            out.print(f"[yellow]?[/] {q.field}: {q.question}")
+            out.print(f"    options: {', '.join(q.options)}  (--answer {q.field}=OPTION)")
+
+
+@spec_app.command("schema")
+def spec_schema() -> None:
+    """Print the JSON Schema of EnvironmentSpec (genos/v1)."""
+    print(json.dumps(json_schema(), indent=2))
+
+
+@spec_app.command("validate")
+def spec_validate(path: Annotated[Path, typer.Argument(help="A spec in YAML or JSON.")]) -> None:
+    """Check a spec file; print it normalised, or the first problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path} is not YAML or JSON: {str(exc).splitlines()[0]}") from exc
+    print(json.dumps(dump(parse_spec(data)), indent=2))
+
+
+@catalog_app.command("update")
+def catalog_update(
+    release: Annotated[
+        list[str] | None, typer.Option(help="bookworm, trixie (default: both).")
+    ] = None,
+    if_older_than: Annotated[
+        str | None, typer.Option(help="Skip releases cached more recently, e.g. 7d, 12h.")
+    ] = None,
+) -> None:
+    """Fetch Debian's package index of each release from the archive and cache it."""
+    releases = release or list(SUPPORTED_RELEASES["debian"])
+    unknown = [r for r in releases if r not in SUPPORTED_RELEASES["debian"]]
+    if unknown:
+        raise InputError(f"unknown release {unknown[0]!r}; choose bookworm or trixie")
+    max_age = _duration(if_older_than) if if_older_than else None
+    for rel in releases:
+        age = debindex.age_seconds(rel)
+        if max_age is not None and age is not None and age < max_age:
+            out.print(f"{rel}: cached {age / 3600:.1f} h ago, kept")
+            continue
+        with out.status(f"fetching Debian {rel}'s package index"):
+            index = debindex.update(rel)
+        out.print(f"{rel}: {len(index)} packages cached")
+
+
+def _duration(text: str) -> int:
+    found = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if not found:
+        raise InputError(f"not a duration: {text!r} (use e.g. 30m, 12h, 7d)")
+    return int(found.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[found.group(2)]
+
+
+@catalog_app.command("search")
+def catalog_search(
+    word: str,
+    release: Annotated[str, typer.Option(help="bookworm or trixie.")] = "bookworm",
+) -> None:
+    """Look a name up in the catalog and in Debian's index, with close names."""
+    from genos.composer.knowledge import default_knowledge  # noqa: PLC0415 - loads the catalog
+
+    kb = default_knowledge()
+    matches, _ = kb.matcher.scan(tuple(word.lower().split()))
+    for m in matches:
+        if m.kind == "app":
+            a = kb.catalog.apps[m.id]
+            out.print(f"catalog: {a.name} -> {', '.join(a.packages_for(release)) or a.unavailable}")
+        else:
+            out.print(f"catalog: '{m.id}' -> {', '.join(kb.catalog.categories[m.id].options)}")
+    index = debindex.load(release)
+    name = word.strip().lower()
+    if index.has(name):
+        out.print(f"debian {release}: {name} {index.packages[name][0]} - {index.summary(name)}")
+    else:
+        out.print(f"debian {release}: no package {name!r}; close: {', '.join(index.suggest(name))}")
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        print(__version__)
+        raise typer.Exit(0)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: run the CLI, turning every GenOS error into one line and an exit code."""
+    try:
+        return app(args=argv, standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except GenOSError as exc:
+        print(f"genos: {exc.message}", file=sys.stderr)
+        sys.exit(2 if isinstance(exc, InputError) else 1)
+    except KeyboardInterrupt:
+        print("genos: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.TyperException as exc:  # usage errors: unknown option, missing argument
+        print(f"genos: {exc.format_message()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)

@@ -1,0 +1,267 @@
+"""Stage 5a: turn extracted wishes into spec sections, each with its reason.
+
+Every function returns the section's values and appends a :class:`Decision`
+(field, value, rationale) to ``why``; a wish that contradicts another becomes
+a :class:`Violation`, never a silent choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from genos.composer.extract import Entities
+from genos.composer.knowledge import HostLimits
+from genos.composer.resolve import Resolved
+from genos.composer.result import Question, Violation
+from genos.spec import Decision, NetworkMode, Tier
+
+_STRENGTH = [Tier.CONTAINER, Tier.GVISOR, Tier.MICROVM, Tier.VM]
+_LINUX_LIKE = {"ubuntu", "fedora", "arch", "centos", "opensuse", "kali", "alpine", "mint"}
+
+
+class Decider:
+    """Decides each spec section from one request's entities."""
+
+    def __init__(self, ent: Entities, answers: Mapping[str, str]) -> None:
+        self.ent = ent
+        self.answers = answers
+        self.why: list[Decision] = []
+        self.questions: list[Question] = []
+        self.violations: list[Violation] = []
+
+    def note(self, field: str, value: object, rationale: str) -> None:
+        self.why.append(Decision(field=field, value=str(value), rationale=rationale))
+
+    def refuse(self, field: str, reason: str) -> None:
+        self.violations.append(Violation(field, reason))
+
+    def base(self) -> dict[str, str]:
+        ent = self.ent
+        foreign = [o for o in ent.foreign_os if not (o == "mint" and ent.distribution)]
+        release = ent.release or "bookworm"
+        for name in foreign:
+            if name not in _LINUX_LIKE:
+                self.refuse(
+                    "base.distribution",
+                    f"{_label(name)} is not available: no "
+                    f"{_label(name)} image source is configured; GenOS builds Debian",
+                )
+        if foreign and not self.violations and ent.distribution is None:
+            answer = self.answers.get("base.distribution")
+            if answer in {"bookworm", "trixie"}:
+                release = answer
+            else:
+                self.questions.append(
+                    Question(
+                        "base.distribution",
+                        f"{_label(foreign[0])} is not an image source here; "
+                        "GenOS builds Debian. Use Debian instead?",
+                        ("bookworm", "trixie"),
+                        "bookworm",
+                    )
+                )
+        if "unsupported_release" in ent.evidence and ent.release is None:
+            self.questions.append(
+                Question(
+                    "base.release",
+                    f"'{ent.evidence['unsupported_release']}' is not supported; "
+                    "GenOS builds Debian 12 (bookworm) and 13 (trixie).",
+                    ("bookworm", "trixie"),
+                    "bookworm",
+                )
+            )
+        said = ent.evidence.get("release")
+        self.note(
+            "base.release",
+            release,
+            f"You asked for '{said}'."
+            if said
+            else "Debian 12 (bookworm), the current stable release, is the default.",
+        )
+        return {"distribution": "debian", "release": release}
+
+    def network(self, res: Resolved) -> dict[str, Any]:
+        ent, said = self.ent, dict(self.ent.network)
+        if res.forced_mode:
+            said.setdefault(res.forced_mode[0], res.forced_mode[1])
+        if ent.allow or ent.domains:
+            said["allowlist"] = ent.evidence["allowlist"]
+        if "none" in said:
+            others = [f"{m} ('{e}')" for m, e in said.items() if m != "none"]
+            if ent.browse_web:
+                others.append(f"browsing the web ('{ent.browse_web}')")
+            if others:
+                self.refuse(
+                    "network.mode",
+                    f"'{said['none']}' means no network, but the request "
+                    f"also asks for {' and '.join(others)}",
+                )
+            self.note("network.mode", "none", f"You asked for '{said['none']}': loopback only.")
+            return {"mode": NetworkMode.NONE}
+        if "tor" in said and "allowlist" in said:
+            self.refuse(
+                "network.mode",
+                "Tor and an address allowlist cannot both hold: Tor hides where traffic goes",
+            )
+        if "tor" in said:
+            self.note(
+                "network.mode",
+                "tor",
+                f"'{said['tor']}': all traffic goes through a Tor "
+                "daemon outside the environment; nothing else, DNS included, gets out.",
+            )
+            return {"mode": NetworkMode.TOR}
+        if "allowlist" in said:
+            self.note("network.mode", "allowlist", f"Only {said['allowlist']} is reachable.")
+            return {
+                "mode": NetworkMode.ALLOWLIST,
+                "domains": ent.domains,
+                "allow": [{"cidr": c, "ports": p} for c, p in ent.allow],
+            }
+        if "internet" in said or ent.browse_web or res.needs_network:
+            reason = (
+                f"You asked for '{said['internet']}'."
+                if "internet" in said
+                else f"{', '.join(res.needs_network) or 'Browsing'} needs the network."
+            )
+            self.note(
+                "network.mode",
+                "internet",
+                f"{reason} Outbound only, through NAT; no inbound, no host or private addresses.",
+            )
+            return {"mode": NetworkMode.INTERNET}
+        self.note(
+            "network.mode",
+            "none",
+            "Nothing asked for needs the network, so it has none "
+            "(least privilege); ask for 'internet access' to allow it.",
+        )
+        return {"mode": NetworkMode.NONE}
+
+    def tier(self, protocol: str) -> Tier:
+        ent = self.ent
+        explicit = Tier(ent.tier) if ent.tier else None
+        tier = explicit or Tier.CONTAINER
+        reason = (
+            f"You asked for a {tier.value}."
+            if explicit
+            else ("Containers start fastest; nothing asked for a stronger wall.")
+        )
+        if ent.tier_hint and _STRENGTH.index(tier) < _STRENGTH.index(Tier.MICROVM):
+            tier = Tier.MICROVM
+            reason = (
+                f"'{ent.tier_hint}': untrusted content runs behind a microVM's own kernel, "
+                "a stronger wall than a container."
+            )
+        if protocol == "spice" and tier in (Tier.CONTAINER, Tier.GVISOR):
+            tier = Tier.VM
+            reason = "SPICE is served by QEMU, so this runs as a full VM."
+        self.note("tier", tier.value, reason)
+        return tier
+
+    def resources(self, host: HostLimits) -> dict[str, Any]:
+        ent, out = self.ent, {}
+        if ent.cpus is not None:
+            out["cpus"] = ent.cpus
+            extra = (
+                (
+                    f" This host has {host.cpus}; the environment gets at most that much CPU "
+                    "time here."
+                )
+                if ent.cpus > host.cpus
+                else ""
+            )
+            self.note("resources.cpus", ent.cpus, f"You asked for '{ent.evidence['cpus']}'.{extra}")
+        for key, limit, label in (
+            ("memory", host.memory_mb, "memory"),
+            ("disk", host.disk_mb, "disk"),
+        ):
+            value = getattr(ent, f"{key}_mb")
+            if value is None:
+                continue
+            if value > limit:
+                self.refuse(
+                    f"resources.{key}_mb",
+                    f"'{ent.evidence[key]}' of {label} is more "
+                    f"than this host can ever give ({_gib(limit)} at most)",
+                )
+            out[f"{key}_mb"] = min(value, limit)
+            self.note(f"resources.{key}_mb", value, f"You asked for '{ent.evidence[key]}'.")
+        return out
+
+    def lifetime(self) -> dict[str, Any]:
+        ent, out = self.ent, {}
+        if ent.ttl_seconds is not None:
+            out["ttl_seconds"] = ent.ttl_seconds
+            self.note(
+                "lifetime.ttl_seconds",
+                ent.ttl_seconds,
+                f"'{ent.evidence['ttl']}': terminated after that.",
+            )
+        if ent.idle_seconds is not None:
+            out["idle_timeout_seconds"] = ent.idle_seconds
+            self.note(
+                "lifetime.idle_timeout_seconds",
+                ent.idle_seconds,
+                f"'{ent.evidence['idle']}': suspended when idle that long.",
+            )
+        return out
+
+    def persistence(self) -> dict[str, Any]:
+        ent = self.ent
+        if ent.persist and ent.ephemeral:
+            self.refuse(
+                "persistence.mode",
+                f"'{ent.ephemeral}' and '{ent.persist}' contradict "
+                "each other: keep files or keep nothing",
+            )
+        if not ent.persist:
+            self.note(
+                "persistence.mode",
+                "ephemeral",
+                "Nothing is kept after the environment "
+                "ends" + (f" ('{ent.ephemeral}')." if ent.ephemeral else "."),
+            )
+            return {"mode": "ephemeral"}
+        volume = ent.volume or "home"
+        self.note(
+            "persistence.mode",
+            "volume",
+            f"'{ent.persist}': your home lives on volume "
+            f"'{volume}'" + (", encrypted at rest." if ent.encrypted else "."),
+        )
+        return {"mode": "volume", "volume": volume, "encrypted": ent.encrypted}
+
+    def security(self) -> dict[str, Any]:
+        ent, out = self.ent, dict[str, Any]()
+        if ent.escalation:
+            self.refuse(
+                "security",
+                f"'{ent.escalation}': an environment can never get host "
+                "mounts, privileged mode, extra capabilities or host networking",
+            )
+        untrusted = ent.tier_hint is not None
+        out["clipboard"] = ent.clipboard or ("none" if untrusted else "to_env")
+        out["file_transfer"] = ent.file_transfer or "to_env"
+        out["recording"] = ent.recording
+        self.note(
+            "security.clipboard",
+            out["clipboard"],
+            "As you asked."
+            if ent.clipboard
+            else "Untrusted content: no clipboard either way."
+            if untrusted
+            else "Paste into the environment only (safe default).",
+        )
+        return out
+
+
+def _label(os_name: str) -> str:
+    return {"macos": "macOS", "freebsd": "BSD", "chromeos": "ChromeOS"}.get(
+        os_name, os_name.capitalize()
+    )
+
+
+def _gib(mb: int) -> str:
+    return f"{mb / 1024:.1f} GiB"

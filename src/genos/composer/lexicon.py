@@ -1,0 +1,164 @@
+"""The composer's vocabulary: which words mean which wish.
+
+Tables are regular expressions over folded text (see ``normalise``). A tuple
+of patterns is searched for evidence (:func:`first` returns the words that
+matched); a mapping of value -> pattern picks a value (:func:`pick`). Order
+matters: more specific patterns come first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from functools import cache
+
+
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def first(patterns: Sequence[str], text: str) -> str | None:
+    """The words of the first pattern that matches ``text``, or None."""
+    for pattern in patterns:
+        found = _compiled(pattern).search(text)
+        if found:
+            return found.group(0)
+    return None
+
+
+def pick(table: Mapping[str, str], text: str) -> str | None:
+    """The value whose pattern matches ``text`` first (table order), or None."""
+    for value, pattern in table.items():
+        if _compiled(pattern).search(text):
+            return value
+    return None
+
+
+NET_NONE = (
+    r"\bair[ -]?gapped\b",
+    r"\boffline\b",
+    r"\b(?:no|without|zero|disable\w*|block\w*|cut off from)\s+(?:any\s+|the\s+)?"
+    r"(?:internet|network|net|web|connectivity|outside access)(?:\s+access|\s+connection)?\b",
+    r"\bdisconnected\b",
+    r"\bisolated from (?:the )?(?:internet|network)\b",
+    r"\bnetwork[ -]isolated\b",
+    r"\bno connection\b",
+)
+NET_TOR = (
+    r"\bvia tor\b|\bthrough tor\b|\bover tor\b|\btor network\b|\btor only\b|\bonly tor\b",
+    r"\banonym\w*\b",
+    r"\buntraceable\b",
+    r"\bsecure(?:ly)? brows\w*\b|\bprivate(?:ly)? brows\w*\b",
+    r"\bonion\b|\.onion\b|\bdark ?web\b|\bwhonix\b",
+    r"\bhide my (?:ip|identity|location)\b",
+)
+NET_INTERNET = (
+    r"\binternet(?: access)?\b",
+    r"\bonline\b",
+    r"\b(?:web|network|outbound) access\b",
+    r"\bdownload\w* (?:stuff|things|packages|files) from\b",
+)
+BROWSE_WEB = (
+    r"\bbrows\w* (?:the |some )?(?:web|internet|websites?|sites?|online)\b",
+    r"\b(?:surf|surfing) (?:the )?(?:web|internet|net)\b",
+    r"\bweb brows\w*\b",
+    r"\bvisit\w* (?:web)?sites?\b",
+    r"\bgo online\b",
+)
+OS_NAMES = {
+    "windows": r"\bwindows\b(?! manager)|\bwin ?(?:xp|7|8|10|11)\b",
+    "macos": r"\bmac\s?os\b|\bos ?x\b|\bmacbook\b|\bsonoma\b|\bventura\b|\bmonterey\b",
+    "ubuntu": r"\bubuntu\b|\bkubuntu\b|\bxubuntu\b",
+    "fedora": r"\bfedora\b",
+    "arch": r"\barch linux\b|\barchlinux\b|\bmanjaro\b",
+    "centos": r"\bcentos\b|\brhel\b|\bred hat\b|\brocky linux\b|\balmalinux\b",
+    "opensuse": r"\bopensuse\b|\bsuse\b",
+    "kali": r"\bkali\b",
+    "alpine": r"\balpine\b",
+    "mint": r"\blinux mint\b",
+    "freebsd": r"\bfreebsd\b|\bopenbsd\b",
+    "android": r"\bandroid(?! studio)\b",
+    "chromeos": r"\bchrome ?os\b",
+}
+PROTOCOLS = {
+    "rdp": r"\brdp\b|\bremote desktop protocol\b|\bxrdp\b|\bfreerdp\b|\bmstsc\b",
+    "spice": r"\bspice\b|\bremote-viewer\b|\bvirt-viewer\b",
+    "vnc": r"\bvnc\b|\bnovnc\b",
+}
+TIERS = {
+    "microvm": r"\bmicro[ -]?vms?\b|\bfirecracker\b",
+    "gvisor": r"\bgvisor\b|\brunsc\b|\buser[ -]?space kernel\b",
+    "vm": (
+        r"\bvirtual machines?\b|\bvms?\b|\bfull (?:os|operating system|linux system)\b"
+        r"|\bsystemd\b|\bkernel modules?\b|\bown kernel\b|\bcustom kernel\b|\bqemu\b|\bkvm\b"
+    ),
+    "container": r"\bcontainers?\b|\bdocker\b|\bpodman\b",
+}
+TIER_HINTS = (
+    r"\bmalware\b|\bmalicious\b|\bvirus(?:es)?\b|\bransomware\b|\btrojan\b|\bexploits?\b",
+    r"\bsuspicious\b|\buntrusted\b|\bsketchy\b|\bdodgy\b|\binfected\b|\bphishing\b",
+    r"\bunknown (?:file|attachment|binary|executable|document)\b",
+    r"\bdetonat\w*\b|\breverse[ -]engineer\w*\b",
+)
+WINDOW_MANAGERS = {
+    "xfce": r"\bxfce4?\b|\bxubuntu\b",
+    "icewm": r"\bicewm\b",
+    "fluxbox": r"\bfluxbox\b",
+    "openbox": r"\bopenbox\b",
+}
+HEADLESS = (
+    r"\bheadless\b",
+    r"\bno (?:desktop|gui|graphical)\b",
+    r"\b(?:cli|command[ -]line|terminal|console)[ -]only\b",
+)
+PERSIST = (
+    r"\bkeep (?:my |the |all )?(?:files|data|work|stuff|documents|home|settings)\b",
+    r"\bpersist\w*\b",
+    r"\b(?:between|across) sessions\b",
+    r"\bsave (?:my |the )?(?:work|files|data|progress)\b",
+    r"\b(?:don'?t|do not|never) lose\b",
+    r"\bsurvive\w* (?:restarts?|reboots?)\b",
+    r"\bvolume\b",
+)
+EPHEMERAL = (
+    r"\bthrow[ -]?away\b",
+    r"\bdisposable\b",
+    r"\bephemeral\b",
+    r"\btemporary\b|\btemp env\w*\b",
+    r"\bkeep nothing\b|\bleave no trace\b|\bwipe\w* (?:it |everything )?after\b",
+    r"\bone[ -]off\b|\bburner\b",
+)
+ENCRYPTED = (r"\bencrypt\w*\b",)
+ESCALATION = (
+    r"\bmount\w*\s+(?:the\s+)?(?:host|server|machine)'?s?\b",
+    r"\bhost'?s?\s+(?:root|/|filesystem|file system|disk|home|files|network|devices?|kernel)",
+    r"\b(?:--)?privileged\b",
+    r"\bcap_[a-z_]+\b|\bsys_admin\b|\ball (?:linux )?capabilities\b|\bextra capabilit\w*\b",
+    r"\b(?:--net=host|network=host|host network\w*|share the host\w*)",
+    r"\bdocker\.sock\b|/var/run/docker|/proc/1/root|/dev/mem\b",
+    r"\b(?:disable|turn off|remove|bypass|without)\s+(?:the\s+)?"
+    r"(?:sandbox\w*|seccomp|apparmor|isolation|security)\b",
+    r"\b(?:root|admin) (?:access )?on the host\b|\baccess (?:to )?the host\b",
+    r"\bescape (?:the )?(?:sandbox|container|vm)\b",
+)
+INJECTION = (
+    r"\bignore (?:all |any )?(?:the )?(?:previous|prior|above|earlier|your) "
+    r"(?:instructions?|rules?|prompts?)\b",
+    r"\b(?:system prompt|developer mode|jailbreak)\b",
+    r"\byou are now\b",
+)
+ENV_NOUNS = frozenset(
+    """
+    linux debian desktop environment env environments vm vms machine box sandbox
+    terminal shell workspace session computer os container microvm instance workstation
+    system setup server lab playground bookworm trixie gui distro distribution pc laptop
+    xfce openbox
+    """.split()
+)
+TLDS = frozenset(
+    """
+    com org net io dev edu gov mil int info biz app ai co uk de fr nl eu us ca au jp ch
+    se no fi dk at be it es pl cz ru cn in br mx onion cloud tech xyz me tv gg
+    """.split()
+)

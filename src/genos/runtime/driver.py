@@ -1,0 +1,100 @@
+"""The runtime driver contract every isolation tier implements.
+
+A driver gets a spec and an environment id and answers with handles; it is the
+only code that touches runc/crun/runsc or QEMU. Every driver passes
+``genos.testing.check_driver``. Verbs are async (the orchestrator is asyncio);
+``destroy`` is idempotent and releases every host resource even when the
+graceful part fails.
+
+States a driver reports (the orchestrator's lifecycle is richer)::
+
+    create -> CREATED --start--> RUNNING <--suspend/resume--> SUSPENDED
+    any --destroy--> (gone; inspect raises NotFoundError)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from genos.spec import EnvironmentSpec
+
+
+class EnvState(StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    SUSPENDED = "suspended"
+    STOPPED = "stopped"  # its processes exited on their own
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Resource use read from the environment's cgroup."""
+
+    cpu_seconds: float
+    memory_bytes: int
+    pids: int
+
+
+@dataclass(frozen=True)
+class Inspection:
+    env_id: str
+    state: EnvState
+    pid: int | None
+    usage: Usage | None
+    runtime: str  # e.g. "runc", "crun", "runsc", "qemu"
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """What the orchestrator needs from a runtime."""
+
+    name: str
+
+    async def create(self, env_id: str, spec: EnvironmentSpec) -> None:
+        """Prepare everything (image, root, network, cgroup) without starting the session.
+
+        Raises:
+            StateError: ``env_id`` already exists.
+            CapabilityError: this host cannot run the spec's tier or runtime.
+            ExternalError: a host tool failed; nothing is left behind.
+        """
+        ...
+
+    async def start(self, env_id: str, *, timeout: float = 30.0) -> None:
+        """Start the session and return once the display answers (RFB banner)."""
+        ...
+
+    async def suspend(self, env_id: str, *, to_disk: bool = False) -> None:
+        """Freeze every process (memory stays); ``to_disk`` needs CRIU or QEMU migration."""
+        ...
+
+    async def resume(self, env_id: str) -> None:
+        """Thaw a suspended environment."""
+        ...
+
+    async def destroy(self, env_id: str) -> None:
+        """Stop and remove everything the environment had on the host. Idempotent."""
+        ...
+
+    async def inspect(self, env_id: str) -> Inspection:
+        """Current state and resource usage.
+
+        Raises:
+            NotFoundError: no such environment on this host.
+        """
+        ...
+
+    def display(self, env_id: str) -> Path:
+        """Path of the environment's display socket (RFB over a unix socket)."""
+        ...
+
+    async def list_ids(self) -> list[str]:
+        """Ids of every environment this driver has on the host (for reconcile)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the driver's own resources (not the environments')."""
+        ...

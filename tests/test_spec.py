@@ -1,0 +1,126 @@
+"""EnvironmentSpec: safe defaults, what it refuses, and its published schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+import pytest
+
+from genos.errors import SpecError
+from genos.spec import EnvironmentSpec, dump, json_schema, parse_spec, release_from
+
+
+def test_defaults_are_the_safe_ones() -> None:
+    """An empty spec is Debian bookworm in a container with no network, paste-in only."""
+    data = dump(EnvironmentSpec())
+    assert data["apiVersion"] == "genos/v1"
+    assert data["base"] == {"distribution": "debian", "release": "bookworm"}
+    assert data["tier"] == "container"
+    assert data["network"] == {"mode": "none", "allow": [], "domains": [], "links": []}
+    assert data["security"] == {
+        "clipboard": "to_env",
+        "file_transfer": "to_env",
+        "recording": False,
+    }
+    assert data["persistence"] == {"mode": "ephemeral", "volume": None, "encrypted": False}
+    assert data["packages"] == []
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["privileged", "capabilities", "mounts", "host_network", "devices", "hostPID", "volumes"],
+)
+def test_cannot_express_host_access(field: str) -> None:
+    """No field grants host access; unknown top-level fields are refused."""
+    with pytest.raises(SpecError, match=f"{field}: Extra inputs are not permitted"):
+        parse_spec({field: True})
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"network": {"mode": "internet", "allow": [{"cidr": "10.0.0.0/8"}]}}, "network"),
+        ({"network": {"mode": "allowlist"}}, "network"),
+        (
+            {"network": {"mode": "allowlist", "allow": [{"cidr": "not-an-ip"}]}},
+            "network.allow.0.cidr",
+        ),
+        ({"resources": {"cpus": 0}}, "resources.cpus"),
+        ({"resources": {"memory_mb": 10}}, "resources.memory_mb"),
+        ({"extra_packages": ["Bad Name;rm -rf /"]}, "extra_packages.0"),
+        ({"persistence": {"mode": "volume"}}, "persistence"),
+        ({"base": {"distribution": "windows"}}, "base.distribution"),
+        ({"base": {"release": "sid"}}, "base.release"),
+        ({"tier": "host"}, "tier"),
+        ({"network": {"mode": "host"}}, "network.mode"),
+        ({"apiVersion": "genos/v0"}, "apiVersion"),
+    ],
+)
+def test_refuses_invalid_values(patch: dict[str, Any], field: str) -> None:
+    """Each invalid value is a SpecError naming the field it is in."""
+    with pytest.raises(SpecError) as caught:
+        parse_spec(patch)
+    assert caught.value.problems[0][0] == field
+
+
+def test_packages_are_derived_and_checked_on_input() -> None:
+    """`packages` is the sorted union of app packages and extras; a wrong copy is refused."""
+    data = {
+        "apps": [{"name": "Tor Browser", "packages": ["tor", "firefox-esr"]}],
+        "extra_packages": ["curl", "tor"],
+    }
+    spec = parse_spec(data)
+    assert spec.packages == ["curl", "firefox-esr", "tor"]
+    assert parse_spec(dump(spec)) == spec
+    with pytest.raises(SpecError, match="packages must equal"):
+        parse_spec({**data, "packages": ["curl"]})
+
+
+def test_round_trip_validates_against_published_schema() -> None:
+    """A full spec dumps to JSON that the published JSON Schema accepts."""
+    spec = parse_spec(
+        {
+            "name": "lab-1",
+            "tier": "microvm",
+            "apps": [
+                {"name": "GIMP", "packages": ["gimp"], "source": "catalog", "command": "gimp"}
+            ],
+            "network": {
+                "mode": "allowlist",
+                "allow": [{"cidr": "192.0.2.10", "ports": [443]}],
+                "domains": ["example.org"],
+            },
+            "persistence": {"mode": "volume", "volume": "home", "encrypted": True},
+            "display": {"protocol": "rdp", "resolution": {"width": 1920, "height": 1080}},
+        }
+    )
+    data = dump(spec)
+    jsonschema.Draft202012Validator(json_schema()).validate(data)
+    assert data["network"]["allow"] == [
+        {"cidr": "192.0.2.10/32", "ports": [443], "protocol": "tcp"}
+    ]
+
+
+def test_schema_rejects_unknown_fields() -> None:
+    """The published schema itself forbids fields the spec cannot express."""
+    bad = {**dump(EnvironmentSpec()), "privileged": True}
+    with pytest.raises(jsonschema.ValidationError, match="privileged"):
+        jsonschema.Draft202012Validator(json_schema()).validate(bad)
+
+
+@pytest.mark.parametrize(
+    ("word", "release"),
+    [
+        ("12", "bookworm"),
+        ("bookworm", "bookworm"),
+        ("13", "trixie"),
+        ("13.0", "trixie"),
+        ("Trixie", "trixie"),
+        ("11", None),
+        ("sid", None),
+    ],
+)
+def test_release_from(word: str, release: str | None) -> None:
+    """Release numbers and codenames map to the supported codenames only."""
+    assert release_from(word) == release
