@@ -66,7 +66,7 @@ def test_clarify_exits_3_with_options() -> None:
     data = as_json(done)
     assert data["outcome"] == "clarify"
     assert data["clarifications"][0]["field"] == "apps.browser"
-    assert data["clarifications"][0]["options"] == ["firefox", "chromium"]
+    assert data["clarifications"][0]["options"][:2] == ["firefox", "chromium"]
 
 
 def test_answer_resolves_a_clarification() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from genos.composer.normalise import MAX_CHARS, decode, normalise, tokenize
@@ -21,7 +23,7 @@ from genos.errors import PromptError
 )
 def test_refuses_what_is_not_a_sentence(text: str, message: str) -> None:
     """Empty, oversized, control-character and undecodable text is a PromptError."""
-    with pytest.raises(PromptError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(PromptError, match=re.escape(message)):
         normalise(text)
 
 

@@ -62,7 +62,7 @@ NET_INTERNET = (
 BROWSE_WEB = (
     r"\bbrows\w* (?:the |some )?(?:web|internet|websites?|sites?|online)\b",
     r"\b(?:surf|surfing) (?:the )?(?:web|internet|net)\b",
-    r"\bweb brows\w*\b",
+    r"\bweb browsing\b",
     r"\bvisit\w* (?:web)?sites?\b",
     r"\bgo online\b",
 )
@@ -113,7 +113,8 @@ HEADLESS = (
     r"\b(?:cli|command[ -]line|terminal|console)[ -]only\b",
 )
 PERSIST = (
-    r"\bkeep (?:my |the |all )?(?:files|data|work|stuff|documents|home|settings)\b",
+    r"\bkeeps? (?:my |the |all (?:my )?)?(?:files|data|work|stuff|documents|home|settings)\b",
+    r"\bkeeps? everything\b",
     r"\bpersist\w*\b",
     r"\b(?:between|across) sessions\b",
     r"\bsave (?:my |the )?(?:work|files|data|progress)\b",

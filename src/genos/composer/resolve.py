@@ -63,7 +63,8 @@ class Resolver:
             for i in self._ids
             if i in self.kb.catalog.apps
         )
-        if "brows" in tor_said and tor_browser and not has_browser:
+        browsing = "brows" in tor_said or ent.browse_web is not None
+        if tor_said and browsing and tor_browser and not has_browser:
             self._add(tor_browser, f"'{tor_said}' with no browser named: Tor Browser.")
 
     def _add(self, app: CatalogApp, why: str) -> None:
@@ -150,6 +151,16 @@ class Resolver:
         chosen = self.answers.get(field_name, word)
         if index.has(chosen):
             self._index_app(chosen, index.summary(chosen))
+            return
+        providers = tuple(index.provides.get(chosen, ()))
+        if len(providers) == 1:  # a virtual name only one real package provides
+            self._index_app(providers[0], index.summary(providers[0]))
+            return
+        if providers:
+            self.out.questions.append(
+                Question(field_name, f"'{word}' is provided by several Debian packages.", providers)
+            )
+            self._index_app(providers[0], index.summary(providers[0]))
             return
         options = tuple(index.suggest(word))
         if not options:
