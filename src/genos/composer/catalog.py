@@ -8,7 +8,9 @@
   per release). An app Debian does not ship has no packages, an
   ``unavailable`` reason and ``alternatives`` (ids of apps Debian does ship).
   ``network_mode`` forces a network mode (Tor Browser -> ``tor``); ``note``
-  is told to the user in the rationale (what Debian really offers).
+  is told to the user in the rationale (what Debian really offers);
+  ``min_tier`` is the weakest isolation tier the app can run in (Docker needs
+  a kernel of its own: ``vm``).
 - ``categories``: generic phrases ("a browser", "pdf reader") with the app ids
   that answer them, and a ``default`` only where one is clearly better
   (``why`` says so); otherwise the composer asks.
@@ -43,6 +45,7 @@ class CatalogApp:
     alternatives: tuple[str, ...] = ()
     network_mode: str | None = None
     note: str = ""
+    min_tier: str | None = None
 
     def packages_for(self, release: str) -> tuple[str, ...]:
         """The packages this app needs on ``release``."""
@@ -106,6 +109,7 @@ def parse(doc: Any) -> Catalog:
                 alternatives=_tuple(raw.get("alternatives")),
                 network_mode=raw.get("network_mode"),
                 note=raw.get("note", ""),
+                min_tier=raw.get("min_tier"),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise CatalogError(f"catalog: malformed app entry {raw!r}: {exc}") from exc

@@ -10,8 +10,10 @@ Lookups and close-name suggestions then run offline.
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import hashlib
+import itertools
 import json
 import logging
 import lzma
@@ -64,6 +66,9 @@ class PackageIndex:
     def suggest(self, word: str, limit: int = 5) -> list[str]:
         """Real package names close to ``word``, best first (empty when none is close).
 
+        Names that extend it (``telegram`` -> ``telegram-desktop``) come first,
+        shortest first; then names within a small edit distance.
+
         Args:
             word: what the user typed.
             limit: at most this many names.
@@ -71,10 +76,14 @@ class PackageIndex:
         query = word.strip().lower()
         if not query:
             return []
-        found = process.extract(
-            query, self._names(), scorer=fuzz.ratio, limit=limit, score_cutoff=75
-        )
-        return [name for name, _score, _idx in found]
+        names = self._names()
+        start = bisect.bisect_left(names, query + "-")
+        longer = sorted(
+            itertools.takewhile(lambda n: n.startswith(query + "-"), names[start:]), key=len
+        )[:limit]
+        near = process.extract(query, names, scorer=fuzz.ratio, limit=limit, score_cutoff=80)
+        found = [*longer, *(name for name, _score, _idx in near if name not in longer)]
+        return found[:limit]
 
     def _names(self) -> list[str]:
         cached: list[str] | None = self.__dict__.get("_name_list")

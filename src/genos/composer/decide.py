@@ -139,7 +139,7 @@ class Decider:
         )
         return {"mode": NetworkMode.NONE}
 
-    def tier(self, protocol: str) -> Tier:
+    def tier(self, protocol: str, needs: tuple[str, str] | None = None) -> Tier:
         ent = self.ent
         explicit = Tier(ent.tier) if ent.tier else None
         tier = explicit or Tier.CONTAINER
@@ -154,6 +154,9 @@ class Decider:
                 f"'{ent.tier_hint}': untrusted content runs behind a microVM's own kernel, "
                 "a stronger wall than a container."
             )
+        if needs and _STRENGTH.index(tier) < _STRENGTH.index(Tier(needs[0])):
+            tier = Tier(needs[0])
+            reason = f"{needs[1]} needs a kernel of its own, so this runs as a {tier.value}."
         if protocol == "spice" and tier in (Tier.CONTAINER, Tier.GVISOR):
             tier = Tier.VM
             reason = "SPICE is served by QEMU, so this runs as a full VM."

@@ -93,7 +93,7 @@ TIERS = {
         r"\bvirtual machines?\b|\bvms?\b|\bfull (?:os|operating system|linux system)\b"
         r"|\bsystemd\b|\bkernel modules?\b|\bown kernel\b|\bcustom kernel\b|\bqemu\b|\bkvm\b"
     ),
-    "container": r"\bcontainers?\b|\bdocker\b|\bpodman\b",
+    "container": r"\bcontainers?\b",
 }
 TIER_HINTS = (
     r"\bmalware\b|\bmalicious\b|\bvirus(?:es)?\b|\bransomware\b|\btrojan\b|\bexploits?\b",

@@ -76,7 +76,7 @@ def _result(
     display = _display(decider.ent, decider)
     spec_data: dict[str, Any] = {
         "base": base,
-        "tier": decider.tier(display["protocol"]).value,
+        "tier": decider.tier(display["protocol"], res.min_tier).value,
         "apps": [app.model_dump() for app in res.apps],
         "display": display,
         "network": decider.network(res),

@@ -26,6 +26,7 @@ class Resolved:
     apps: list[App] = field(default_factory=list)
     needs_network: list[str] = field(default_factory=list)
     forced_mode: tuple[str, str] | None = None
+    min_tier: tuple[str, str] | None = None  # (tier, app name that needs it)
     questions: list[Question] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
@@ -97,6 +98,8 @@ class Resolver:
             self.out.needs_network.append(app.name)
         if app.network_mode:
             self.out.forced_mode = (app.network_mode, app.name)
+        if app.min_tier:
+            self.out.min_tier = (app.min_tier, app.name)
 
     def _app(self, app: CatalogApp, phrase: str) -> None:
         if not app.unavailable:
