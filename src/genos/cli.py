@@ -18,6 +18,7 @@ import yaml
 from rich.console import Console
 
 from genos import __version__
+from genos.audit import AuditLog
 from genos.composer import (
     EXIT_CODES,
     Clarification,
@@ -29,6 +30,7 @@ from genos.composer import (
 )
 from genos.composer.normalise import MAX_CHARS, decode
 from genos.errors import GenOSError, InputError, PromptError
+from genos.paths import data_dir
 from genos.spec import SUPPORTED_RELEASES, dump, json_schema, parse_spec
 
 app = typer.Typer(
@@ -40,7 +42,9 @@ app = typer.Typer(
 spec_app = typer.Typer(help="The environment spec (genos/v1).", no_args_is_help=True)
 catalog_app = typer.Typer(help="The composer's knowledge base.", no_args_is_help=True)
 app.add_typer(spec_app, name="spec")
+audit_app = typer.Typer(help="The hash-chained audit logs.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(audit_app, name="audit")
 out = Console(highlight=False, soft_wrap=True)
 
 
@@ -189,6 +193,25 @@ def catalog_search(
         out.print(f"debian {release}: {name} {index.packages[name][0]} - {index.summary(name)}")
     else:
         out.print(f"debian {release}: no package {name!r}; close: {', '.join(index.suggest(name))}")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check every audit log's hash chain; exit 1 at the first broken record."""
+    logs = sorted((data_dir() / "audit").glob("*.jsonl"))
+    broken = False
+    for path in logs:
+        verdict = AuditLog(path).verify()
+        if verdict.ok:
+            out.print(f"{path.name}: {verdict.records} records, chain intact")
+        else:
+            broken = True
+            print(
+                f"genos: {path.name}: record {verdict.bad_seq}: {verdict.reason}", file=sys.stderr
+            )
+    if not logs:
+        out.print("no audit logs yet")
+    raise typer.Exit(1 if broken else 0)
 
 
 @app.callback(invoke_without_command=True)

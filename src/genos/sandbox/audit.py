@@ -1,24 +1,19 @@
-"""Append-only audit record of sandbox decisions, one JSON object per line.
+"""Audit record of sandbox decisions: created, policy applied, denied, destroyed.
 
-Each record: ``time`` (UTC ISO 8601), ``env`` (environment id), ``event``
-(``created``, ``policy_applied``, ``denied``, ``destroyed``, ...), and the
-event's own fields. The file is opened with ``O_APPEND`` for every write so
-records from several processes never interleave mid-line.
+Records go to a hash-chained, append-only log (:class:`genos.audit.AuditLog`)
+at ``<data dir>/audit/sandbox.jsonl``; each carries ``env`` (the environment
+id), ``event`` and the event's own fields. ``genos audit verify`` checks the
+chain.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from genos.audit import AuditLog
 from genos.paths import data_dir
-
-_LOCK = threading.Lock()
 
 
 def audit_path() -> Path:
@@ -27,25 +22,11 @@ def audit_path() -> Path:
 
 def record(env_id: str, event: str, **fields: Any) -> None:
     """Append one record for ``env_id`` (never rewrites earlier lines)."""
-    entry = {"time": datetime.now(UTC).isoformat(), "env": env_id, "event": event, **fields}
-    line = (json.dumps(entry, sort_keys=True, default=str) + "\n").encode()
-    path = audit_path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with _LOCK:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+    AuditLog(audit_path()).append(env=env_id, event=event, **fields)
 
 
 def read(env_id: str | None = None) -> Iterator[dict[str, Any]]:
     """Records in order, optionally only those of one environment."""
-    try:
-        with audit_path().open(encoding="utf-8") as fh:
-            for line in fh:
-                entry: dict[str, Any] = json.loads(line)
-                if env_id is None or entry.get("env") == env_id:
-                    yield entry
-    except FileNotFoundError:
-        return
+    for entry in AuditLog(audit_path()).records():
+        if env_id is None or entry.get("env") == env_id:
+            yield entry
