@@ -28,6 +28,7 @@ from genos.composer import (
     debindex,
     to_json,
 )
+from genos.composer.model import ModelConfig, compose_with_model
 from genos.composer.normalise import MAX_CHARS, decode
 from genos.errors import GenOSError, InputError, PromptError
 from genos.paths import data_dir
@@ -79,9 +80,21 @@ def compose_cmd(
     answer: Annotated[
         list[str] | None, typer.Option("--answer", "-a", help="Answer a question: FIELD=OPTION.")
     ] = None,
+    backend: Annotated[
+        str, typer.Option(help="rules (default), or model: the GENOS_MODEL_URL endpoint.")
+    ] = "rules",
 ) -> None:
     """Turn a request in plain words into an environment spec (or ask back, or refuse)."""
-    result = compose(_read_prompt(text), answers=_answers(answer or []))
+    prompt = _read_prompt(text)
+    if backend == "model":
+        config = ModelConfig.from_env()
+        if config is None:
+            raise InputError("--backend model needs GENOS_MODEL_URL (an OpenAI-compatible /v1 URL)")
+        result = compose_with_model(prompt, config)
+    elif backend == "rules":
+        result = compose(prompt, answers=_answers(answer or []))
+    else:
+        raise InputError(f"unknown backend {backend!r}; choose rules or model")
     if as_json:
         print(json.dumps(to_json(result), indent=2))
     elif as_yaml and not isinstance(result, Rejection):
