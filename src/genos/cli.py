@@ -19,6 +19,7 @@ from rich.console import Console
 
 from genos import __version__
 from genos.audit import AuditLog
+from genos.cli_images import images_app
 from genos.composer import (
     EXIT_CODES,
     Clarification,
@@ -46,6 +47,7 @@ app.add_typer(spec_app, name="spec")
 audit_app = typer.Typer(help="The hash-chained audit logs.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(audit_app, name="audit")
+app.add_typer(images_app, name="images")
 out = Console(highlight=False, soft_wrap=True)
 
 

@@ -1,0 +1,166 @@
+"""The guest side of the guest contract: what the base and desktop layers set up.
+
+PID 1 is tini; it runs ``/usr/local/bin/genos-session`` as the unprivileged
+``user`` (uid 1000). The session starts Xvnc on a unix socket first, so the RFB
+banner answers as early as possible, then the window manager, then the apps.
+The driver passes the settings as environment variables (:func:`session_env`)
+and bind-mounts a host directory on :data:`DISPLAY_DIR`.
+"""
+
+from __future__ import annotations
+
+from genos.runtime.images.steps import FileSpec, Step
+from genos.spec import EnvironmentSpec
+
+DISPLAY_DIR = "/run/genos-display"
+RFB_SOCKET = "rfb.sock"
+SESSION_PATH = "/usr/local/bin/genos-session"
+SESSION_ARGV = ("/usr/bin/tini", "-g", "--", SESSION_PATH)
+USER_NAME = "user"
+USER_UID = 1000
+USER_HOME = "/home/user"
+MACHINE_ID = "/tmp/.genos-machine-id"  # noqa: S108 - in the guest, whose /tmp is its own
+
+SESSION_SCRIPT = r"""#!/bin/sh
+# genos-session: GenOS's guest session (ARCHITECTURE.md, guest contract).
+# Runs as the unprivileged user under tini. Xvnc comes first, on a unix socket
+# only, so the RFB banner answers as early as possible; then the window
+# manager, then the apps. Settings, from the environment the driver sets:
+#   GENOS_RESOLUTION   WIDTHxHEIGHT (1280x800)
+#   GENOS_WM           openbox | icewm | fluxbox | xfce
+#   GENOS_APPS         one shell command per line, started in order
+#   GENOS_HEADLESS     1: no window manager and no apps, only a terminal
+#   GENOS_DISPLAY_DIR  where rfb.sock goes (/run/genos-display)
+#   GENOS_RFB_MODE     mode of rfb.sock (0600)
+set -u
+
+resolution=${GENOS_RESOLUTION:-1280x800}
+wm=${GENOS_WM:-openbox}
+headless=${GENOS_HEADLESS:-0}
+dir=${GENOS_DISPLAY_DIR:-/run/genos-display}
+sock=$dir/rfb.sock
+export DISPLAY=:0
+export HOME="${HOME:-/home/user}"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/runtime-$(id -u)}"
+
+# /tmp is a fresh tmpfs (mode 1777): X clients find the server here.
+mkdir -p /tmp/.X11-unix "$XDG_RUNTIME_DIR" "$dir"
+chmod 1777 /tmp/.X11-unix 2>/dev/null
+chmod 0700 "$XDG_RUNTIME_DIR"
+rm -f "$sock"
+
+# No TCP at all (-rfbport -1, -nolisten tcp); the gateway authenticates.
+Xvnc :0 -rfbunixpath "$sock" -rfbunixmode "${GENOS_RFB_MODE:-0600}" -rfbport -1 \
+    -nolisten tcp -SecurityTypes None -AlwaysShared -geometry "$resolution" \
+    -depth 24 -desktop genos &
+xvnc=$!
+trap 'kill -TERM "$xvnc" 2>/dev/null' TERM INT HUP
+
+# X clients need the X socket, which Xvnc makes after the RFB one.
+n=0
+while [ ! -S /tmp/.X11-unix/X0 ] && [ "$n" -lt 400 ]; do
+    kill -0 "$xvnc" 2>/dev/null || break
+    n=$((n + 1))
+    sleep 0.05
+done
+
+cd "$HOME" || cd /
+# D-Bus wants a machine id; each environment gets its own (the image's
+# /var/lib/dbus/machine-id points here), so no two share one.
+[ -s /tmp/.genos-machine-id ] || dbus-uuidgen >/tmp/.genos-machine-id 2>/dev/null
+if command -v dbus-launch >/dev/null 2>&1; then
+    eval "$(dbus-launch --sh-syntax)"
+fi
+
+if [ "$headless" = 1 ]; then
+    xterm -maximized &
+else
+    case $wm in
+        openbox) openbox & ;;
+        icewm) icewm-session & ;;
+        fluxbox) fluxbox & ;;
+        xfce) xfce4-session & ;;
+        *) echo "genos-session: unknown window manager $wm" >&2 ;;
+    esac
+    while IFS= read -r cmd; do
+        [ -n "$cmd" ] && sh -c "$cmd" &
+    done <<EOF
+${GENOS_APPS:-}
+EOF
+fi
+
+# The session lives as long as the display server does.
+status=0
+while kill -0 "$xvnc" 2>/dev/null; do
+    wait "$xvnc"
+    status=$?
+done
+exit "$status"
+"""
+
+BASE_DPKG_CONFIG = """\
+# GenOS: environments have no manuals; copyright files stay.
+path-exclude=/usr/share/man/*
+path-exclude=/usr/share/info/*
+path-exclude=/usr/share/doc/*
+path-include=/usr/share/doc/*/copyright
+"""
+
+BASE_APT_CONFIG = """\
+APT::Install-Recommends "false";
+APT::Install-Suggests "false";
+Acquire::Languages "none";
+Dpkg::Use-Pty "0";
+"""
+
+
+def base_step() -> Step:
+    """Configuration every environment shares (neutral host files, lean dpkg/apt)."""
+    return Step(
+        "genos-base",
+        1,
+        files=(
+            FileSpec("/etc/dpkg/dpkg.cfg.d/90genos", BASE_DPKG_CONFIG),
+            FileSpec("/etc/apt/apt.conf.d/90genos", BASE_APT_CONFIG),
+            # The driver provides DNS (or none); the build host's must not leak in.
+            FileSpec("/etc/resolv.conf", ""),
+            FileSpec("/etc/hostname", "genos\n"),
+        ),
+    )
+
+
+def desktop_step() -> Step:
+    """The session script, the unprivileged user and the display socket's mount point."""
+    return Step(
+        "genos-session",
+        1,
+        files=(FileSpec(SESSION_PATH, SESSION_SCRIPT, 0o755),),
+        run=(
+            f"getent passwd {USER_NAME} >/dev/null || useradd --uid {USER_UID}"
+            f" --user-group --create-home --home-dir {USER_HOME} --shell /bin/bash {USER_NAME}",
+            f"install -d -o {USER_UID} -g {USER_UID} -m 0755 {DISPLAY_DIR}",
+            f"ln -sf {MACHINE_ID} /var/lib/dbus/machine-id",
+        ),
+    )
+
+
+def session_env(spec: EnvironmentSpec) -> dict[str, str]:
+    """The environment variables ``genos-session`` reads, for ``spec``.
+
+    Args:
+        spec: the environment.
+
+    Returns:
+        Variable name -> value; the driver adds them to the session's process.
+    """
+    # One command per line: a command never spans two.
+    commands = [" ".join(app.command.splitlines()) for app in spec.apps if app.command]
+    return {
+        "GENOS_RESOLUTION": str(spec.display.resolution),
+        "GENOS_WM": spec.display.window_manager.value,
+        "GENOS_APPS": "\n".join(commands),
+        "GENOS_HEADLESS": "1" if spec.display.headless else "0",
+        "GENOS_DISPLAY_DIR": DISPLAY_DIR,
+        "HOME": USER_HOME,
+        "USER": USER_NAME,
+    }
