@@ -1,7 +1,13 @@
 """Runtimes: images and the drivers that run environments.
 
-- ``driver``: the :class:`Driver` protocol every tier implements.
+- ``driver``: the :class:`Driver` protocol every tier implements;
+  ``lifecycle``: the verb/state table drivers share.
 - ``images/``: content-addressed root filesystem layers built with mmdebstrap.
-- ``oci``: containers with runc / crun / runsc; ``fake``: the in-memory driver
-  for orchestrator and API tests.
+- ``oci``: containers with runc / runsc (crun where the host allows it);
+  ``ociruntime`` detects which runtimes work here; ``ociprovision``,
+  ``ocienv``, ``ociteardown``: the create steps, an environment's host paths,
+  graceful-then-forceful teardown.
+- ``fake``: the in-memory driver (a real RFB banner on a unix socket) for
+  orchestrator and API tests. ``genos.testing.check_driver`` is the
+  conformance suite every driver passes.
 """
