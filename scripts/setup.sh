@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   python3 python3-venv python3-dev ca-certificates
-  runc crun runsc mmdebstrap nftables iproute2 uidmap fuse3 gocryptfs
+  runc crun runsc mmdebstrap nftables iproute2 uidmap fuse3 gocryptfs tor gcc libc6-dev
+  postgresql
+  tigervnc-standalone-server tigervnc-tools xclip
 )
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

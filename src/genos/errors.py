@@ -18,7 +18,15 @@ into a one-line message and an exit code, the API into a 4xx/5xx JSON body.
     ├── CatalogError            host     catalog       Debian's package index missing/unreadable
     │   └── IndexFetchError     outside  index_fetch   the archive unreachable or its data bad
     ├── ExternalError           outside  external      a host tool failed (runc, nft, mmdebstrap)
-    └── ClosedError             genos    closed        used after aclose()
+    ├── ClosedError             genos    closed        used after aclose()
+    ├── ConflictError           user     conflict      a request id reused with a different spec
+    ├── QuotaError              user     quota         over a per-user quota (count, cpus, memory)
+    ├── CapacityError           host     capacity      more than this host could ever give
+    ├── WaitTimeoutError        outside  timeout       a wait for a state ran out of time
+    ├── RegistryError           outside  registry      the registry database failed
+    ├── ProtocolError           outside  protocol      a stream peer broke RFB (malformed, too big)
+    ├── StreamClosedError       outside  stream_closed a stream peer went away mid-conversation
+    └── TokenError              user     bad_token     a gateway token expired, forged, revoked, ...
 
 ``fault``: ``user`` (fix your input), ``host`` (this machine lacks something),
 ``outside`` (something beyond GenOS broke; retrying may help), ``genos`` (a bug
@@ -133,3 +141,83 @@ class ClosedError(GenOSError):
 
     code = "closed"
     fault: ClassVar[Fault] = "genos"
+
+
+class ConflictError(GenOSError):
+    """A request id was reused for a different request (same owner, other spec)."""
+
+    code = "conflict"
+    fault: ClassVar[Fault] = "user"
+
+
+class QuotaError(GenOSError):
+    """A request would take its owner over a quota; ``limit`` names which one."""
+
+    code = "quota"
+    fault: ClassVar[Fault] = "user"
+
+    def __init__(self, message: str, limit: str, allowed: float, requested: float) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.allowed = allowed
+        self.requested = requested
+
+
+class CapacityError(GenOSError):
+    """A request needs more than this host could give even when idle."""
+
+    code = "capacity"
+    fault: ClassVar[Fault] = "host"
+
+
+class WaitTimeoutError(GenOSError):
+    """Waiting for an environment to reach a state ran out of time."""
+
+    code = "timeout"
+    fault: ClassVar[Fault] = "outside"
+
+
+class RegistryError(GenOSError):
+    """The registry database failed (unreachable, locked, corrupt)."""
+
+    code = "registry"
+    fault: ClassVar[Fault] = "outside"
+
+
+class ProtocolError(GenOSError):
+    """A peer of the streaming gateway broke the protocol; ``side`` says which peer.
+
+    ``side`` is ``client`` (the viewer), ``environment`` (the display server)
+    or ``gateway`` (a limit of ours); ``reason`` is the short human reason that
+    is logged and, where the transport allows, sent with the close.
+    """
+
+    code = "protocol"
+    fault: ClassVar[Fault] = "outside"
+
+    def __init__(self, side: str, reason: str) -> None:
+        super().__init__(f"{side}: {reason}")
+        self.side = side
+        self.reason = reason
+
+
+class StreamClosedError(GenOSError):
+    """A byte stream ended (EOF, reset, closed socket) before a read was satisfied."""
+
+    code = "stream_closed"
+    fault: ClassVar[Fault] = "outside"
+
+
+class TokenError(GenOSError):
+    """A gateway token was refused; ``reason`` is one stable word saying why.
+
+    Reasons: ``malformed``, ``forged`` (bad MAC), ``expired``, ``revoked``,
+    ``wrong_environment``.
+    """
+
+    code = "bad_token"
+    fault: ClassVar[Fault] = "user"
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(message or f"token refused: {reason}")
+        self.reason = reason

@@ -1,0 +1,103 @@
+"""Admission: start what fits on the host, in queue order; provision it in the background.
+
+The queue is served strictly in order (priority, then age): when the head does
+not fit, nothing behind it starts, and every ``requested`` environment behind
+it becomes ``queued``. An admitted environment is recorded ``provisioning``
+(with this host's name) before its provisioning task exists, under the
+admission lock that reconcile also takes, so reconcile never mistakes a fresh
+admission for one abandoned by a dead control plane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from genos.errors import StateError
+from genos.orchestrator import provision
+from genos.orchestrator.capacity import Capacity
+from genos.orchestrator.lifecycle import SYSTEM, Lifecycle
+from genos.orchestrator.records import Environment, EventType
+from genos.orchestrator.states import State
+
+
+class Admission:
+    """The queue's server and the provisioning tasks it starts."""
+
+    def __init__(self, life: Lifecycle, capacity: Capacity) -> None:
+        self.lock = asyncio.Lock()
+        self.closed = False
+        self._life = life
+        self._capacity = capacity
+
+    async def admit(self) -> None:
+        """Start what fits, in queue order; mark the rest ``queued``."""
+        if self.closed:
+            return
+        async with self.lock:
+            used = await self._life.registry.host_usage(self._life.host_name)
+            blocked = False
+            for env in await self._life.registry.queue():
+                if not blocked and self._capacity.fits(used, env.cpus, env.memory_mb):
+                    if await self._start(env):
+                        used = used.plus(env.cpus, env.memory_mb)
+                    continue
+                blocked = True  # strict order: nothing overtakes the head of the queue
+                if env.state is State.REQUESTED:
+                    await self._queue(env)
+
+    async def _queue(self, env: Environment) -> None:
+        reason = f"waiting for capacity ({env.cpus:g} cpus, {env.memory_mb} MB)"
+        with contextlib.suppress(StateError):  # cancelled meanwhile
+            await self._life.move(env.id, env.state, State.QUEUED, actor=SYSTEM, reason=reason)
+
+    async def _start(self, env: Environment) -> bool:
+        life = self._life
+        try:
+            env = await life.move(
+                env.id,
+                env.state,
+                State.PROVISIONING,
+                actor=SYSTEM,
+                reason="admitted",
+                host=life.host_name,
+            )
+        except StateError:
+            return False  # cancelled, or admitted by another control plane
+        task = asyncio.create_task(self._provision(env), name=f"genos-provision-{env.id}")
+        life.tasks[env.id] = task
+        task.add_done_callback(lambda done: self._forget(env.id, done))
+        return True
+
+    def _forget(self, env_id: str, task: asyncio.Task[None]) -> None:
+        if self._life.tasks.get(env_id) is task:
+            del self._life.tasks[env_id]
+
+    async def _provision(self, env: Environment) -> None:
+        life = self._life
+        async with life.lock(env.id):
+            try:
+                await self._steps(env)
+            except Exception as exc:  # noqa: BLE001 - any failure fails the env, not the engine
+                reason = provision.describe(exc)
+                life.logger(env.id).warning("provisioning failed: %s", reason)
+                with contextlib.suppress(StateError):  # terminated meanwhile
+                    await life.fail(env.id, State.PROVISIONING, reason)
+        await self.admit()
+
+    async def _steps(self, env: Environment) -> None:
+        life = self._life
+        driver = life.driver
+
+        async def report(message: str, data: dict[str, object]) -> None:
+            await life.emit(env.id, EventType.PROGRESS, message, data)
+
+        await report("creating sandbox", {"driver": driver.name})
+        async with provision.Progress(report) as progress:
+            await life.call("create", provision.create(driver, env.id, env.spec, progress))
+        await report("sandbox ready", {})
+        await life.call("start", driver.start(env.id))
+        await report("display ready", {})
+        await life.move(
+            env.id, State.PROVISIONING, State.RUNNING, actor=SYSTEM, reason="provisioned"
+        )

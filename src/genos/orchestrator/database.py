@@ -1,0 +1,101 @@
+"""Connecting to the registry database and bringing its schema up to date.
+
+SQLite (the embedded default, ``data_dir()/genos.db``) runs in WAL mode with
+``synchronous=FULL`` (a committed transition survives power loss), foreign
+keys on and a busy timeout. Python's sqlite3 driver is told to stay out of
+transaction handling so GenOS issues ``BEGIN`` itself: ``BEGIN IMMEDIATE`` for
+writes (the write lock is taken up front, so two writers queue on the busy
+timeout instead of failing on a lock upgrade) and a plain ``BEGIN`` for reads.
+PostgreSQL is reached by URL (``GENOS_DATABASE_URL``, e.g.
+``postgresql+psycopg://user@host/db``).
+
+Migrations ship in ``migrations/`` and run at start (``upgrade head``) inside
+one transaction; on PostgreSQL an advisory lock keeps concurrent starts from
+migrating twice.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.engine import Connection
+
+from genos.paths import data_dir
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+WRITE = "genos_write"
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=30000",
+)
+
+
+def database_url(url: str | None = None) -> str:
+    """The registry's URL: ``url``, else ``GENOS_DATABASE_URL``, else SQLite in the data dir.
+
+    Args:
+        url: an explicit SQLAlchemy URL.
+
+    Returns:
+        The URL to connect to.
+    """
+    chosen = url or os.environ.get("GENOS_DATABASE_URL", "").strip()
+    return chosen or f"sqlite:///{data_dir() / 'genos.db'}"
+
+
+def connect(url: str, pool_size: int = 8) -> Engine:
+    """A SQLAlchemy engine for ``url`` with GenOS's durability settings.
+
+    Args:
+        url: a ``sqlite:///path`` or ``postgresql+psycopg://`` URL.
+        pool_size: connections kept open (one per registry worker thread).
+
+    Returns:
+        The engine; writes should go through ``engine.execution_options(genos_write=True)``.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, pool_size=pool_size, max_overflow=0)
+    event.listen(engine, "connect", _sqlite_connect)
+    event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # GenOS issues BEGIN itself (see _sqlite_begin)
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    mode = "IMMEDIATE" if conn.get_execution_options().get(WRITE) else "DEFERRED"
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` with the migrations shipped in the package.
+
+    Args:
+        engine: from :func:`connect`.
+        revision: an Alembic revision; ``head`` is the newest.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    with engine.execution_options(**{WRITE: True}).begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)

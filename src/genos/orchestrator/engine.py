@@ -1,0 +1,403 @@
+"""The orchestration engine: the async API the HTTP layer and the CLI call.
+
+One :class:`Engine` runs per host. ``request`` stores the environment and
+returns at once; admission (capacity, then the queue) and provisioning run in
+the background, and clients follow along with ``wait`` or ``events``. Every
+verb writes its transition to the registry before touching the driver.
+Admission and reconcile never run at the same time (one lock), and nothing
+holding an environment's lock ever waits for that admission lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import socket
+from collections.abc import AsyncGenerator, Coroutine, Iterable
+from types import TracebackType
+from typing import Any
+
+from genos.errors import ClosedError, GenOSError, StateError, WaitTimeoutError
+from genos.ids import new_env_id
+from genos.orchestrator import provision, states
+from genos.orchestrator.admission import Admission
+from genos.orchestrator.capacity import Capacity, HostStatus, QueueEntry, QuotaPolicy, no_quota
+from genos.orchestrator.events import EventBus, stream
+from genos.orchestrator.lifecycle import SYSTEM, Lifecycle, log
+from genos.orchestrator.queries import NewEnvironment
+from genos.orchestrator.reconcile import ReconcileReport, reconcile
+from genos.orchestrator.records import Environment, Event
+from genos.orchestrator.registry import Registry
+from genos.orchestrator.states import HOLDING, WAITING, State
+from genos.orchestrator.timers import Timers
+from genos.runtime.driver import Driver
+from genos.spec import EnvironmentSpec
+
+
+class Engine:
+    """Lifecycle, queue, timers and reconcile for the environments of one host."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        driver: Driver,
+        capacity: Capacity | None = None,
+        *,
+        quotas: QuotaPolicy = no_quota,
+        host_name: str | None = None,
+        warning_lead: float = 60.0,
+        tick_interval: float = 5.0,
+        reconcile_interval: float = 60.0,
+        activity_interval: float = 30.0,
+        event_poll: float = 2.0,
+    ) -> None:
+        """Set the engine up; :meth:`start` (or ``async with``) brings it to life.
+
+        Args:
+            registry: the open registry; its clock is the engine's clock.
+            driver: the runtime driver of this host.
+            capacity: what environments may hold here; default the host less 1 GiB.
+            quotas: each owner's quota (None: unlimited).
+            host_name: this host's name in the registry; default the hostname.
+            warning_lead: seconds between a TTL/idle warning event and the action.
+            tick_interval: seconds between timer checks.
+            reconcile_interval: seconds between periodic reconciles.
+            activity_interval: store user activity at most this often (seconds).
+            event_poll: seconds between registry re-reads of a quiet event stream.
+        """
+        self.registry = registry
+        self.driver = driver
+        self.capacity = capacity or Capacity.from_host()
+        self.clock = registry.clock
+        self.quotas = quotas
+        self.host_name = host_name or socket.gethostname()
+        self._intervals = (tick_interval, reconcile_interval, event_poll)
+        self._life = Lifecycle(registry, driver, EventBus(), self.host_name)
+        self._timers = Timers(self._life, warning_lead, activity_interval)
+        self._admission = Admission(self._life, self.capacity)
+        self._background: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def start(self, *, maintenance: bool = True) -> ReconcileReport:
+        """Reconcile with the host, admit what waits, and start the maintenance loop.
+
+        Args:
+            maintenance: run timers and periodic reconcile in the background
+                (tests call :meth:`tick` and :meth:`reconcile` themselves).
+
+        Returns:
+            What the first reconcile did.
+        """
+        report = await self.reconcile()
+        if maintenance:
+            self._spawn(self._maintain())
+        return report
+
+    async def aclose(self) -> None:
+        """Stop background work; the registry and the driver stay open (their owner closes them).
+
+        Provisioning in flight is cancelled: the registry still says
+        ``provisioning``, and the next start's reconcile adopts or fails it.
+        """
+        self._closed = self._admission.closed = True
+        tasks = [*self._background, *self._life.tasks.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def request(
+        self,
+        owner: str,
+        spec: EnvironmentSpec,
+        *,
+        request_id: str | None = None,
+        priority: int = 0,
+    ) -> Environment:
+        """Ask for an environment; returns at once, provisioning goes on in the background.
+
+        Args:
+            owner: the user id the environment belongs to.
+            spec: what to build.
+            request_id: the client's idempotency key: the same owner and key
+                always return the same environment.
+            priority: higher is served first from the queue.
+
+        Returns:
+            The environment, ``provisioning`` or ``queued`` (with its position),
+            or whatever state a repeated request's environment is in.
+
+        Raises:
+            CapacityError: the spec needs more than this host has in total.
+            QuotaError: the owner would go over their quota.
+            ConflictError: ``request_id`` was used for a different spec.
+            NotFoundError: no such owner.
+        """
+        self._check_open()
+        self.capacity.check_possible(spec.resources.cpus, spec.resources.memory_mb)
+        new = NewEnvironment(new_env_id(), owner, spec, priority, request_id)
+        env, created = await self.registry.create(new, self.quotas(owner))
+        if created:
+            self._life.logger(env.id).info("requested by %s", owner)
+            self._life.bus.publish(env.id)
+            await self._admit()
+        return await self.registry.get(env.id)
+
+    async def get(self, env_id: str) -> Environment:
+        """One environment.
+
+        Raises:
+            NotFoundError: no such environment.
+        """
+        return await self.registry.get(env_id)
+
+    async def wait(
+        self, env_id: str, wanted: State | Iterable[State], timeout: float | None = None
+    ) -> Environment:
+        """Wait until the environment is in one of ``wanted`` (for synchronous clients).
+
+        Args:
+            env_id: the environment.
+            wanted: the state or states to wait for.
+            timeout: seconds of real time; None waits as long as it takes.
+
+        Returns:
+            The environment in a wanted state.
+
+        Raises:
+            StateError: it reached a final state that is not wanted.
+            WaitTimeoutError: ``timeout`` passed first.
+            NotFoundError: no such environment.
+        """
+        goal = {wanted} if isinstance(wanted, State) else set(wanted)
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._wait(env_id, goal)
+        except TimeoutError as exc:
+            names = " or ".join(sorted(s.value for s in goal))
+            raise WaitTimeoutError(f"{env_id} did not become {names} in {timeout}s") from exc
+
+    async def _wait(self, env_id: str, goal: set[State]) -> Environment:
+        with self._life.bus.subscribe(env_id) as wake:
+            while True:
+                wake.clear()
+                env = await self.registry.get(env_id)
+                if env.state in goal:
+                    return env
+                if env.state.final:
+                    raise StateError(env.state.value, sorted(s.value for s in goal), "wait")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self._intervals[2])
+
+    async def suspend(
+        self, env_id: str, *, actor: str = SYSTEM, reason: str = "suspend requested"
+    ) -> Environment:
+        """Freeze a running environment (it keeps its reservation).
+
+        Args:
+            env_id: the environment.
+            actor: who asks (a user id, ``system``).
+            reason: why, stored with the transition.
+
+        Returns:
+            The environment, ``suspended``.
+
+        Raises:
+            StateError: it is not running.
+            ExternalError: the driver failed; the environment is back to ``running``.
+        """
+        return await self._pause(env_id, State.RUNNING, State.SUSPENDED, actor, reason)
+
+    async def resume(
+        self, env_id: str, *, actor: str = SYSTEM, reason: str = "resume requested"
+    ) -> Environment:
+        """Thaw a suspended environment.
+
+        Args:
+            env_id: the environment.
+            actor: who asks.
+            reason: why, stored with the transition.
+
+        Returns:
+            The environment, ``running``.
+
+        Raises:
+            StateError: it is not suspended.
+            ExternalError: the driver failed; the environment is back to ``suspended``.
+        """
+        return await self._pause(env_id, State.SUSPENDED, State.RUNNING, actor, reason)
+
+    async def _pause(
+        self, env_id: str, old: State, new: State, actor: str, reason: str
+    ) -> Environment:
+        verb = "suspend" if new is State.SUSPENDED else "resume"
+        states.require((await self.registry.get(env_id)).state, [old], verb)
+        async with self._life.lock(env_id):
+            states.require((await self.registry.get(env_id)).state, [old], verb)
+            env = await self._life.move(env_id, old, new, actor=actor, reason=reason)
+            driver_verb = self.driver.suspend if verb == "suspend" else self.driver.resume
+            try:
+                await self._life.call(verb, driver_verb(env_id))
+            except GenOSError as exc:
+                back = f"{verb} failed: {provision.describe(exc)}"
+                await self._life.move(env_id, new, old, actor=SYSTEM, reason=back)
+                raise
+        if new is State.RUNNING:
+            await self._timers.activity(env_id, self.clock.now())
+        return env
+
+    async def terminate(
+        self, env_id: str, *, actor: str = SYSTEM, reason: str = "terminate requested"
+    ) -> Environment:
+        """End an environment in any non-final state and release everything it holds.
+
+        Provisioning in flight is cancelled first. If the driver cannot destroy
+        it now, an ``error`` event says so and reconcile removes it later.
+
+        Args:
+            env_id: the environment.
+            actor: who asks.
+            reason: why, stored with the transition.
+
+        Returns:
+            The environment, ``terminated``.
+
+        Raises:
+            StateError: it is already terminated or failed.
+        """
+        states.check((await self.registry.get(env_id)).state, State.TERMINATED, "terminate")
+        task = self._life.tasks.get(env_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        async with self._life.lock(env_id):
+            old = (await self.registry.get(env_id)).state
+            states.check(old, State.TERMINATED, "terminate")
+            env = await self._life.move(env_id, old, State.TERMINATED, actor=actor, reason=reason)
+            if old in HOLDING:
+                await self._life.destroy(env_id)
+        await self._admit()
+        return env
+
+    async def cancel(
+        self, env_id: str, *, actor: str = SYSTEM, reason: str = "cancelled"
+    ) -> Environment:
+        """Withdraw a request that is still waiting (requested or queued).
+
+        Returns:
+            The environment, ``terminated``.
+
+        Raises:
+            StateError: it is no longer waiting (use :meth:`terminate`).
+        """
+        async with self._life.lock(env_id):
+            old = (await self.registry.get(env_id)).state
+            states.require(old, WAITING, "cancel")
+            env = await self._life.move(env_id, old, State.TERMINATED, actor=actor, reason=reason)
+        await self._admit()
+        return env
+
+    def events(
+        self, env_id: str, after_seq: int = 0, *, follow: bool = True
+    ) -> AsyncGenerator[Event, None]:
+        """The environment's events: history after ``after_seq``, then live ones.
+
+        Args:
+            env_id: the environment.
+            after_seq: the last seq the client has (``Last-Event-ID``), 0 for all.
+            follow: keep streaming until the environment ends.
+
+        Returns:
+            An async generator of events in seq order; it ends after the final
+            state's event. Close it (``aclose()``) when the client leaves early.
+        """
+        poll = self._intervals[2]
+        return stream(self.registry, self._life.bus, env_id, after_seq, follow=follow, poll=poll)
+
+    async def activity(self, env_id: str) -> None:
+        """Tell the engine a user did something in the environment (resets idle).
+
+        Raises:
+            NotFoundError: no such environment (when the time is stored).
+        """
+        await self._timers.activity(env_id, self.clock.now())
+
+    async def host(self) -> HostStatus:
+        """This host's capacity, what environments hold, and the queue."""
+        used = await self.registry.host_usage(self.host_name)
+        queue = [
+            QueueEntry(
+                e.id, e.owner, e.queue_position or n, e.priority, e.cpus, e.memory_mb, e.created
+            )
+            for n, e in enumerate(await self.registry.queue(), 1)
+        ]
+        return HostStatus(self.host_name, self.capacity, used, queue)
+
+    async def reconcile(self) -> ReconcileReport:
+        """Compare the registry with the host and repair the difference (see ``reconcile``).
+
+        Returns:
+            What was adopted, failed, destroyed and repaired.
+        """
+        async with self._admission.lock:
+            report = await reconcile(self._life, set(self._life.tasks))
+        await self._admit()
+        return report
+
+    async def tick(self) -> None:
+        """Check TTL and idle deadlines now (the maintenance loop calls this)."""
+        await self._timers.tick(self.clock.now(), self._timed)
+
+    async def _timed(self, env_id: str, action: str, reason: str) -> Environment:
+        if action == "suspend":
+            return await self.suspend(env_id, reason=reason)
+        return await self.terminate(env_id, reason=reason)
+
+    async def list(
+        self, owner: str | None = None, states: Iterable[State] | None = None
+    ) -> builtins.list[Environment]:
+        """Environments, oldest first.
+
+        Args:
+            owner: only this user's; None for everybody's.
+            states: only these states; None for all.
+
+        Returns:
+            The environments (queued ones with their queue position).
+        """
+        return await self.registry.list(owner, states)
+
+    async def _admit(self) -> None:
+        await self._admission.admit()
+
+    async def _maintain(self) -> None:
+        tick, every, _ = self._intervals
+        since = 0.0
+        while True:
+            await self.clock.sleep(tick)
+            since += tick
+            try:
+                await self.tick()
+                if since >= every:
+                    since = 0.0
+                    await self.reconcile()
+            except GenOSError as exc:
+                log.warning("maintenance failed: %s", exc)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("the engine is closed")

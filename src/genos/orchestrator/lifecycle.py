@@ -1,0 +1,120 @@
+"""The engine's moving parts shared by its verbs, provisioning, timers and reconcile.
+
+:class:`Lifecycle` records a transition (registry first, then wake readers and
+log), appends events, fails an environment (record ``failed``, then release
+what the driver holds), and hands out one lock per environment so a verb,
+a timer and reconcile never act on the same environment at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from genos.errors import ExternalError, GenOSError
+from genos.orchestrator.events import EventBus
+from genos.orchestrator.provision import describe
+from genos.orchestrator.records import Environment, Event, EventType
+from genos.orchestrator.registry import Registry
+from genos.orchestrator.states import State
+from genos.runtime.driver import Driver
+
+log = logging.getLogger("genos.orchestrator")
+SYSTEM = "system"
+T = TypeVar("T")
+
+
+class Lifecycle:
+    """Registry + driver + event bus, with the invariants that bind them."""
+
+    def __init__(self, registry: Registry, driver: Driver, bus: EventBus, host_name: str) -> None:
+        self.registry = registry
+        self.driver = driver
+        self.bus = bus
+        self.host_name = host_name
+        self.tasks: dict[str, asyncio.Task[None]] = {}  # provisioning in flight here
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def logger(self, env_id: str) -> logging.Logger:
+        """The environment's own logger (``genos.orchestrator.<env_id>``)."""
+        return log.getChild(env_id)
+
+    def lock(self, env_id: str) -> asyncio.Lock:
+        """The lock every action on ``env_id`` holds."""
+        lock = self._locks.get(env_id)
+        if lock is None:
+            lock = self._locks[env_id] = asyncio.Lock()
+        return lock
+
+    async def move(
+        self,
+        env_id: str,
+        old: State,
+        new: State,
+        *,
+        actor: str,
+        reason: str,
+        host: str | None = None,
+    ) -> Environment:
+        """Record ``old -> new`` in the registry, then tell readers and the log.
+
+        Raises:
+            StateError: not allowed, or the environment is no longer in ``old``.
+        """
+        env, _ = await self.registry.transition(
+            env_id, old, new, actor=actor, reason=reason, host=host
+        )
+        self.logger(env_id).info("%s -> %s by %s: %s", old.value, new.value, actor, reason)
+        self.bus.publish(env_id)
+        return env
+
+    async def emit(
+        self, env_id: str, kind: EventType, message: str, data: dict[str, Any] | None = None
+    ) -> Event:
+        """Store an event and wake its readers."""
+        event = await self.registry.add_event(env_id, kind, message, data)
+        level = logging.WARNING if kind in (EventType.WARNING, EventType.ERROR) else logging.INFO
+        self.logger(env_id).log(level, "%s: %s", kind.value, message)
+        self.bus.publish(env_id)
+        return event
+
+    async def fail(self, env_id: str, old: State, reason: str, actor: str = SYSTEM) -> Environment:
+        """Record ``failed`` with ``reason``, then release whatever the driver holds.
+
+        Raises:
+            StateError: the environment is no longer in ``old``.
+        """
+        env = await self.move(env_id, old, State.FAILED, actor=actor, reason=reason)
+        await self.destroy(env_id)
+        return env
+
+    async def destroy(self, env_id: str) -> bool:
+        """Remove the environment from the host; on failure leave it to reconcile.
+
+        Returns:
+            True if the driver destroyed it (or it was not there).
+        """
+        try:
+            await self.driver.destroy(env_id)
+        except Exception as exc:  # noqa: BLE001 - reconcile removes the orphan later
+            message = f"destroy failed, reconcile will retry: {describe(exc)}"
+            await self.emit(env_id, EventType.ERROR, message)
+            return False
+        return True
+
+    async def call(self, what: str, step: Awaitable[T]) -> T:
+        """Await a driver call, translating foreign errors to :class:`ExternalError`.
+
+        Raises:
+            GenOSError: the driver's own error, or ExternalError for anything else.
+        """
+        try:
+            return await step
+        except GenOSError:
+            raise
+        except Exception as exc:
+            message = f"driver {self.driver.name}: {what} failed: {describe(exc)}"
+            raise ExternalError(message, str(exc)) from exc

@@ -1,0 +1,340 @@
+"""The registry's SQL, as plain functions on a Session inside a transaction.
+
+:class:`~genos.orchestrator.registry.Registry` runs these in its worker
+threads; each call is one transaction. A transition is a compare-and-set on
+the environment's state (``UPDATE ... WHERE state = :from``), so two control
+planes, or a cancelled task and a user's verb, can never both win.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, Text, cast, func, literal, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from genos import spec as spec_mod
+from genos.errors import ConflictError, NotFoundError, StateError
+from genos.orchestrator import states
+from genos.orchestrator.capacity import Quota, Usage
+from genos.orchestrator.models import EnvironmentRow, EventRow, TransitionRow, UserRow, UTCDateTime
+from genos.orchestrator.records import Environment, Event, EventType, Transition
+from genos.orchestrator.states import HOLDING, LIVE, WAITING, State
+
+
+@dataclass(frozen=True)
+class NewEnvironment:
+    """What a request inserts."""
+
+    env_id: str
+    owner: str
+    spec: spec_mod.EnvironmentSpec
+    priority: int = 0
+    request_id: str | None = None
+
+
+ENVIRONMENT_COLUMNS = (
+    EnvironmentRow.id,
+    EnvironmentRow.owner_id,
+    EnvironmentRow.name,
+    EnvironmentRow.state,
+    # The JSON as text: parsed only when someone reads ``Environment.spec``.
+    cast(EnvironmentRow.spec, Text).label("spec_json"),
+    EnvironmentRow.priority,
+    EnvironmentRow.request_id,
+    EnvironmentRow.created,
+    EnvironmentRow.updated,
+    EnvironmentRow.cpus,
+    EnvironmentRow.memory_mb,
+    EnvironmentRow.started,
+    EnvironmentRow.last_activity,
+    EnvironmentRow.failure_reason,
+    EnvironmentRow.host,
+)
+QUEUE_ORDER = (
+    EnvironmentRow.priority.desc(),
+    EnvironmentRow.created.asc(),
+    EnvironmentRow.id.asc(),
+)
+IS_WAITING = EnvironmentRow.state.in_([s.value for s in WAITING])
+
+
+def to_environment(row: Row[*tuple[Any, ...]], position: int | None = None) -> Environment:
+    """An immutable :class:`Environment` from a row of :data:`ENVIRONMENT_COLUMNS`."""
+    return Environment(
+        id=row.id,
+        owner=row.owner_id,
+        name=row.name,
+        state=State(row.state),
+        spec_json=row.spec_json,
+        priority=row.priority,
+        request_id=row.request_id,
+        created=row.created,
+        updated=row.updated,
+        cpus=row.cpus,
+        memory_mb=row.memory_mb,
+        started=row.started,
+        last_activity=row.last_activity,
+        failure_reason=row.failure_reason,
+        host=row.host,
+        queue_position=position,
+    )
+
+
+def environments(session: Session, *where: Any) -> list[Environment]:
+    """Environments matching ``where``, oldest first, waiting ones with their position."""
+    query = select(*ENVIRONMENT_COLUMNS).where(*where)
+    rows = session.execute(query.order_by(EnvironmentRow.created, EnvironmentRow.id)).all()
+    positions: dict[str, int] = {}
+    if any(State(row.state) in WAITING for row in rows):
+        order = select(EnvironmentRow.id).where(IS_WAITING).order_by(*QUEUE_ORDER)
+        positions = {env_id: n for n, env_id in enumerate(session.scalars(order), 1)}
+    return [to_environment(row, positions.get(row.id)) for row in rows]
+
+
+def load(session: Session, env_id: str) -> Environment:
+    """One environment, with its queue position while it waits.
+
+    Raises:
+        NotFoundError: no such environment.
+    """
+    row = session.execute(select(*ENVIRONMENT_COLUMNS).where(EnvironmentRow.id == env_id)).first()
+    if row is None:
+        raise NotFoundError("environment", env_id)
+    if State(row.state) not in WAITING:
+        return to_environment(row)
+    key = (row.priority, row.created, row.id)
+    ahead = tuple_(-EnvironmentRow.priority, EnvironmentRow.created, EnvironmentRow.id) < tuple_(
+        -key[0], key[1], key[2]
+    )
+    count = session.execute(select(func.count()).where(IS_WAITING, ahead)).scalar_one()
+    return to_environment(row, int(count) + 1)
+
+
+def queue(session: Session) -> list[Environment]:
+    """Waiting environments in the order they will be served, with their positions."""
+    query = select(*ENVIRONMENT_COLUMNS).where(IS_WAITING).order_by(*QUEUE_ORDER)
+    return [to_environment(row, n) for n, row in enumerate(session.execute(query), 1)]
+
+
+def to_event(row: EventRow) -> Event:
+    """An immutable :class:`Event` from its row."""
+    return Event(
+        row.env_id, row.seq, row.time, EventType(row.type), State(row.state), row.message, row.data
+    )
+
+
+def to_transition(row: TransitionRow) -> Transition:
+    """An immutable :class:`Transition` from its row."""
+    return Transition(
+        row.env_id,
+        row.seq,
+        State(row.from_state),
+        State(row.to_state),
+        row.actor,
+        row.reason,
+        row.time,
+    )
+
+
+def insert_environment(
+    session: Session, new: NewEnvironment, quota: Quota | None, now: datetime
+) -> tuple[Environment, bool]:
+    """Insert a ``requested`` environment, or find the one its request id made.
+
+    Returns:
+        The environment and whether this call created it.
+
+    Raises:
+        NotFoundError: no such owner.
+        ConflictError: the request id was used for a different spec.
+        QuotaError: the owner would go over ``quota``.
+    """
+    # Lock the owner's row: one owner's requests are checked one at a time,
+    # across control planes too (SQLite's BEGIN IMMEDIATE already serialises).
+    owner = select(UserRow.id).where(UserRow.id == new.owner).with_for_update()
+    if session.execute(owner).scalar_one_or_none() is None:
+        raise NotFoundError("user", new.owner)
+    if new.request_id is not None:
+        existing = find_request(session, new.owner, new.request_id)
+        if existing is not None:
+            return load(session, same_request(existing, new.spec)), False
+    resources = new.spec.resources
+    if quota is not None:
+        quota.check(owner_usage(session, new.owner), resources.cpus, resources.memory_mb)
+    session.add(_new_row(new, now))
+    session.add(_event_row(new.env_id, 1, now, (EventType.STATE, State.REQUESTED, "requested"), {}))
+    session.flush()
+    return load(session, new.env_id), True
+
+
+def _new_row(new: NewEnvironment, now: datetime) -> EnvironmentRow:
+    resources = new.spec.resources
+    return EnvironmentRow(
+        id=new.env_id,
+        owner_id=new.owner,
+        name=new.spec.name,
+        state=State.REQUESTED.value,
+        spec=spec_mod.dump(new.spec),
+        priority=new.priority,
+        request_id=new.request_id,
+        cpus=resources.cpus,
+        memory_mb=resources.memory_mb,
+        created=now,
+        updated=now,
+        last_seq=1,
+    )
+
+
+def find_request(session: Session, owner: str, request_id: str) -> EnvironmentRow | None:
+    """The environment ``owner`` made with ``request_id``, if any."""
+    query = select(EnvironmentRow).where(
+        EnvironmentRow.owner_id == owner, EnvironmentRow.request_id == request_id
+    )
+    return session.scalars(query).one_or_none()
+
+
+def same_request(row: EnvironmentRow, spec: spec_mod.EnvironmentSpec) -> str:
+    """The environment id of a repeated request, if the repeat asks for the same spec.
+
+    Raises:
+        ConflictError: the request id was first used for another spec.
+    """
+    if row.spec != spec_mod.dump(spec):
+        raise ConflictError(
+            f"request id {row.request_id!r} was used for another spec (environment {row.id})"
+        )
+    return row.id
+
+
+def owner_usage(session: Session, owner: str) -> Usage:
+    """What ``owner``'s live environments hold."""
+    return _usage(session, EnvironmentRow.owner_id == owner, LIVE)
+
+
+def host_usage(session: Session, host: str) -> Usage:
+    """What the environments placed on ``host`` hold."""
+    return _usage(session, EnvironmentRow.host == host, HOLDING)
+
+
+def _usage(session: Session, where: Any, in_states: Iterable[State]) -> Usage:
+    query = select(
+        func.count(),
+        func.coalesce(func.sum(EnvironmentRow.cpus), 0.0),
+        func.coalesce(func.sum(EnvironmentRow.memory_mb), 0),
+    ).where(where, EnvironmentRow.state.in_([s.value for s in in_states]))
+    count, cpus, memory = session.execute(query).one()
+    return Usage(int(count), float(cpus), int(memory))
+
+
+def get_row(session: Session, env_id: str) -> EnvironmentRow:
+    """The row of ``env_id``.
+
+    Raises:
+        NotFoundError: no such environment.
+    """
+    row = session.get(EnvironmentRow, env_id)
+    if row is None:
+        raise NotFoundError("environment", env_id)
+    return row
+
+
+def transition(
+    session: Session,
+    env_id: str,
+    *,
+    change: tuple[State, State],
+    why: tuple[str, str],
+    now: datetime,
+    host: str | None = None,
+) -> tuple[Environment, Event]:
+    """Move ``env_id`` from ``change[0]`` to ``change[1]`` and record it (actor, reason).
+
+    Raises:
+        StateError: the transition is not in the lifecycle, or the environment
+            is no longer in ``change[0]`` (someone else moved it).
+        NotFoundError: no such environment.
+    """
+    old, new = change
+    actor, reason = why
+    states.check(old, new)
+    statement = (
+        update(EnvironmentRow)
+        .where(EnvironmentRow.id == env_id, EnvironmentRow.state == old.value)
+        .values(**_moved(new, reason, now, host))
+        .returning(EnvironmentRow.last_seq)
+        .execution_options(synchronize_session=False)
+    )
+    seq = session.execute(statement).scalar_one_or_none()
+    if seq is None:
+        current = State(get_row(session, env_id).state)
+        raise StateError(current.value, [old.value], f"move to {new.value}")
+    step = TransitionRow(env_id=env_id, seq=seq, from_state=old.value, to_state=new.value,
+                         actor=actor, reason=reason, time=now)  # fmt: skip
+    data = {"from": old.value, "to": new.value, "actor": actor, "reason": reason}
+    event = _event_row(env_id, seq, now, (EventType.STATE, new, f"{new.value}: {reason}"), data)
+    session.add_all([step, event])
+    session.flush()
+    return load(session, env_id), to_event(event)
+
+
+def _moved(new: State, reason: str, now: datetime, host: str | None) -> dict[str, Any]:
+    """The column values an environment entering ``new`` gets."""
+    values: dict[str, Any] = {"state": new.value, "updated": now}
+    values["last_seq"] = EnvironmentRow.last_seq + 1
+    if new is State.RUNNING:  # TTL counts from the first start; idle from now
+        values["started"] = func.coalesce(EnvironmentRow.started, literal(now, UTCDateTime()))
+        values["last_activity"] = now
+    if new is State.FAILED:
+        values["failure_reason"] = reason
+    if host is not None:
+        values["host"] = host
+    return values
+
+
+def add_event(
+    session: Session,
+    env_id: str,
+    *,
+    kind: EventType,
+    message: str,
+    data: dict[str, Any],
+    now: datetime,
+) -> Event:
+    """Append an event (its state is the environment's current one).
+
+    Raises:
+        NotFoundError: no such environment.
+    """
+    statement = (
+        update(EnvironmentRow)
+        .where(EnvironmentRow.id == env_id)
+        .values(last_seq=EnvironmentRow.last_seq + 1)
+        .returning(EnvironmentRow.last_seq, EnvironmentRow.state)
+        .execution_options(synchronize_session=False)
+    )
+    found = session.execute(statement).one_or_none()
+    if found is None:
+        raise NotFoundError("environment", env_id)
+    row = _event_row(env_id, found[0], now, (kind, State(found[1]), message), data)
+    session.add(row)
+    session.flush()
+    return to_event(row)
+
+
+def _event_row(
+    env_id: str, seq: int, now: datetime, what: tuple[EventType, State, str], data: dict[str, Any]
+) -> EventRow:
+    kind, state, message = what
+    return EventRow(
+        env_id=env_id,
+        seq=seq,
+        time=now,
+        type=kind.value,
+        state=state.value,
+        message=message,
+        data=data,
+    )

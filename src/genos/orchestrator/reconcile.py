@@ -1,0 +1,164 @@
+"""Reconcile: make the registry and the host agree, level-triggered and idempotent.
+
+The registry is the intent (a transition is written before its side effect),
+the driver is what the host really has. Reconcile first takes a complete
+picture of the host (``list_ids`` + ``inspect`` of each); if any of that fails
+it changes nothing. Then, per environment and under its lock, re-reading both
+sides:
+
+=====================  ==================  ======================================
+registry               host (driver)       action
+=====================  ==================  ======================================
+unknown, final,        present             orphan: ``destroy``
+waiting, other host
+provisioning           running             adopt: -> ``running``
+provisioning           anything else       -> ``failed`` ("control plane
+                                           restarted during provisioning") and
+                                           ``destroy``; the client may request
+                                           again (retrying blindly could repeat
+                                           whatever broke the first attempt)
+running / suspended    same                nothing
+running                suspended           ``resume`` (an interrupted resume)
+suspended              running             ``suspend`` (an interrupted suspend)
+running / suspended    created, stopped    -> ``failed`` and ``destroy``
+running / suspended    absent              -> ``failed`` ("vanished from host")
+=====================  ==================  ======================================
+
+Environments being provisioned by this engine right now are left alone.
+Running it twice in a row does nothing the second time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Container
+from dataclasses import dataclass, field
+
+from genos.errors import GenOSError, NotFoundError
+from genos.orchestrator.lifecycle import Lifecycle
+from genos.orchestrator.provision import describe
+from genos.orchestrator.records import Environment
+from genos.orchestrator.states import HOLDING, LIVE, WAITING, State
+from genos.runtime.driver import EnvState
+
+log = logging.getLogger("genos.orchestrator.reconcile")
+ACTOR = "reconcile"
+VANISHED = "vanished from host"
+RESTARTED = "control plane restarted during provisioning"
+
+
+@dataclass
+class ReconcileReport:
+    """What one reconcile did; ``complete`` is False when the host could not be read."""
+
+    complete: bool = True
+    adopted: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    destroyed: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        """True if anything was done."""
+        return bool(self.adopted or self.failed or self.destroyed or self.repaired)
+
+
+async def host_picture(life: Lifecycle) -> dict[str, EnvState] | None:
+    """Every environment the driver has and its state, or None if any read failed."""
+    picture: dict[str, EnvState] = {}
+    try:
+        for env_id in await life.driver.list_ids():
+            try:
+                picture[env_id] = (await life.driver.inspect(env_id)).state
+            except NotFoundError:
+                continue  # gone between list and inspect
+    except Exception as exc:  # noqa: BLE001 - an incomplete picture means: change nothing
+        log.warning("reconcile skipped, the host could not be read: %s", describe(exc))
+        return None
+    return picture
+
+
+async def reconcile(life: Lifecycle, busy: Container[str]) -> ReconcileReport:
+    """Repair every difference between the registry and the host (see the module doc).
+
+    Args:
+        life: the engine's lifecycle.
+        busy: ids being provisioned right now; left alone.
+
+    Returns:
+        What was done.
+    """
+    picture = await host_picture(life)
+    if picture is None:
+        return ReconcileReport(complete=False)
+    report = ReconcileReport()
+    live = {env.id: env for env in await life.registry.list(states=LIVE)}
+    mine = [e for e in live.values() if e.host == life.host_name and e.state in HOLDING]
+    for env in mine:
+        if env.id not in busy:
+            async with life.lock(env.id):
+                await _repair(life, env.id, report)
+    for env_id in picture:
+        known = live.get(env_id)
+        if known is None or known.state in WAITING or known.host != life.host_name:
+            async with life.lock(env_id):
+                await _remove_orphan(life, env_id, report)
+    return report
+
+
+async def _observe(life: Lifecycle, env_id: str) -> EnvState | None:
+    try:
+        return (await life.driver.inspect(env_id)).state
+    except NotFoundError:
+        return None
+
+
+async def _repair(life: Lifecycle, env_id: str, report: ReconcileReport) -> None:
+    try:
+        env = await life.registry.get(env_id)
+        if env.state not in HOLDING or env.host != life.host_name:
+            return
+        await _apply(life, env, await _observe(life, env_id), report)
+    except GenOSError as exc:
+        life.logger(env_id).warning("reconcile could not repair it: %s", exc)
+
+
+async def _apply(
+    life: Lifecycle, env: Environment, actual: EnvState | None, report: ReconcileReport
+) -> None:
+    if env.state is State.PROVISIONING:
+        if actual is EnvState.RUNNING:
+            reason = "adopted: running on host"
+            await life.move(env.id, env.state, State.RUNNING, actor=ACTOR, reason=reason)
+            report.adopted.append(env.id)
+        else:
+            await life.fail(env.id, env.state, RESTARTED, ACTOR)
+            report.failed.append(env.id)
+    elif actual is None:
+        await life.fail(env.id, env.state, VANISHED, ACTOR)
+        report.failed.append(env.id)
+    elif actual in (EnvState.CREATED, EnvState.STOPPED):
+        await life.fail(env.id, env.state, f"session {actual.value} on host", ACTOR)
+        report.failed.append(env.id)
+    elif env.state is State.RUNNING and actual is EnvState.SUSPENDED:
+        await life.call("resume", life.driver.resume(env.id))
+        report.repaired.append(env.id)
+    elif env.state is State.SUSPENDED and actual is EnvState.RUNNING:
+        await life.call("suspend", life.driver.suspend(env.id))
+        report.repaired.append(env.id)
+
+
+async def _remove_orphan(life: Lifecycle, env_id: str, report: ReconcileReport) -> None:
+    env: Environment | None = None
+    with contextlib.suppress(NotFoundError):
+        env = await life.registry.get(env_id)
+    if env is not None and env.state in HOLDING and env.host == life.host_name:
+        return  # became ours since the picture was taken
+    try:
+        await life.call("destroy", life.driver.destroy(env_id))
+    except GenOSError as exc:
+        log.warning("orphan %s could not be destroyed: %s", env_id, exc)
+        return
+    log.info("orphan %s destroyed (registry: %s)", env_id, env.state.value if env else "unknown")
+    report.destroyed.append(env_id)

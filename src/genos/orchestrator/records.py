@@ -1,0 +1,107 @@
+"""What the registry and the engine hand out: plain, frozen values (never ORM rows)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from functools import cached_property
+from typing import Any, Literal
+
+from genos.orchestrator.states import State
+from genos.spec import EnvironmentSpec
+
+Role = Literal["admin", "user"]
+
+
+class EventType(StrEnum):
+    """What an :class:`Event` reports."""
+
+    STATE = "state"  # a transition; ``state`` is the new one
+    PROGRESS = "progress"  # a provisioning step ("sandbox ready")
+    WARNING = "warning"  # something is about to happen ("ttl: terminating in 60s")
+    ERROR = "error"  # something failed that did not change the state
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One environment as the registry knows it.
+
+    ``cpus``/``memory_mb`` are the reservation taken from the spec;
+    ``started`` is when it first ran (TTL counts from there); ``queue_position``
+    is 1-based while waiting and None otherwise. ``spec`` is parsed from the
+    stored JSON on first use, so listing many environments stays cheap.
+    """
+
+    id: str
+    owner: str
+    name: str | None
+    state: State
+    spec_json: str = field(repr=False)
+    priority: int
+    request_id: str | None
+    created: datetime
+    updated: datetime
+    cpus: float
+    memory_mb: int
+    started: datetime | None = None
+    last_activity: datetime | None = None
+    failure_reason: str | None = None
+    host: str | None = None
+    queue_position: int | None = None
+
+    @cached_property
+    def spec(self) -> EnvironmentSpec:
+        """The environment's spec."""
+        return EnvironmentSpec.model_validate_json(self.spec_json)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened to an environment; ``seq`` orders them per environment."""
+
+    env_id: str
+    seq: int
+    time: datetime
+    type: EventType
+    state: State
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One step of the lifecycle, written before its side effect starts."""
+
+    env_id: str
+    seq: int
+    from_state: State
+    to_state: State
+    actor: str
+    reason: str
+    time: datetime
+
+
+@dataclass(frozen=True)
+class User:
+    """An account. Hashes are made and checked by ``genos.api.security``."""
+
+    id: str
+    name: str
+    role: Role
+    password_hash: str | None
+    totp_secret: str | None
+    created: datetime
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """An API token's row: ``token_hash`` is an argon2 hash of its secret."""
+
+    id: str
+    user_id: str
+    name: str
+    token_hash: str
+    created: datetime
+    last_used: datetime | None
+    revoked: bool
