@@ -1,0 +1,191 @@
+"""The three tasks of a proxied connection once both handshakes are done.
+
+* :meth:`Pumps.client_pump` reads every viewer message with strict bounds,
+  applies the grant (view drops input; clipboard direction) and forwards what
+  may pass, re-encoded;
+* :meth:`Pumps.env_pump` relays updates rectangle by rectangle, checked, and
+  passes on Bell, colour maps and (by policy) cut text;
+* :meth:`Pumps.pacer` forwards the viewer's incremental update requests no
+  faster than the adaptive controller's frame-rate cap, at most one outstanding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+from genos.errors import ProtocolError
+from genos.gateway.client_messages import (
+    ClientCutText,
+    ClientMessage,
+    EncodingChoice,
+    KeyEvent,
+    PointerEvent,
+    SetDesktopSize,
+    SetEncodings,
+    SetPixelFormat,
+    UpdateRequest,
+    choose_encodings,
+    read_client_message,
+)
+from genos.gateway.metrics import Connection
+from genos.gateway.rfb import Encoding, compress_encoding, quality_encoding
+from genos.gateway.server_messages import (
+    EnvState,
+    ServerCutText,
+    UpdateRelayed,
+    read_server_message,
+)
+from genos.gateway.streams import ByteStream
+
+
+class Pumps:
+    """State shared by the three tasks of one connection.
+
+    Args:
+        client: the viewer's stream (after the handshake).
+        env: the environment's stream (after the handshake).
+        state: framebuffer, pixel format and enabled encodings.
+        conn: the connection's counters, grant and controller.
+        quiesce_timeout: seconds a pixel-format change may wait for an update.
+    """
+
+    def __init__(
+        self,
+        client: ByteStream,
+        env: ByteStream,
+        state: EnvState,
+        conn: Connection,
+        quiesce_timeout: float,
+    ) -> None:
+        self.client = client
+        self.env = env
+        self.state = state
+        self.conn = conn
+        self.grant = conn.grant
+        self.quiesce_timeout = quiesce_timeout
+        self.choice: EncodingChoice | None = None
+        self.pending: UpdateRequest | None = None
+        self.outstanding = False
+        self.last_forward = -math.inf
+        self.wake = asyncio.Event()
+        self.quiet = asyncio.Event()
+        self.quiet.set()
+        self.env_lock = asyncio.Lock()
+
+    # --- toward the viewer ---------------------------------------------------
+
+    async def env_pump(self) -> None:
+        """Relay the environment's messages until it or the viewer goes away."""
+        while True:
+            msg = await read_server_message(
+                self.env, self.state, self.client.write, self.conn.controller.update_started
+            )
+            if isinstance(msg, UpdateRelayed):
+                self.conn.updates += 1
+                self.conn.controller.update_finished(msg.nbytes)
+                self.outstanding = False
+                self._settle()
+            elif isinstance(msg, ServerCutText) and not self.grant.clipboard_from_env:
+                self.conn.dropped["ServerCutText"] += 1
+            else:
+                await self.client.write(msg.pack())
+
+    # --- toward the environment ----------------------------------------------
+
+    async def _to_env(self, data: bytes, name: str) -> None:
+        async with self.env_lock:
+            await self.env.write(data)
+        self.conn.bytes_to_env += len(data)
+        self.conn.forwarded[name] += 1
+
+    async def client_pump(self) -> None:
+        """Read, check and forward (or drop) the viewer's messages until it goes away."""
+        while True:
+            msg = await read_client_message(self.client, self.state.fb, self.state.limits)
+            await self._on_client(msg)
+
+    async def _on_client(self, msg: ClientMessage) -> None:
+        name = type(msg).__name__
+        if isinstance(msg, UpdateRequest):
+            await self._on_request(msg)
+        elif isinstance(msg, SetEncodings):
+            await self._on_encodings(msg)
+        elif isinstance(msg, SetPixelFormat):
+            await self._on_pixel_format(msg)
+        elif self._allowed(msg):
+            await self._to_env(msg.pack(), name)
+        else:
+            self.conn.dropped[name] += 1
+
+    def _allowed(self, msg: ClientMessage) -> bool:
+        if isinstance(msg, ClientCutText):
+            return self.grant.clipboard_to_env
+        if isinstance(msg, SetDesktopSize):
+            if Encoding.EXTENDED_DESKTOP_SIZE not in self.state.enabled:
+                raise ProtocolError("client", "SetDesktopSize without ExtendedDesktopSize")
+            return self.grant.input_allowed
+        return isinstance(msg, KeyEvent | PointerEvent) and self.grant.input_allowed
+
+    async def _on_encodings(self, msg: SetEncodings) -> None:
+        self.choice = choose_encodings(msg)
+        self.state.enabled.update(self.choice.encodings)
+        await self.send_encodings()
+
+    async def send_encodings(self) -> None:
+        """Tell the environment the viewer's encodings plus the controller's levels."""
+        if self.choice is None:
+            return
+        levels = self.conn.controller.levels()
+        encodings = list(self.choice.encodings)
+        if self.choice.wants_quality:
+            encodings.append(quality_encoding(levels.quality))
+        encodings.append(compress_encoding(levels.compression))
+        await self._to_env(SetEncodings(tuple(encodings)).pack(), "SetEncodings")
+
+    async def _on_pixel_format(self, msg: SetPixelFormat) -> None:
+        # Updates already requested would arrive in the old format: wait for them.
+        try:
+            async with asyncio.timeout(self.quiesce_timeout):
+                await self.quiet.wait()
+        except TimeoutError:
+            raise ProtocolError("client", "pixel format change raced a pending update") from None
+        await self._to_env(msg.pack(), "SetPixelFormat")
+        self.state.format = msg.format
+
+    async def _on_request(self, msg: UpdateRequest) -> None:
+        if self.conn.controller.client_requested():
+            await self.send_encodings()
+        if not msg.incremental:
+            # A full refresh is never held back: the viewer is waiting on it.
+            await self._forward_request(msg)
+            return
+        self.pending = msg if self.pending is None else self.pending.merge(msg)
+        self.quiet.clear()
+        self.wake.set()
+
+    async def _forward_request(self, msg: UpdateRequest) -> None:
+        self.outstanding = True
+        self.quiet.clear()
+        self.last_forward = asyncio.get_running_loop().time()
+        self.conn.controller.request_forwarded()
+        await self._to_env(msg.pack(), "FramebufferUpdateRequest")
+
+    async def pacer(self) -> None:
+        """Forward held incremental requests within the frame-rate cap, one at a time."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.pending is not None and not self.outstanding:
+                delay = self.last_forward + self.conn.controller.min_interval() - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)  # the frame-rate cap
+                    continue
+                request, self.pending = self.pending, None
+                await self._forward_request(request)
+
+    def _settle(self) -> None:
+        if self.pending is None and not self.outstanding:
+            self.quiet.set()
+        self.wake.set()

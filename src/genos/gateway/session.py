@@ -1,0 +1,218 @@
+"""The RFB proxy: one viewer, one connection to the environment's display.
+
+:func:`proxy` does both handshakes itself (the viewer's first, so nothing
+reaches the environment from a viewer that cannot even speak RFB 3.8), then
+runs the three tasks of :mod:`genos.gateway.pumps` until one side goes away
+or breaks the protocol, and closes both. Whatever happens to this
+connection, no other connection notices: each has its own streams, tasks
+and counters, and every error ends in a :class:`Closed`, never a raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genos.errors import ProtocolError, StreamClosedError
+from genos.gateway.adaptive import AdaptiveController, Clock, Tuning
+from genos.gateway.handshake import (
+    ServerInit,
+    client_refuse,
+    client_security,
+    client_version,
+    environment_handshake,
+)
+from genos.gateway.metrics import REGISTRY, Connection, ConnectionRegistry
+from genos.gateway.policy import Grant
+from genos.gateway.pumps import Pumps
+from genos.gateway.recording import Recorder
+from genos.gateway.rfb import DEFAULT_LIMITS, Framebuffer, Limits
+from genos.gateway.server_messages import EnvState
+from genos.gateway.streams import ByteStream, open_unix
+from genos.paths import data_dir
+
+log = logging.getLogger("genos.gateway")
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    """How :func:`proxy` behaves; the defaults suit production.
+
+    Attributes:
+        limits: size bounds on both peers.
+        handshake_timeout: seconds for both handshakes together.
+        quiesce_timeout: seconds a pixel-format change may wait for an outstanding update.
+        recordings: where recordings go; default ``data_dir()/recordings``.
+        tuning: the adaptive controller's thresholds.
+        clock: monotonic seconds for the controller.
+        registry: where live connections are listed.
+        connect: opens the stream to the display socket (a fake in tests).
+    """
+
+    limits: Limits = DEFAULT_LIMITS
+    handshake_timeout: float = 10.0
+    quiesce_timeout: float = 10.0
+    recordings: Path | None = None
+    tuning: Tuning | None = None
+    clock: Clock = time.monotonic
+    registry: ConnectionRegistry = field(default_factory=lambda: REGISTRY)
+    connect: Callable[[Path], Awaitable[ByteStream]] = open_unix
+
+
+@dataclass(frozen=True)
+class Closed:
+    """How a proxied connection ended.
+
+    Attributes:
+        side: ``client`` or ``environment`` (who left or misbehaved), or ``gateway``.
+        reason: a short human reason.
+        error: whether it ended because of an error rather than a peer leaving.
+    """
+
+    side: str
+    reason: str
+    error: bool
+
+
+class _Peer:
+    """A stream that notes which side ended first; the viewer's also counts and records."""
+
+    def __init__(self, stream: ByteStream, side: str, session: _Session) -> None:
+        self.stream, self.side, self.session = stream, side, session
+        self.recorder: Recorder | None = None
+        self.counts = side == "client"
+
+    async def read_exact(self, n: int) -> bytes:
+        try:
+            return await self.stream.read_exact(n)
+        except StreamClosedError:
+            self.session.gone = self.session.gone or self.side
+            raise
+
+    async def write(self, data: bytes) -> None:
+        if self.recorder is not None:
+            self.recorder.write(data)
+        if self.counts:
+            self.session.conn.bytes_to_client += len(data)
+        try:
+            await self.stream.write(data)
+        except StreamClosedError:
+            self.session.gone = self.session.gone or self.side
+            raise
+
+    async def close(self, reason: str = "") -> None:
+        await self.stream.close(reason)
+
+
+async def proxy(
+    client: ByteStream, target: Path, grant: Grant, options: ProxyOptions | None = None
+) -> Closed:
+    """Proxy one authorised viewer to the environment's display socket.
+
+    Args:
+        client: the viewer's stream, before any RFB byte was exchanged.
+        target: the environment's display socket (from the resolver, never the client).
+        grant: what this viewer may do.
+        options: limits, timeouts, recording directory, controller tuning, registry.
+
+    Returns:
+        How the connection ended. Both streams are closed.
+    """
+    session = _Session(client, grant, options or ProxyOptions())
+    return await session.run(target)
+
+
+class _Session:
+    def __init__(self, client: ByteStream, grant: Grant, options: ProxyOptions) -> None:
+        self.options = options
+        self.grant = grant
+        self.client = _Peer(client, "client", self)
+        self.env: _Peer | None = None
+        self.conn = Connection(grant, AdaptiveController(options.clock, options.tuning))
+        self.log = log.getChild(grant.env_id)
+        self.gone: str | None = None
+
+    async def run(self, target: Path) -> Closed:
+        if self.grant.record:
+            root = self.options.recordings or data_dir() / "recordings"
+            self.client.recorder = Recorder.for_connection(
+                root, self.grant.env_id, self.conn.connection_id
+            )
+        try:
+            closed = await self._run(target)
+        finally:
+            if self.client.recorder is not None:
+                self.client.recorder.close()
+        self.log.info("viewer %s closed: %s: %s", self.grant.user_id, closed.side, closed.reason)
+        return closed
+
+    async def _run(self, target: Path) -> Closed:
+        closed = Closed("gateway", "cancelled", error=False)
+        try:
+            async with asyncio.timeout(self.options.handshake_timeout):
+                env, init = await self._handshake(target)
+            closed = await self._stream(env, init)
+        except ProtocolError as exc:
+            closed = Closed(exc.side, exc.reason, error=True)
+        except StreamClosedError:
+            closed = Closed(self.gone or "gateway", "disconnected", error=False)
+        except TimeoutError:
+            closed = Closed("gateway", "handshake timed out", error=True)
+        finally:
+            await self._close_all(closed)  # also when cancelled: no socket outlives us
+        return closed
+
+    async def _handshake(self, target: Path) -> tuple[_Peer, ServerInit]:
+        await client_version(self.client)
+        try:
+            self.env = _Peer(await self._connect(target), "environment", self)
+            init = await environment_handshake(self.env, self.options.limits)
+        except (ProtocolError, StreamClosedError):
+            with contextlib.suppress(StreamClosedError):
+                await client_refuse(self.client, "the environment's display is not available")
+            raise
+        await client_security(self.client)
+        await self.client.write(init.pack())
+        return self.env, init
+
+    async def _connect(self, target: Path) -> ByteStream:
+        try:
+            return await self.options.connect(target)
+        except StreamClosedError:
+            self.gone = "environment"
+            raise
+
+    async def _stream(self, env: _Peer, init: ServerInit) -> Closed:
+        state = EnvState(Framebuffer(init.width, init.height), init.format, self.options.limits)
+        pumps = Pumps(self.client, env, state, self.conn, self.options.quiesce_timeout)
+        self.options.registry.add(self.conn)
+        tasks = [
+            asyncio.create_task(pumps.client_pump(), name="client-pump"),
+            asyncio.create_task(pumps.env_pump(), name="env-pump"),
+            asyncio.create_task(pumps.pacer(), name="pacer"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.options.registry.remove(self.conn)
+        for task in done:
+            exc = task.exception()
+            if exc is not None:
+                raise exc
+        return Closed("gateway", "stopped", error=False)
+
+    async def _close_all(self, closed: Closed) -> None:
+        reason = f"{closed.side}: {closed.reason}" if closed.error else ""
+        with contextlib.suppress(StreamClosedError, OSError):
+            await self.client.close(reason)
+        if self.env is not None:
+            with contextlib.suppress(StreamClosedError, OSError):
+                await self.env.close()
