@@ -18,25 +18,23 @@ import json
 import logging
 import lzma
 import os
-import re
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 from rapidfuzz import fuzz, process
 
+from genos import aptsources
 from genos.errors import CatalogError, IndexFetchError
 from genos.paths import data_dir
 
 log = logging.getLogger("genos.composer.index")
 
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
-APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 FORMAT = 1
 
 
@@ -144,29 +142,10 @@ def mirror() -> str:
     configured = os.environ.get("GENOS_DEBIAN_MIRROR", "").strip()
     if configured:
         return configured.rstrip("/")
-    for uri in _apt_uris():
-        if re.search(r"/debian/?$", uri) and uri.startswith(("http://", "https://")):
-            return uri.rstrip("/")
+    found = aptsources.find(r"/debian/?$")
+    if found:
+        return found
     raise CatalogError("no Debian mirror in apt's sources; set GENOS_DEBIAN_MIRROR")
-
-
-def _apt_uris() -> Iterator[str]:
-    files: list[Path] = []
-    for src in APT_SOURCES:
-        if src.is_dir():
-            files += sorted(p for p in src.iterdir() if p.suffix in {".list", ".sources"})
-        elif src.is_file():
-            files.append(src)
-    for path in files:
-        text = path.read_text(encoding="utf-8", errors="replace")
-        for raw in text.splitlines():
-            line = raw.strip()
-            if line.startswith("URIs:"):
-                yield from line.split()[1:]
-            elif line.startswith("deb "):
-                parts = [p for p in line.split() if not p.startswith("[")]
-                if len(parts) >= 2:
-                    yield parts[1]
 
 
 def update(release: str, arch: str | None = None, *, timeout: float = 120.0) -> PackageIndex:
