@@ -94,7 +94,9 @@ class Admission:
 
         await report("creating sandbox", {"driver": driver.name})
         async with provision.Progress(report) as progress:
-            await life.call("create", provision.create(driver, env.id, env.spec, progress))
+            await life.call(
+                "create", provision.create(driver, env.id, env.spec, progress, env.owner)
+            )
         await report("sandbox ready", {})
         await life.call("start", driver.start(env.id))
         await report("display ready", {})

@@ -68,21 +68,33 @@ class Progress:
             await self._emit(*item)
 
 
+def _keywords(driver: Driver) -> set[str]:
+    try:
+        return set(inspect.signature(driver.create).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
 def accepts_progress(driver: Driver) -> bool:
     """True if ``driver.create`` takes a ``progress`` keyword argument."""
-    try:
-        return "progress" in inspect.signature(driver.create).parameters
-    except (TypeError, ValueError):
-        return False
+    return "progress" in _keywords(driver)
 
 
-async def create(driver: Driver, env_id: str, spec: EnvironmentSpec, progress: Progress) -> None:
-    """``driver.create``, with ``progress`` if the driver takes it."""
-    if accepts_progress(driver):
-        create_with: Callable[..., Awaitable[None]] = driver.create
-        await create_with(env_id, spec, progress=progress)
-    else:
-        await driver.create(env_id, spec)
+async def create(
+    driver: Driver, env_id: str, spec: EnvironmentSpec, progress: Progress, owner: str
+) -> None:
+    """``driver.create``, with ``progress`` and ``owner`` where the driver takes them.
+
+    ``owner`` names whose volumes a persistent environment attaches.
+    """
+    accepted = _keywords(driver)
+    extra: dict[str, object] = {}
+    if "progress" in accepted:
+        extra["progress"] = progress
+    if "owner" in accepted:
+        extra["owner"] = owner
+    create_with: Callable[..., Awaitable[None]] = driver.create
+    await create_with(env_id, spec, **extra)
 
 
 def describe(exc: BaseException) -> str:

@@ -42,6 +42,7 @@ from genos.runtime.ocienv import EnvPaths
 from genos.runtime.ociprovision import STEPS, LayerSource, Provision, StepHook
 from genos.runtime.ociruntime import OCIRuntime, RuntimeKind
 from genos.runtime.ociteardown import Teardown
+from genos.runtime.volumes import VolumeStore
 from genos.sandbox import audit, cgroups, config, idmap
 from genos.sandbox.network import NetworkSandbox
 from genos.spec import EnvironmentSpec
@@ -87,6 +88,8 @@ class OCIDriver:
             yes when this host can (id-mapped mounts and a trial container
             work), else no; True: required (CapabilityError if impossible).
             Never for gVisor, whose Sentry already runs unprivileged.
+        volumes: named volumes for ``persistence.mode = volume`` (default:
+            ``<data_root>/volumes``).
     """
 
     name = "oci"
@@ -102,6 +105,7 @@ class OCIDriver:
         stop_timeout: float = 5.0,
         step_hook: StepHook | None = None,
         user_namespace: bool | None = None,
+        volumes: VolumeStore | None = None,
     ) -> None:
         self.images: LayerSource = images if images is not None else ImageStore()
         self.network = network
@@ -111,14 +115,20 @@ class OCIDriver:
         self.stop_timeout = stop_timeout
         self.step_hook = step_hook
         self.user_namespace = user_namespace
+        self.volumes = volumes
         self._states: dict[str, EnvState] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._closed = False
 
     # -- the Driver protocol ---------------------------------------------------
 
-    async def create(self, env_id: str, spec: EnvironmentSpec) -> None:
-        """Provision an environment: dirs, image, root, network, bundle, runtime init.
+    async def create(self, env_id: str, spec: EnvironmentSpec, *, owner: str = "default") -> None:
+        """Provision an environment: dirs, image, root, volume, network, bundle, runtime init.
+
+        Args:
+            env_id: the new environment's id.
+            spec: what to provision.
+            owner: the requesting user, whose volume ``persistence.volume`` names.
 
         Raises:
             InputError: ``env_id`` is not an environment id.
@@ -135,7 +145,8 @@ class OCIDriver:
             ids_dir = self.run_root / "ids" if await self._use_userns(runtime) else None
             provision = Provision(self.paths(env_id), spec, runtime, images=self.images,
                                   network=self._network, hook=self.step_hook,
-                                  ids_dir=ids_dir)  # fmt: skip
+                                  ids_dir=ids_dir, volumes=self._volumes,
+                                  owner=owner)  # fmt: skip
             try:
                 layout = await provision.run()
             except BaseException:
@@ -333,6 +344,11 @@ class OCIDriver:
             raise CapabilityError(f"user namespaces do not work here: {problem}")
         logger.info("running environments without a user namespace: %s", problem)
         return False
+
+    def _volumes(self) -> VolumeStore:
+        if self.volumes is None:
+            self.volumes = VolumeStore(self.data_root / "volumes")
+        return self.volumes
 
     def _network(self) -> NetworkSandbox:
         if self.network is None:

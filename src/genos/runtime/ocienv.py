@@ -8,6 +8,7 @@
         bundle/rootfs/                the overlay root (mounted)
         display/                      bind-mounted at /run/genos-display; rfb.sock
         hosts, resolv.conf            bind-mounted read-only at /etc/
+        home/                         a volume's plaintext (mounted), bound at /home/user
         session.log                   the session's stdout and stderr
     <data dir>/envs/<id>/upper, work  the overlay's writable dirs
 """
@@ -88,6 +89,11 @@ class EnvPaths:
     def resolv_conf(self) -> Path:
         """Bind-mounted read-only at ``/etc/resolv.conf`` (when the network has DNS)."""
         return self.root / "resolv.conf"
+
+    @property
+    def home(self) -> Path:
+        """Where a volume is mounted, to be bound at ``/home/user``."""
+        return self.root / "home"
 
     @property
     def session_log(self) -> Path:

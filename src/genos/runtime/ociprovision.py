@@ -3,6 +3,7 @@
 - ``dirs``: run and data dirs, ``env.json``, a user-namespace id range;
 - ``image``: ensure the layers;
 - ``rootfs``: mount the overlay (over id-mapped layers with a user namespace);
+- ``volume``: with ``persistence.mode = volume``, ensure and attach the owner's volume;
 - ``network``: the network sandbox's namespace, unless mode ``none``;
 - ``bundle``: ``/etc/hosts``, ``resolv.conf``, ``config.json``;
 - ``runtime``: ``<runtime> create`` (the init waits for ``start``);
@@ -26,12 +27,13 @@ from genos.runtime.images import SESSION_ARGV, USER_UID, mount_root, session_env
 from genos.runtime.images.mounts import HasPath
 from genos.runtime.ocienv import EnvPaths
 from genos.runtime.ociruntime import OCIRuntime, RuntimeKind
+from genos.runtime.volumes import VolumeStore
 from genos.sandbox import audit, cgroups, config, idmap
 from genos.sandbox.config import IdMap
 from genos.sandbox.network import NetHandle, NetworkSandbox
-from genos.spec import EnvironmentSpec, NetworkMode
+from genos.spec import EnvironmentSpec, NetworkMode, PersistenceMode
 
-STEPS = ("dirs", "image", "rootfs", "network", "bundle", "runtime", "loopback")
+STEPS = ("dirs", "image", "rootfs", "volume", "network", "bundle", "runtime", "loopback")
 StepHook = Callable[[str, str], None]
 """Called as ``hook(env_id, step)`` before each step of ``create``; raising aborts it."""
 
@@ -57,6 +59,9 @@ class Provision:
         images: where the layers come from.
         network: the network sandbox (used unless the mode is ``none``).
         hook: announced each step.
+        ids_dir: where user-namespace id ranges are claimed (None: no user namespace).
+        volumes: the volume store (asked only when the spec wants a volume).
+        owner: whose volume the spec's ``persistence.volume`` names.
     """
 
     def __init__(
@@ -69,6 +74,8 @@ class Provision:
         network: Callable[[], NetworkSandbox],
         hook: StepHook | None = None,
         ids_dir: Path | None = None,
+        volumes: Callable[[], VolumeStore] = VolumeStore,
+        owner: str = "default",
     ) -> None:
         self.paths, self.spec, self.images = paths, spec, images
         self.network, self.hook = network, hook
@@ -84,6 +91,7 @@ class Provision:
         self.gvisor = runtime.kind is RuntimeKind.RUNSC
         self.ids_dir = ids_dir
         self.id_map: IdMap | None = None
+        self.volumes, self.owner = volumes, owner
 
     async def run(self) -> config.Layout:
         """Every step, in order.
@@ -103,10 +111,12 @@ class Provision:
         ocienv.write_record(paths, self.record)
         await self._step("rootfs")
         await asyncio.to_thread(self._mount_root, layers)
+        await self._step("volume")
+        home = await asyncio.to_thread(self._attach_volume)
         await self._step("network")
         handle = None if self.own_netns else await self._network()
         await self._step("bundle")
-        layout = self._write_bundle(handle)
+        layout = self._write_bundle(handle, home)
         await self._step("runtime")
         bundle, pid_file = str(paths.bundle), str(paths.root / "pid")
         await self.runtime.run("create", "--bundle", bundle, "--pid-file", pid_file, self.env_id,
@@ -146,6 +156,19 @@ class Provision:
                 lowers.append(target)
         mount_root(lowers, paths.upper, paths.work, paths.rootfs)
 
+    def _attach_volume(self) -> Path | None:
+        wanted = self.spec.persistence
+        if wanted.mode is not PersistenceMode.VOLUME or wanted.volume is None:
+            return None
+        store = self.volumes()
+        volume = store.ensure(self.owner, wanted.volume, wanted.encrypted)
+        # Recorded before the attach, so a teardown after a crash detaches it.
+        self.record["volume"] = {"root": str(store.root), "owner": self.owner,
+                                 "name": volume.name}  # fmt: skip
+        ocienv.write_record(self.paths, self.record)
+        self.paths.home.mkdir(mode=0o755, exist_ok=True)
+        return store.attach(volume, self.paths.home, self.env_id, self.id_map)
+
     async def _step(self, step: str) -> None:
         if self.hook is not None:
             self.hook(self.env_id, step)
@@ -156,7 +179,7 @@ class Provision:
         net = self.spec.network
         return await asyncio.to_thread(sandbox.setup, self.env_id, net, name=self.spec.name)
 
-    def _write_bundle(self, net: NetHandle | None) -> config.Layout:
+    def _write_bundle(self, net: NetHandle | None, home: Path | None) -> config.Layout:
         paths = self.paths
         paths.hosts.write_text(config.hosts_file(self.env_id, net.hosts if net else ()))
         resolv = None
@@ -174,6 +197,7 @@ class Provision:
             resolv_conf=resolv,
             extra_pids=GVISOR_EXTRA_PIDS if self.gvisor else 0,
             id_map=self.id_map,
+            home=home,
         )
         # gVisor: no OCI seccomp (see ociruntime); its Sentry is the wall.
         built = config.build(self.spec, layout, with_seccomp=not self.gvisor)

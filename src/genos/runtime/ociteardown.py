@@ -2,11 +2,11 @@
 
 Steps, each attempted even when an earlier one failed: stop the session
 (thaw if frozen, SIGTERM, wait, SIGKILL, ``delete --force``), tear down its
-network namespace and policy, unmount its root and id-mapped layers (lazily
-if busy), kill what a lost runtime state left in its cgroup and remove the
-cgroup, remove its directories, free its user-namespace id range. Works from
-what is on disk, so it also cleans up after a crashed control plane or a
-half-done ``create``.
+network namespace and policy, detach its volume (kept, never deleted),
+unmount its root and id-mapped layers (lazily if busy), kill what a lost
+runtime state left in its cgroup and remove the cgroup, remove its
+directories, free its user-namespace id range. Works from what is on disk,
+so it also cleans up after a crashed control plane or a half-done ``create``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from genos.runtime import ocienv, ociruntime
 from genos.runtime.images.mounts import mounted_under, unmount_all
 from genos.runtime.ocienv import EnvPaths
 from genos.runtime.ociruntime import OCIRuntime, RuntimeKind
+from genos.runtime.volumes import VolumeStore
 from genos.sandbox import cgroups, idmap
 from genos.sandbox.network import NetworkSandbox
 
@@ -67,6 +68,7 @@ class Teardown:
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("stop", self.stop),
             ("network", self.release_network),
+            ("volume", lambda: asyncio.to_thread(self.release_volume)),
             ("mounts", lambda: asyncio.to_thread(unmount_all, self.paths.root)),
             ("cgroups", self.release_cgroups),
             ("dirs", lambda: asyncio.to_thread(self.remove_dirs)),
@@ -154,6 +156,18 @@ class Teardown:
         ):
             return  # no record and no trace: this env never had a network sandbox
         network.teardown(self.env_id)
+
+    def release_volume(self) -> None:
+        """Unmount the env's volume and free it for the next env (its data stays)."""
+        held = (self.record or {}).get("volume")
+        if not isinstance(held, dict):
+            return
+        store = VolumeStore(Path(held["root"]))
+        try:
+            volume = store.volume(held["owner"], held["name"])
+        except NotFoundError:
+            return  # created by nobody yet (a crash inside ensure); unmount_all does the rest
+        store.detach(volume, self.paths.home, self.env_id)
 
     async def release_cgroups(self) -> None:
         """Kill whatever is still in the env's cgroup (a lost runtime state), then remove it."""

@@ -94,6 +94,8 @@ class Layout:
     resolv_conf: Path | None = None
     id_map: IdMap | None = None
     extra_pids: int = 0
+    home: Path | None = None
+    """A volume's plaintext to bind at the home (None: the home in the overlay root)."""
 
 
 def hostname(env_id: str) -> str:
@@ -190,6 +192,7 @@ def _kernel_mounts(spec: EnvironmentSpec, layout: Layout) -> list[dict[str, Any]
 def _mounts(spec: EnvironmentSpec, layout: Layout) -> list[dict[str, Any]]:
     tmp_mb = spec.resources.disk_mb // 4
     quiet = ("nosuid", "nodev", "noexec")
+    home = layout.home or layout.rootfs / SESSION_HOME.lstrip("/")
     mounts = [
         *_kernel_mounts(spec, layout),
         _tmpfs("/tmp", "nosuid", "nodev", "mode=1777", f"size={tmp_mb}m"),  # noqa: S108
@@ -197,8 +200,8 @@ def _mounts(spec: EnvironmentSpec, layout: Layout) -> list[dict[str, Any]]:
         _tmpfs("/run", "nosuid", "nodev", "mode=755", "size=64m"),
         _bind(DISPLAY_DIR_IN_ENV, layout.display_dir, "rw", *quiet),
         # The root is read-only; the user's home is the one writable part of
-        # it (its writes land in the environment's own overlay upper dir).
-        _bind(SESSION_HOME, layout.rootfs / SESSION_HOME.lstrip("/"), "rw", "nosuid", "nodev"),
+        # it (its writes land in the overlay's upper dir, or in a volume).
+        _bind(SESSION_HOME, home, "rw", "nosuid", "nodev"),
         _bind("/etc/hosts", layout.hosts_file, "ro", *quiet),
     ]
     if layout.resolv_conf is not None:

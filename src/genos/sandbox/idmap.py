@@ -136,13 +136,14 @@ def _make_userns(mapping: IdMap) -> int:
         child.wait()
 
 
-def bind_idmapped(source: Path, target: Path, mapping: IdMap) -> None:
-    """Bind ``source`` at ``target`` read-only, nosuid, nodev, owners shifted into ``mapping``.
+def bind_idmapped(source: Path, target: Path, mapping: IdMap, *, readonly: bool = True) -> None:
+    """Bind ``source`` at ``target`` nosuid, nodev, owners shifted into ``mapping``.
 
     Args:
-        source: a directory (a layer).
+        source: a directory (a layer, or a volume with ``readonly=False``).
         target: an existing empty directory.
         mapping: the env's id range.
+        readonly: mount it read-only (layers are shared by every env).
 
     Raises:
         CapabilityError: the kernel or file system cannot id-map mounts.
@@ -154,12 +155,8 @@ def bind_idmapped(source: Path, target: Path, mapping: IdMap) -> None:
     if fd < 0:
         raise CapabilityError(f"open_tree({source}): {os.strerror(ctypes.get_errno())}")
     try:
-        attr = _MountAttr(
-            _MOUNT_ATTR_IDMAP | _MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV,
-            0,
-            0,
-            userns_fd(mapping),
-        )
+        attrs = _MOUNT_ATTR_IDMAP | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV
+        attr = _MountAttr(attrs | (_MOUNT_ATTR_RDONLY if readonly else 0), 0, 0, userns_fd(mapping))
         size = ctypes.sizeof(attr)
         if libc.syscall(_SYS_MOUNT_SETATTR, fd, b"", _AT_EMPTY_PATH, ctypes.byref(attr), size):
             err = os.strerror(ctypes.get_errno())
