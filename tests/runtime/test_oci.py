@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
-import statistics
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +22,7 @@ from genos.runtime.oci import CREATE_STEPS, OCIDriver
 from genos.runtime.ociruntime import RuntimeKind, detect, for_tier
 from genos.sandbox import audit, cgroups, idmap
 from genos.spec import EnvironmentSpec, Network, NetworkMode, Tier
-from genos.testing import EXPECTED_STATES, check_driver, read_banner
+from genos.testing import EXPECTED_STATES, check_driver
 from tests.sandbox.probes import (
     NOTHING,
     Env,
@@ -381,59 +378,6 @@ def test_list_ids_includes_orphans_and_destroy_removes_them(
     runner.run(driver.destroy(env_id))
     assert env_id not in runner.run(driver.list_ids())
     assert host_traces(env_id, data_root) == NOTHING
-
-
-def _bare_run_to_banner(env: Env, run_id: str) -> float:
-    """Seconds from a bare ``runc run -d`` of the env's bundle to the RFB banner."""
-    paths = env.driver.paths(env.env_id)
-    bare = paths.root / f"bare-{run_id}"
-    bare.mkdir()
-    cfg = json.loads(paths.config.read_text())
-    cfg["linux"]["cgroupsPath"] = f"/genos/bare-{run_id}"
-    (bare / "config.json").write_text(json.dumps(cfg))
-    paths.socket.unlink(missing_ok=True)
-    root = ["runc", "--root", str(paths.root / "bare-state")]
-    began = time.monotonic()
-    with (bare / "log").open("w") as log:
-        subprocess.run([*root, "run", "-d", "--bundle", str(bare), f"bare-{run_id}"],
-                       stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=True)  # fmt: skip
-    assert wait_for(lambda: _answers(env, paths.socket), timeout=10, interval=0.001)
-    took = time.monotonic() - began
-    subprocess.run([*root, "delete", "--force", f"bare-{run_id}"], check=True)
-    return took
-
-
-def _answers(env: Env, sock: Path) -> bool:
-    try:
-        return env.runner.run(read_banner(sock, 1.0)) == b"RFB 003.008\n"
-    except OSError:
-        return False
-
-
-@pytest.mark.usefixtures("desktop_layers")
-def test_warm_create_and_start_is_close_to_bare_runc(
-    runner: asyncio.Runner, image_store: ImageStore, desktop_spec: EnvironmentSpec, data_root: Path
-) -> None:
-    """Median warm create+start-to-banner is at most 1.5x a bare runc run -d of the same bundle."""
-    driver = _driver(image_store, data_root)
-    ours = []
-    for _ in range(7):
-        env_id = new_env_id()
-        began = time.monotonic()
-        runner.run(driver.create(env_id, desktop_spec))
-        runner.run(driver.start(env_id))
-        ours.append(time.monotonic() - began)
-        runner.run(driver.destroy(env_id))
-    bare_env = Env(runner, driver, new_env_id(), desktop_spec)
-    runner.run(driver.create(bare_env.env_id, desktop_spec))
-    try:
-        bare = [_bare_run_to_banner(bare_env, str(i)) for i in range(7)]
-    finally:
-        runner.run(driver.destroy(bare_env.env_id))
-    assert statistics.median(ours) <= 1.5 * statistics.median(bare)
-    assert statistics.median(ours) < 0.3
-    assert not list(Path("/sys/fs/cgroup").glob("*/genos/bare-*"))
-    assert cgroups.dirs(bare_env.env_id) == []
 
 
 @pytest.mark.usefixtures("desktop_layers")
