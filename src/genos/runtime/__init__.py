@@ -7,6 +7,8 @@
   ``ociruntime`` detects which runtimes work here; ``ociprovision``,
   ``ocienv``, ``ociteardown``: the create steps, an environment's host paths,
   graceful-then-forceful teardown.
+- ``volumes``: named per-owner volumes mounted at the environment user's
+  home, optionally encrypted with gocryptfs.
 - ``fake``: the in-memory driver (a real RFB banner on a unix socket) for
   orchestrator and API tests. ``genos.testing.check_driver`` is the
   conformance suite every driver passes.
