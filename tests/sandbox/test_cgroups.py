@@ -14,7 +14,6 @@ from genos.runtime.driver import EnvState
 from genos.runtime.images import ImageStore, Layer
 from genos.sandbox import audit, cgroups
 from genos.spec import EnvironmentSpec, Resources
-from tests.runtime.conftest import desktop_layers, desktop_spec, image_store  # noqa: F401
 from tests.sandbox.probes import Env, build_probe, probed_env, pss_bytes, running_env, wait_for
 
 MIB = 1 << 20
@@ -51,9 +50,9 @@ def test_usage_of_an_unknown_env_is_not_found() -> None:
 
 @pytest.fixture(scope="module")
 def limited(
-    image_store: ImageStore,  # noqa: F811
-    desktop_spec: EnvironmentSpec,  # noqa: F811
-    desktop_layers: list[Layer],  # noqa: F811
+    image_store: ImageStore,
+    desktop_spec: EnvironmentSpec,
+    desktop_layers: list[Layer],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Env]:
     """A running desktop with small limits: a quarter CPU, 320 MiB, 96 tasks."""
@@ -65,8 +64,8 @@ def limited(
 
 @pytest.fixture(scope="module")
 def bystander(
-    image_store: ImageStore,  # noqa: F811
-    desktop_spec: EnvironmentSpec,  # noqa: F811
+    image_store: ImageStore,
+    desktop_spec: EnvironmentSpec,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Env]:
     """A second, unrelated environment that must not notice the first one's trouble."""
@@ -180,8 +179,8 @@ def test_idle_desktop_memory_is_small(bystander: Env) -> None:
 @pytest.mark.root
 @pytest.mark.runc
 def test_destroy_removes_every_cgroup_dir(
-    image_store: ImageStore,  # noqa: F811
-    desktop_spec: EnvironmentSpec,  # noqa: F811
+    image_store: ImageStore,
+    desktop_spec: EnvironmentSpec,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """After destroy no /sys/fs/cgroup/*/genos/<id> directory is left."""
@@ -194,8 +193,8 @@ def test_destroy_removes_every_cgroup_dir(
 @pytest.mark.root
 @pytest.mark.runc
 def test_refused_forks_are_audited_as_denied(
-    image_store: ImageStore,  # noqa: F811
-    desktop_spec: EnvironmentSpec,  # noqa: F811
+    image_store: ImageStore,
+    desktop_spec: EnvironmentSpec,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """destroy records a 'denied' event counting the forks the pids limit refused."""

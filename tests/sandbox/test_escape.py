@@ -18,7 +18,6 @@ import pytest
 from genos.runtime.images import ImageStore, Layer
 from genos.sandbox import cgroups, config
 from genos.spec import EnvironmentSpec
-from tests.runtime.conftest import desktop_layers, desktop_spec, image_store  # noqa: F401
 from tests.sandbox.probes import Env, parse_calls, probed_env
 
 pytestmark = [pytest.mark.root, pytest.mark.runc]
@@ -54,9 +53,9 @@ REFUSED = (
 
 @pytest.fixture(scope="module")
 def env(
-    image_store: ImageStore,  # noqa: F811
-    desktop_spec: EnvironmentSpec,  # noqa: F811
-    desktop_layers: list[Layer],  # noqa: F811
+    image_store: ImageStore,
+    desktop_spec: EnvironmentSpec,
+    desktop_layers: list[Layer],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Env]:
     """A running desktop environment with the probe in its home."""
@@ -262,7 +261,7 @@ def test_root_filesystem_is_read_only(env: Env) -> None:
         assert "Read-only file system" in result.stderr
 
 
-def test_lower_layers_stay_untouched(env: Env, desktop_layers: list[Layer]) -> None:  # noqa: F811
+def test_lower_layers_stay_untouched(env: Env, desktop_layers: list[Layer]) -> None:
     """A file written in the env lands in its upper dir, never in a shared layer."""
     assert env.sh("echo hi > ~/genos-written").code == 0
     paths = env.driver.paths(env.env_id)

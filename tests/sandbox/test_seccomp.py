@@ -12,7 +12,6 @@ import pytest
 from genos.runtime.images import ImageStore, Layer
 from genos.sandbox import config, seccomp
 from genos.spec import EnvironmentSpec
-from tests.runtime.conftest import desktop_layers, desktop_spec, image_store  # noqa: F401
 from tests.sandbox.probes import Env, build_probe, parse_calls, probed_env
 
 UNISTD = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
@@ -156,9 +155,9 @@ def test_gvisor_config_has_no_guest_seccomp(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def env(
-    image_store: ImageStore,  # noqa: F811
-    desktop_spec: EnvironmentSpec,  # noqa: F811
-    desktop_layers: list[Layer],  # noqa: F811
+    image_store: ImageStore,
+    desktop_spec: EnvironmentSpec,
+    desktop_layers: list[Layer],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Env]:
     """A running desktop with the probe in its home."""
