@@ -26,8 +26,10 @@ from pathlib import Path
 import pytest
 
 from genos.ids import new_env_id
+from genos.runtime.images import ImageStore, Layer
 from genos.sandbox.network import NetHandle, NetworkSandbox
-from genos.spec import Network
+from genos.spec import EnvironmentSpec, Network
+from tests.sandbox.probes import Env, probed_env
 
 UPLINK_HOST = "198.18.255.1"  # host side of the test uplink (the NAT source)
 UPLINK_PEER = "198.18.255.2"  # test-net side: on the uplink's own LAN
@@ -313,3 +315,16 @@ def net_envs(net_sandbox: NetworkSandbox) -> Iterator[Factory]:
     finally:
         for env_id in made:
             net_sandbox.teardown(env_id)
+
+
+@pytest.fixture(scope="module")
+def env(
+    image_store: ImageStore,
+    desktop_spec: EnvironmentSpec,
+    desktop_layers: list[Layer],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Env]:
+    """A running desktop environment with the probe in its home (one per test module)."""
+    assert desktop_layers
+    with probed_env(image_store, desktop_spec, tmp_path_factory) as running:
+        yield running

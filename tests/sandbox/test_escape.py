@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from genos.runtime.images import ImageStore, Layer
+from genos.runtime.images import Layer
 from genos.sandbox import cgroups, config
-from genos.spec import EnvironmentSpec
-from tests.sandbox.probes import Env, parse_calls, probed_env
+from tests.sandbox.probes import Env, parse_calls
 
 pytestmark = [pytest.mark.root, pytest.mark.runc]
 
@@ -49,19 +47,6 @@ REFUSED = (
     "clock_settime", "mknod_block", "mknod_mem", "socket_vsock", "socket_alg", "socket_packet",
     "socket_raw",
 )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def env(
-    image_store: ImageStore,
-    desktop_spec: EnvironmentSpec,
-    desktop_layers: list[Layer],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Env]:
-    """A running desktop environment with the probe in its home."""
-    assert desktop_layers
-    with probed_env(image_store, desktop_spec, tmp_path_factory) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

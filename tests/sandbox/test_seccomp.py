@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from genos.runtime.images import ImageStore, Layer
 from genos.sandbox import config, seccomp
 from genos.spec import EnvironmentSpec
-from tests.sandbox.probes import Env, build_probe, parse_calls, probed_env
+from tests.sandbox.probes import Env, build_probe, parse_calls
 
 UNISTD = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
 
@@ -151,19 +149,6 @@ def test_gvisor_config_has_no_guest_seccomp(tmp_path: Path) -> None:
 
 
 # -- in a real environment ----------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def env(
-    image_store: ImageStore,
-    desktop_spec: EnvironmentSpec,
-    desktop_layers: list[Layer],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Env]:
-    """A running desktop with the probe in its home."""
-    assert desktop_layers
-    with probed_env(image_store, desktop_spec, tmp_path_factory) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
