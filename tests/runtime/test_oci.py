@@ -36,22 +36,6 @@ pytestmark = [pytest.mark.root, pytest.mark.runc]
 
 
 @pytest.fixture(scope="module")
-def runner() -> Iterator[asyncio.Runner]:
-    """One event loop for the module's environments."""
-    with asyncio.Runner() as loop:
-        yield loop
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A private GenOS data dir (overlay upper dirs, audit log, network state)."""
-    root = tmp_path_factory.mktemp("genos-data")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GENOS_DATA_DIR", str(root))
-        yield root
-
-
-@pytest.fixture(scope="module")
 def env(
     runner: asyncio.Runner,
     image_store: ImageStore,

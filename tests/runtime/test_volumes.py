@@ -146,22 +146,6 @@ class TestVolumeStore:
 # -- real environments ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def runner() -> Iterator[asyncio.Runner]:
-    """One event loop for the module's environments."""
-    with asyncio.Runner() as loop:
-        yield loop
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A private GenOS data dir (overlay dirs, volumes, audit log)."""
-    root = tmp_path_factory.mktemp("genos-data")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GENOS_DATA_DIR", str(root))
-        yield root
-
-
 def _spec(base: EnvironmentSpec, volume: str | None, *, encrypted: bool = False) -> EnvironmentSpec:
     if volume is None:
         return base
