@@ -17,6 +17,8 @@ from genos.composer.knowledge import default_knowledge
 from genos.runtime.images import ImageStore, Layer
 from genos.spec import EnvironmentSpec
 
+pytest_plugins = ["tests.databases"]
+
 # A fixed host so composer tests do not depend on the machine they run on.
 TEST_HOST = HostLimits(cpus=2, memory_mb=23 * 1024, disk_mb=200 * 1024)
 

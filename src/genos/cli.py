@@ -19,6 +19,7 @@ from rich.console import Console
 
 from genos import __version__
 from genos.audit import AuditLog
+from genos.cli_envs import register as register_env_commands
 from genos.cli_images import images_app
 from genos.composer import (
     EXIT_CODES,
@@ -49,6 +50,7 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(audit_app, name="audit")
 app.add_typer(images_app, name="images")
 out = Console(highlight=False, soft_wrap=True)
+register_env_commands(app)
 
 
 def _read_prompt(text: str | None) -> str:

@@ -26,7 +26,9 @@ into a one-line message and an exit code, the API into a 4xx/5xx JSON body.
     ├── RegistryError           outside  registry      the registry database failed
     ├── ProtocolError           outside  protocol      a stream peer broke RFB (malformed, too big)
     ├── StreamClosedError       outside  stream_closed a stream peer went away mid-conversation
-    └── TokenError              user     bad_token     a gateway token expired, forged, revoked, ...
+    ├── TokenError              user     bad_token     a gateway token expired, forged, revoked, ...
+    └── RemoteError             outside  remote        the GenOS server answered with an error
+        └── RemoteInputError    user     remote_input  ... because of the input (also an InputError)
 
 ``fault``: ``user`` (fix your input), ``host`` (this machine lacks something),
 ``outside`` (something beyond GenOS broke; retrying may help), ``genos`` (a bug
@@ -221,3 +223,22 @@ class TokenError(GenOSError):
     def __init__(self, reason: str, message: str = "") -> None:
         super().__init__(message or f"token refused: {reason}")
         self.reason = reason
+
+
+class RemoteError(GenOSError):
+    """The GenOS server answered a client's call with an error (``status``, ``remote_code``)."""
+
+    code = "remote"
+    fault: ClassVar[Fault] = "outside"
+
+    def __init__(self, status: int, remote_code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.remote_code = remote_code
+
+
+class RemoteInputError(RemoteError, InputError):
+    """The server refused the client's input (400, 413, 422)."""
+
+    code = "remote_input"
+    fault: ClassVar[Fault] = "user"

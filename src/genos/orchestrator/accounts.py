@@ -71,6 +71,11 @@ class Accounts:
         """
         return await self._registry.run(lambda s: _user(_user_row(s, user_id)), write=False)
 
+    async def users(self) -> list[User]:
+        """Every user, oldest first."""
+        query = select(UserRow).order_by(UserRow.created, UserRow.id)
+        return await self._registry.run(lambda s: [_user(r) for r in s.scalars(query)], write=False)
+
     async def user_by_name(self, name: str) -> User:
         """The user called ``name``.
 

@@ -363,18 +363,28 @@ class Engine:
         return await self.terminate(env_id, reason=reason)
 
     async def list(
-        self, owner: str | None = None, states: Iterable[State] | None = None
+        self,
+        owner: str | None = None,
+        states: Iterable[State] | None = None,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> builtins.list[Environment]:
         """Environments, oldest first.
 
         Args:
             owner: only this user's; None for everybody's.
             states: only these states; None for all.
+            limit: at most this many (a page).
+            after: start after this environment id (the previous page's last).
 
         Returns:
             The environments (queued ones with their queue position).
+
+        Raises:
+            NotFoundError: ``after`` names no environment.
         """
-        return await self.registry.list(owner, states)
+        return await self.registry.list(owner, states, limit=limit, after=after)
 
     async def _admit(self) -> None:
         await self._admission.admit()

@@ -84,10 +84,25 @@ def to_environment(row: Row[*tuple[Any, ...]], position: int | None = None) -> E
     )
 
 
-def environments(session: Session, *where: Any) -> list[Environment]:
-    """Environments matching ``where``, oldest first, waiting ones with their position."""
+def environments(
+    session: Session, *where: Any, limit: int | None = None, after: str | None = None
+) -> list[Environment]:
+    """Environments matching ``where``, oldest first, waiting ones with their position.
+
+    ``after`` (an environment id) and ``limit`` page through them: the page
+    starts after that environment in (created, id) order.
+    """
     query = select(*ENVIRONMENT_COLUMNS).where(*where)
-    rows = session.execute(query.order_by(EnvironmentRow.created, EnvironmentRow.id)).all()
+    if after is not None:
+        mark = session.execute(
+            select(EnvironmentRow.created).where(EnvironmentRow.id == after)
+        ).scalar_one_or_none()
+        if mark is None:
+            raise NotFoundError("cursor", after)
+        key = tuple_(EnvironmentRow.created, EnvironmentRow.id)
+        query = query.where(key > tuple_(literal(mark, UTCDateTime()), literal(after)))
+    query = query.order_by(EnvironmentRow.created, EnvironmentRow.id)
+    rows = session.execute(query if limit is None else query.limit(limit)).all()
     positions: dict[str, int] = {}
     if any(State(row.state) in WAITING for row in rows):
         order = select(EnvironmentRow.id).where(IS_WAITING).order_by(*QUEUE_ORDER)

@@ -174,11 +174,24 @@ class Registry:
         owner: str | None = None,
         states: Iterable[State] | None = None,
         host: str | None = None,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> builtins.list[Environment]:
         """Environments, oldest first, optionally of one owner, in some states, on one host.
 
+        Args:
+            owner: only this user's.
+            states: only these states.
+            host: only those placed on this host.
+            limit: at most this many.
+            after: start after this environment id (the previous page's last).
+
         Returns:
             The matching environments (queued ones with their queue position).
+
+        Raises:
+            NotFoundError: ``after`` names no environment.
         """
         where = []
         if owner is not None:
@@ -187,7 +200,9 @@ class Registry:
             where.append(EnvironmentRow.state.in_([s.value for s in states]))
         if host is not None:
             where.append(EnvironmentRow.host == host)
-        return await self.run(lambda s: queries.environments(s, *where), write=False)
+        return await self.run(
+            lambda s: queries.environments(s, *where, limit=limit, after=after), write=False
+        )
 
     async def queue(self) -> builtins.list[Environment]:
         """Waiting (requested or queued) environments, in the order they will be served."""

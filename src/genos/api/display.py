@@ -1,0 +1,73 @@
+"""The browser path to a desktop: ``WS /v1/environments/{id}/display?token=...`` carrying RFB.
+
+The token (from ``POST .../display-token``) is checked before the socket is
+accepted; the display socket is looked up from the registry's environment
+and the driver, never from anything the client sends. A refused token closes
+the handshake with an HTTP 403 and nothing reaches the environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from fastapi import APIRouter, WebSocket
+
+from genos.api.service import Service
+from genos.errors import GenOSError, TokenError
+from genos.gateway.policy import Grant
+from genos.gateway.server import grant_for_token
+from genos.gateway.session import ProxyOptions, proxy
+from genos.gateway.streams import websocket_stream
+from genos.ids import is_env_id
+from genos.orchestrator.states import State
+from genos.spec import Security
+
+log = logging.getLogger("genos.api.display")
+router = APIRouter()
+SUBPROTOCOL = "binary"
+
+
+async def _authorise(svc: Service, env_id: str, token: str) -> Grant:
+    async def security(target: str) -> Security:
+        return (await svc.engine.get(target)).spec.security
+
+    return await grant_for_token(svc.gateway, token, env_id, security)
+
+
+@router.websocket("/v1/environments/{env_id}/display")
+async def display(websocket: WebSocket, env_id: str, token: str = "") -> None:
+    """Proxy a viewer (noVNC) to the environment's display, within the token's grant."""
+    svc: Service = websocket.app.state.service
+    client = websocket.client.host if websocket.client else "unknown"
+    try:
+        if not is_env_id(env_id) or len(token) > 2048:
+            raise TokenError("malformed", "bad environment id or token")
+        grant = await _authorise(svc, env_id, token)
+        env = await svc.engine.get(env_id)
+        if env.state is not State.RUNNING:
+            raise TokenError("not_running", f"the environment is {env.state.value}")
+        target = svc.engine.driver.display(env_id)
+    except GenOSError as exc:
+        svc.audit_log.append(
+            action="display", env_id=env_id[:40], client=client, outcome=str(exc)[:200]
+        )
+        await websocket.close(code=1008, reason=str(exc)[:120])
+        return
+    offered = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    svc.audit_log.append(
+        action="display",
+        env_id=env_id,
+        user_id=grant.user_id,
+        permission=str(grant.permission),
+        client=client,
+        outcome="connected",
+    )
+    with contextlib.suppress(GenOSError):
+        await svc.engine.activity(env_id)
+    options = ProxyOptions(recordings=svc.root / "recordings")
+    closed = await proxy(websocket_stream(websocket), target, grant, options)
+    log.info("%s: viewer left (%s: %s)", env_id, closed.side, closed.reason)
+    with contextlib.suppress(GenOSError):
+        await svc.engine.activity(env_id)

@@ -1,0 +1,140 @@
+"""``genos serve``: the engine, the API, the gateway's WebSocket path and the web client.
+
+On first start it creates the ``admin`` account, prints its API token once
+and keeps it in ``<data dir>/api/admin.token`` (0600) for the local CLI.
+``--driver fake`` runs without a runtime (an in-process RFB display per
+environment) for trying the API and the web client and for benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import uvicorn
+
+from genos.api.app import create_app
+from genos.api.service import Service
+from genos.errors import CapabilityError, GenOSError, InputError
+from genos.gateway.fake import FakeDisplay
+from genos.gateway.tokens import TokenAuthority
+from genos.orchestrator.capacity import Capacity
+from genos.orchestrator.engine import Engine
+from genos.orchestrator.registry import Registry
+from genos.runtime.driver import Driver
+from genos.runtime.fake import FakeDriver
+
+log = logging.getLogger("genos.api.serve")
+DriverName = Literal["oci", "fake"]
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything ``genos serve`` is told."""
+
+    host: str = "127.0.0.1"
+    port: int = 8731
+    root: Path = Path("/var/lib/genos")
+    database_url: str | None = None
+    driver: DriverName = "oci"
+    public_url: str | None = None
+    web_dir: Path | None = None
+    capacity: Capacity | None = None
+
+
+class DemoDriver(FakeDriver):
+    """The fake driver with a real (in-process) RFB display per environment."""
+
+    name = "fake"
+
+    async def start(self, env_id: str, *, timeout: float = 30.0) -> None:
+        """Start as the fake does, then serve a :class:`FakeDisplay` on the display socket."""
+        await super().start(env_id, timeout=timeout)
+        env = self.envs[env_id]
+        if env.server is not None:
+            env.server.close()
+            await env.server.wait_closed()
+        sock = self.display(env_id)
+        sock.unlink(missing_ok=True)
+        res = env.spec.display.resolution
+        display = FakeDisplay(res.width, res.height, answer_incremental=False)
+        env.server = await display.serve_unix(sock)
+
+
+def make_driver(config: ServeConfig) -> Driver:
+    """The runtime driver ``config`` names."""
+    if config.driver == "fake":
+        return DemoDriver(config.root / "fake-displays")
+    from genos.runtime.images import ImageStore  # noqa: PLC0415 - the real runtime only when asked
+    from genos.runtime.oci import OCIDriver  # noqa: PLC0415
+    from genos.sandbox.network import NetworkSandbox  # noqa: PLC0415
+
+    if os.geteuid() != 0:
+        raise CapabilityError("the oci driver needs root (or use --driver fake)")
+    images = ImageStore(config.root / "images")
+    return OCIDriver(images, network=NetworkSandbox(), data_root=config.root)
+
+
+async def build(config: ServeConfig) -> Service:
+    """Open the registry, make the driver and the engine, and wrap them in a :class:`Service`."""
+    config.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    url = config.database_url or f"sqlite:///{config.root / 'genos.db'}"
+    registry = await Registry.open(url)
+    driver = make_driver(config)
+    engine = Engine(registry, driver, config.capacity, host_name=socket.gethostname())
+    gateway = TokenAuthority.from_data_dir(config.root)
+    return Service(engine, config.root, gateway, public_url=config.public_url)
+
+
+async def serve(config: ServeConfig, *, announce: bool = True) -> None:
+    """Run the server until SIGINT/SIGTERM; the engine and registry are closed on the way out."""
+    if not 0 < config.port < 65536:
+        raise InputError(f"port {config.port} is out of range")
+    service = await build(config)
+    try:
+        token = await service.bootstrap_admin()
+        if token is not None and announce:
+            _announce(service, token)
+        app = create_app(service, web_dir=config.web_dir, manage=True)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=config.host,
+                port=config.port,
+                log_level="warning",
+                ws="websockets-sansio",
+                lifespan="on",
+                proxy_headers=False,
+            )
+        )
+        await server.serve()
+    finally:
+        driver = service.engine.driver
+        with contextlib.suppress(GenOSError):
+            await driver.aclose()
+        await service.engine.registry.aclose()
+
+
+def _announce(service: Service, token: str) -> None:
+    lines = (
+        "GenOS: first start; created the user 'admin'.",
+        f"Admin API token (shown once; the local CLI reads {service.admin_token_path}):",
+        f"  {token}",
+    )
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def run(config: ServeConfig) -> None:
+    """Blocking entry point for the CLI."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(config))

@@ -1,0 +1,273 @@
+"""What the HTTP layer stands on: the engine, accounts, the audit log and the gateway's tokens.
+
+One :class:`Service` per ``genos serve`` process. It authenticates callers
+(API tokens, password + TOTP, one-time sign-in links), writes the audit log
+of every authentication and lifecycle action, and on first start creates the
+``admin`` account and its token (kept root-only in the data directory for the
+local CLI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from genos.api.errors import ApiError
+from genos.api.security import (
+    TotpVerifier,
+    VerifiedCache,
+    hash_secret,
+    mint_token,
+    split_token,
+    verify_secret,
+)
+from genos.audit import AuditLog
+from genos.errors import NotFoundError, RegistryError
+from genos.gateway.tokens import TokenAuthority
+from genos.orchestrator.engine import Engine
+from genos.orchestrator.records import Role, User
+
+log = logging.getLogger("genos.api")
+
+ADMIN = "admin"
+LINK_TTL = 600.0
+SESSION_TOKEN = "session"  # noqa: S105 - the name given to tokens made by password login
+# A hash to check against when the user does not exist, so a wrong name costs
+# as long as a wrong password (no user enumeration by timing).
+_DUMMY_HASH = hash_secret(secrets.token_urlsafe(16))
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the user, the token they used, and where from."""
+
+    user: User
+    token_id: str
+    client: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user.role == "admin"
+
+
+class Service:
+    """The API's state (see the module docstring).
+
+    Args:
+        engine: the started or to-be-started orchestration engine.
+        root: the data directory (``api/`` and ``audit/`` are made under it).
+        gateway: issues and checks display tokens.
+        public_url: the base URL people open (default: taken from each request).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        root: Path,
+        gateway: TokenAuthority,
+        *,
+        public_url: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.accounts = engine.registry.accounts
+        self.root = root
+        self.gateway = gateway
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.audit_log = AuditLog(root / "audit" / "api.jsonl")
+        self.verified = VerifiedCache()
+        self.totp = TotpVerifier()
+        self.ready = False
+        self.started = time.time()
+        self._users: dict[str, tuple[User, float]] = {}
+        self._links: dict[str, tuple[str, float]] = {}
+        self._pending_totp: dict[str, str] = {}
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.root / "api" / "admin.token"
+
+    async def start(self) -> None:
+        """Start the engine (its first reconcile), then answer ready."""
+        await self.engine.start()
+        self.ready = True
+
+    async def aclose(self) -> None:
+        """Stop the engine's background work."""
+        self.ready = False
+        await self.engine.aclose()
+
+    def audit(self, caller: Caller | None, action: str, **fields: Any) -> None:
+        """Append one record to the audit log: who, what, when (added by the log), from where."""
+        who = {"user": caller.user.name, "user_id": caller.user.id} if caller else {}
+        where = {"client": caller.client} if caller else {}
+        self.audit_log.append(action=action, **who, **where, **fields)
+
+    async def bootstrap_admin(self) -> str | None:
+        """On first start, create ``admin`` and its token; returns it (shown once) or None."""
+        if await self.accounts.users():
+            return None
+        user = await self.accounts.add_user(ADMIN, "admin")
+        token = await self.new_token(user, "admin-cli")
+        path = self.admin_token_path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+        self.audit_log.append(action="bootstrap", user=ADMIN, user_id=user.id)
+        return token
+
+    async def new_token(self, user: User, name: str) -> str:
+        """Mint an API token for ``user``; returns its plaintext (the only time it exists)."""
+        minted = await asyncio.to_thread(mint_token)
+        await self.accounts.add_token(user.id, name, minted.token_id, minted.hashed)
+        self.verified.put(minted.plaintext, minted.token_id)
+        return minted.plaintext
+
+    async def revoke_token(self, token_id: str) -> None:
+        """Revoke a token and drop it from every cache, so it is refused at once."""
+        await self.accounts.revoke_token(token_id)
+        self.verified.forget(token_id)
+        self._users.pop(token_id, None)
+
+    async def authenticate(self, header: str | None, client: str) -> Caller:
+        """The caller behind an ``Authorization: Bearer`` header.
+
+        Raises:
+            ApiError: 401 when the header is missing, malformed, unknown, revoked or wrong.
+        """
+        scheme, _, plaintext = (header or "").partition(" ")
+        parts = split_token(plaintext.strip()) if scheme.lower() == "bearer" else None
+        if parts is None:
+            raise ApiError(401, "unauthorized", "a bearer token is required")
+        token_id = self.verified.get(plaintext.strip())
+        if token_id is None:
+            token_id = await self._check_token(parts[0], parts[1])
+            self.verified.put(plaintext.strip(), token_id)
+        return Caller(await self._user_of_token(token_id), token_id, client)
+
+    async def _check_token(self, token_id: str, secret: str) -> str:
+        try:
+            row = await self.accounts.get_token(token_id)
+        except NotFoundError:
+            row = None
+        stored = row.token_hash if row is not None else _DUMMY_HASH
+        good = await asyncio.to_thread(verify_secret, stored, secret)
+        if row is None or row.revoked or not good:
+            raise ApiError(401, "unauthorized", "the token is not valid")
+        with contextlib.suppress(NotFoundError, RegistryError):
+            await self.accounts.touch_token(token_id)
+        return token_id
+
+    async def _user_of_token(self, token_id: str) -> User:
+        cached = self._users.get(token_id)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        token = await self.accounts.get_token(token_id)
+        if token.revoked:
+            self.verified.forget(token_id)
+            raise ApiError(401, "unauthorized", "the token is not valid")
+        user = await self.accounts.get_user(token.user_id)
+        self._users[token_id] = (user, time.monotonic() + 30.0)
+        return user
+
+    async def login(
+        self, username: str, password: str, code: str | None, client: str
+    ) -> tuple[str, User]:
+        """Password (and TOTP) sign-in; returns a fresh session token and the user.
+
+        Raises:
+            ApiError: 401 ``invalid_credentials`` or ``totp_required``.
+        """
+        try:
+            user: User | None = await self.accounts.user_by_name(username)
+        except NotFoundError:
+            user = None
+        stored = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
+        good = await asyncio.to_thread(verify_secret, stored, password)
+        if user is None or not user.password_hash or not good:
+            self.audit_log.append(action="login", user=username, client=client, outcome="denied")
+            raise ApiError(401, "invalid_credentials", "wrong user name or password")
+        if user.totp_secret is not None:
+            if not code:
+                raise ApiError(401, "totp_required", "enter the code from your authenticator")
+            if not self.totp.verify(user.id, user.totp_secret, code):
+                self.audit_log.append(
+                    action="login", user=username, client=client, outcome="bad_totp"
+                )
+                raise ApiError(401, "invalid_credentials", "wrong or reused authenticator code")
+        token = await self.new_token(user, SESSION_TOKEN)
+        self.audit_log.append(
+            action="login", user=username, user_id=user.id, client=client, outcome="ok"
+        )
+        return token, user
+
+    def new_link(self, caller: Caller) -> tuple[str, float]:
+        """A one-time sign-in code for the caller, valid :data:`LINK_TTL` seconds."""
+        now = time.time()
+        self._links = {c: v for c, v in self._links.items() if v[1] > now}
+        code = secrets.token_urlsafe(24)
+        self._links[code] = (caller.user.id, now + LINK_TTL)
+        return code, now + LINK_TTL
+
+    async def redeem_link(self, code: str, client: str) -> tuple[str, User]:
+        """Exchange a one-time sign-in code for a session token.
+
+        Raises:
+            ApiError: 401 when the code is unknown, used or expired.
+        """
+        entry = self._links.pop(code, None)
+        if entry is None or entry[1] <= time.time():
+            self.audit_log.append(action="login", method="link", client=client, outcome="denied")
+            raise ApiError(
+                401, "invalid_credentials", "the sign-in link is not valid (used or expired)"
+            )
+        user = await self.accounts.get_user(entry[0])
+        token = await self.new_token(user, SESSION_TOKEN)
+        self.audit_log.append(
+            action="login",
+            method="link",
+            user=user.name,
+            user_id=user.id,
+            client=client,
+            outcome="ok",
+        )
+        return token, user
+
+    async def add_user(self, name: str, password: str | None, role: Role) -> User:
+        """Create an account.
+
+        Raises:
+            ApiError: 409 when the name is taken.
+        """
+        hashed = await asyncio.to_thread(hash_secret, password) if password else None
+        try:
+            await self.accounts.user_by_name(name)
+        except NotFoundError:
+            return await self.accounts.add_user(name, role, hashed)
+        raise ApiError(409, "conflict", f"user {name!r} exists")
+
+    def begin_totp(self, user: User, secret: str) -> None:
+        """Remember a TOTP secret until the user confirms it with a code."""
+        self._pending_totp[user.id] = secret
+
+    async def confirm_totp(self, user: User, code: str) -> None:
+        """Turn TOTP on once the pending secret's code checks out.
+
+        Raises:
+            ApiError: 409 with nothing pending, 422 for a wrong code.
+        """
+        secret = self._pending_totp.get(user.id)
+        if secret is None:
+            raise ApiError(409, "invalid_state", "no authenticator set-up is pending")
+        if not self.totp.verify(user.id, secret, code):
+            raise ApiError(422, "invalid_input", "wrong authenticator code")
+        del self._pending_totp[user.id]
+        await self.accounts.set_totp(user.id, secret)
+        self._users = {k: v for k, v in self._users.items() if v[0].id != user.id}

@@ -1,0 +1,103 @@
+"""How registry values look over HTTP: environments, events, the host."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genos.orchestrator.capacity import HostStatus
+from genos.orchestrator.records import Environment, Event
+from genos.runtime.driver import Usage
+from genos.spec import EnvironmentSpec, dump
+
+TCG_NOTE = "software emulation (TCG): the VM is not a hardware isolation boundary on this host"
+
+
+def summary(spec: EnvironmentSpec) -> str:
+    """One line in words: apps, network, isolation."""
+    apps = ", ".join(app.name for app in spec.apps) or "a desktop"
+    return f"{apps}; network {spec.network.mode.value}; {spec.tier.value}"
+
+
+def tier_note(spec: EnvironmentSpec, accelerator: str | None) -> str | None:
+    """A warning where the tier's promise is weaker on this host (VMs under TCG)."""
+    if spec.tier.value in {"vm", "microvm"} and accelerator == "tcg":
+        return TCG_NOTE
+    return None
+
+
+def environment(
+    env: Environment,
+    base_url: str,
+    *,
+    usage: Usage | None = None,
+    accelerator: str | None = None,
+) -> dict[str, Any]:
+    """The JSON of an environment (``url`` is where its desktop opens in a browser)."""
+    spec = env.spec
+    return {
+        "id": env.id,
+        "owner": env.owner,
+        "name": env.name,
+        "state": env.state.value,
+        "url": f"{base_url}/#/env/{env.id}",
+        "spec": dump(spec),
+        "summary": summary(spec),
+        "created": env.created,
+        "updated": env.updated,
+        "started": env.started,
+        "failure_reason": env.failure_reason,
+        "queue_position": env.queue_position,
+        "priority": env.priority,
+        "cpus": env.cpus,
+        "memory_mb": env.memory_mb,
+        "usage": None
+        if usage is None
+        else {
+            "cpu_seconds": usage.cpu_seconds,
+            "memory_bytes": usage.memory_bytes,
+            "pids": usage.pids,
+        },
+        "tier_note": tier_note(spec, accelerator),
+    }
+
+
+def event(ev: Event) -> dict[str, Any]:
+    """The JSON of an event."""
+    return {
+        "env_id": ev.env_id,
+        "seq": ev.seq,
+        "time": ev.time.isoformat(),
+        "type": ev.type.value,
+        "state": ev.state.value,
+        "message": ev.message,
+        "data": ev.data,
+    }
+
+
+def host(status: HostStatus, *, accelerator: str | None, runtimes: list[str]) -> dict[str, Any]:
+    """The JSON of ``GET /v1/host``."""
+    free = status.free
+    return {
+        "host": status.name,
+        "capacity": {"cpus": status.capacity.cpus, "memory_mb": status.capacity.memory_mb},
+        "used": {
+            "environments": status.used.environments,
+            "cpus": status.used.cpus,
+            "memory_mb": status.used.memory_mb,
+        },
+        "free": {"cpus": free.cpus, "memory_mb": free.memory_mb},
+        "queue": [
+            {
+                "env_id": q.env_id,
+                "owner": q.owner,
+                "position": q.position,
+                "priority": q.priority,
+                "cpus": q.cpus,
+                "memory_mb": q.memory_mb,
+                "since": q.since.isoformat(),
+            }
+            for q in status.queue
+        ],
+        "accelerator": accelerator,
+        "runtimes": runtimes,
+    }

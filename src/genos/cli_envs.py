@@ -1,0 +1,262 @@
+"""``genos serve|up|ls|show|suspend|resume|rm|events|host``: the CLI around the API.
+
+Each command talks to ``GENOS_URL`` with ``GENOS_TOKEN`` (see
+:mod:`genos.client`); ``--json`` prints machine-readable objects (for
+environments at least ``id``, ``state``, ``url`` and ``spec``). Exit codes: 0
+done, 1 failure (server error, environment failed, not found), 2 bad input,
+3 the composer asks back, 4 the composer refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from genos.client import Client
+from genos.composer.result import EXIT_CODES
+from genos.errors import InputError
+from genos.paths import data_dir
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+EnvId = Annotated[str, typer.Argument(help="The environment's id (see genos ls).")]
+FINAL = {"terminated", "failed"}
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _env_line(env: dict[str, Any]) -> str:
+    note = f" ({env['failure_reason']})" if env.get("failure_reason") else ""
+    return f"{env['id']}  {env['state']}{note}  {env['summary']}"
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8731,
+    driver: Annotated[str, typer.Option(help="Runtime: oci (real) or fake (no runtime).")] = "oci",
+    database_url: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL (default SQLite in the data dir).")
+    ] = None,
+    public_url: Annotated[
+        str | None, typer.Option(help="Base URL people open (default: from each request).")
+    ] = None,
+) -> None:
+    """Run the API, the gateway's WebSocket path and the web client (first start: admin token)."""
+    from genos.api.serve import ServeConfig, run  # noqa: PLC0415 - server deps load only here
+
+    if driver not in {"oci", "fake"}:
+        raise InputError(f"--driver must be oci or fake, got {driver!r}")
+    config = ServeConfig(
+        host=host,
+        port=port,
+        root=data_dir(),
+        database_url=database_url,
+        driver="fake" if driver == "fake" else "oci",
+        public_url=public_url,
+    )
+    run(config)
+
+
+def _spec_body(prompt: str | None, file: Path | None) -> dict[str, Any]:
+    if (prompt is None) == (file is None):
+        raise InputError("give a prompt or -f SPEC.yaml (one of them)")
+    if file is None:
+        return {"prompt": prompt}
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"cannot read {file}: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{file} does not hold a spec (a mapping)")
+    return {"spec": data}
+
+
+def up(  # noqa: PLR0917 - Typer parameters
+    prompt: Annotated[str | None, typer.Argument(help="What you need, in words.")] = None,
+    file: Annotated[
+        Path | None, typer.Option("-f", "--file", help="A spec file (YAML/JSON).")
+    ] = None,
+    answer: Annotated[
+        list[str] | None, typer.Option("--answer", "-a", help="FIELD=OPTION reply to a question.")
+    ] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once it is accepted.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for running.")] = 900.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an environment and wait until it runs; prints the URL where its desktop opens."""
+    from genos.cli import _answers  # noqa: PLC0415 - shared parsing of --answer
+
+    body = _spec_body(prompt, file) | {"request_id": uuid.uuid4().hex}
+    if answer:
+        body["answers"] = _answers(answer)
+    with Client() as client:
+        created = client.call("POST", "/v1/environments", body)
+        if "outcome" in created:
+            _composer_answer(created, as_json)
+        env = created if no_wait else _follow(client, created, timeout, quiet=as_json)
+        if env["state"] == "running":
+            link = client.call("POST", "/v1/login-links")
+            env["login_url"] = f"{env['url']}?login={link['code']}"
+    if as_json:
+        _print_json(env)
+    elif env["state"] == "running":
+        out.print(f"{env['id']} is running: {env['summary']}")
+        out.print(f"Open the desktop: {env['login_url']}")
+    else:
+        out.print(_env_line(env))
+    if env["state"] in FINAL:
+        raise typer.Exit(1)
+
+
+def _composer_answer(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _print_json(result)
+    elif result["outcome"] == "clarify":
+        for q in result["clarifications"]:
+            err.print(f"{q['question']} ({q['field']}: {', '.join(q['options'])})")
+        err.print("Answer with --answer FIELD=OPTION.")
+    else:
+        for v in result["violations"]:
+            err.print(f"refused: {v['field']}: {v['reason']}")
+    raise typer.Exit(EXIT_CODES[result["outcome"]])
+
+
+def _follow(client: Client, env: dict[str, Any], timeout: float, *, quiet: bool) -> dict[str, Any]:
+    """Show provisioning progress from the events until a settled state; the final record."""
+    import time  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True, disable=quiet) as bar:
+        task = bar.add_task(f"{env['id']}: {env['state']}", total=None)
+        for event in client.events(env["id"]):
+            data = event.get("data") or {}
+            if "steps" in data and "step" in data:
+                bar.update(task, total=data["steps"], completed=data["step"])
+            bar.update(task, description=f"{env['id']}: {event['message']}")
+            if event["type"] == "state" and event["state"] in {"running", *FINAL}:
+                break
+            if time.monotonic() > deadline:
+                err.print(f"genos: {env['id']} not running after {timeout:g}s; still waiting there")
+                break
+    return dict(client.call("GET", f"/v1/environments/{env['id']}"))
+
+
+def ls(
+    state: Annotated[list[str] | None, typer.Option(help="Only these states.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List environments (yours; an admin sees everybody's)."""
+    items: list[dict[str, Any]] = []
+    with Client() as client:
+        cursor = None
+        while True:
+            page = client.call("GET", "/v1/environments", state=state, limit=500, cursor=cursor)
+            items += page["items"]
+            cursor = page["next"]
+            if cursor is None:
+                break
+    if as_json:
+        _print_json(items)
+        return
+    table = Table("id", "state", "what", "created", box=None)
+    for env in items:
+        table.add_row(env["id"], env["state"], env["summary"], str(env["created"])[:19])
+    out.print(table if items else "no environments")
+
+
+def show(env_id: EnvId, as_json: JsonOpt = False) -> None:
+    """One environment in detail (with CPU and memory use while it runs)."""
+    with Client() as client:
+        env = client.call("GET", f"/v1/environments/{env_id}")
+    if as_json:
+        _print_json(env)
+        return
+    out.print(_env_line(env))
+    out.print(f"url: {env['url']}")
+    if env.get("usage"):
+        u = env["usage"]
+        mib = u["memory_bytes"] >> 20
+        out.print(f"usage: cpu {u['cpu_seconds']:.1f}s, memory {mib} MiB, pids {u['pids']}")
+    if env.get("tier_note"):
+        out.print(f"note: {env['tier_note']}")
+    out.print(yaml.safe_dump(env["spec"], sort_keys=False).rstrip())
+
+
+def _verb(method: str, path: str, env_id: str, as_json: bool) -> None:
+    with Client() as client:
+        env = client.call(method, f"/v1/environments/{env_id}{path}")
+    if as_json:
+        _print_json(env)
+    else:
+        out.print(_env_line(env))
+
+
+def suspend(env_id: EnvId, as_json: JsonOpt = False) -> None:
+    """Freeze a running environment."""
+    _verb("POST", "/suspend", env_id, as_json)
+
+
+def resume(env_id: EnvId, as_json: JsonOpt = False) -> None:
+    """Thaw a suspended environment."""
+    _verb("POST", "/resume", env_id, as_json)
+
+
+def rm(env_id: EnvId, as_json: JsonOpt = False) -> None:
+    """End an environment and release everything it held."""
+    _verb("DELETE", "", env_id, as_json)
+
+
+def events(
+    env_id: EnvId,
+    follow: Annotated[bool, typer.Option(help="Keep following until it ends.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print an environment's events (one JSON object per line with --json)."""
+    with Client() as client:
+        _print_events(client.events(env_id, follow=follow), as_json)
+
+
+def _print_events(source: Any, as_json: bool) -> None:
+    for ev in source:
+        if as_json:
+            print(json.dumps(ev), flush=True)
+        else:
+            when = str(ev["time"])[11:19]
+            out.print(f"{ev['seq']:>4} {when} {ev['type']:<8} {ev['state']:<12} {ev['message']}")
+        sys.stdout.flush()
+
+
+def host(as_json: JsonOpt = False) -> None:
+    """This host's capacity, what environments hold, the queue, and VM acceleration."""
+    with Client() as client:
+        status = client.call("GET", "/v1/host")
+    if as_json:
+        _print_json(status)
+        return
+    cap, used = status["capacity"], status["used"]
+    out.print(f"host {status['host']}: {used['environments']} environments")
+    out.print(f"cpus   {used['cpus']:g} of {cap['cpus']:g} reserved")
+    out.print(f"memory {used['memory_mb']} of {cap['memory_mb']} MB reserved")
+    out.print(f"queue  {len(status['queue'])} waiting")
+    out.print(
+        f"runtimes {', '.join(status['runtimes'])}; VM accelerator {status['accelerator'] or 'n/a'}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add these commands to the ``genos`` app."""
+    for command in (serve, up, ls, show, suspend, resume, rm, events, host):
+        app.command(command.__name__)(command)
