@@ -129,35 +129,36 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers", ())).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await _send_413(send, self.limit)
-            return
-        seen = 0
-        started = False
-
-        async def guarded_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLargeError(413, "too_large", f"request body over {self.limit} bytes")
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, guarded_receive, tracking_send)
-        except _TooLargeError:
-            if not started:
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > self.limit:
                 await _send_413(send, self.limit)
+                return
+            await self.app(scope, receive, send)
+            return
+        # No trustworthy length (chunked): read up to the limit first, then replay.
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            if seen > self.limit:
+                await _send_413(send, self.limit)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
-class _TooLargeError(ApiError):
-    """A streamed body went over the limit (answered 413 by the ApiError handler)."""
+        await self.app(scope, replay, send)
 
 
 async def _send_413(send: Send, limit: int) -> None:

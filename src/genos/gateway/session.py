@@ -211,8 +211,12 @@ class _Session:
 
     async def _close_all(self, closed: Closed) -> None:
         reason = f"{closed.side}: {closed.reason}" if closed.error else ""
-        with contextlib.suppress(StreamClosedError, OSError):
-            await self.client.close(reason)
-        if self.env is not None:
+        # The display socket first: it is ours, and closing the viewer's
+        # transport can fail in ways of its own (or be cancelled).
+        try:
+            if self.env is not None:
+                with contextlib.suppress(StreamClosedError, OSError):
+                    await self.env.close()
+        finally:
             with contextlib.suppress(StreamClosedError, OSError):
-                await self.env.close()
+                await self.client.close(reason)

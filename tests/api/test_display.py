@@ -1,0 +1,136 @@
+"""The display WebSocket: a token-bound RFB path through the gateway to the environment."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+
+from tests.api.conftest import Api
+
+pytestmark = pytest.mark.anyio
+
+
+async def running_env(api: httpx.AsyncClient) -> dict[str, Any]:
+    """A running environment (1280x800 display)."""
+    body = {"prompt": "a desktop with xterm", "wait": True}
+    env: dict[str, Any] = (await api.post("/v1/environments", json=body)).json()
+    assert env["state"] == "running"
+    return env
+
+
+async def token_for(
+    api: httpx.AsyncClient, env_id: str, permission: str = "control"
+) -> dict[str, Any]:
+    """A display token for the environment."""
+    response = await api.post(
+        f"/v1/environments/{env_id}/display-token", json={"permission": permission}
+    )
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+class Reader:
+    """Reads exact byte counts from WebSocket binary messages."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.buf = b""
+
+    async def read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            message = await self.ws.recv()
+            assert isinstance(message, bytes)
+            self.buf += message
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+
+async def handshake(ws: ClientConnection) -> tuple[Reader, int, int]:
+    """RFB 3.8 with security None; returns the framebuffer size."""
+    r = Reader(ws)
+    assert await r.read(12) == b"RFB 003.008\n"
+    await ws.send(b"RFB 003.008\n")
+    count = (await r.read(1))[0]
+    types = await r.read(count)
+    assert types == b"\x01"
+    await ws.send(b"\x01")
+    assert await r.read(4) == b"\x00\x00\x00\x00"
+    await ws.send(b"\x01")
+    width, height = struct.unpack("!HH", await r.read(4))
+    await r.read(16)
+    name_len = struct.unpack("!I", await r.read(4))[0]
+    await r.read(name_len)
+    return r, width, height
+
+
+async def test_a_token_opens_the_display_and_frames_flow(api: httpx.AsyncClient, live: str) -> None:
+    """With a control token the viewer completes RFB and gets a framebuffer update."""
+    env = await running_env(api)
+    token = await token_for(api, env["id"])
+    assert token["websocket"] == f"/v1/environments/{env['id']}/display?token={token['token']}"
+    assert token["share_url"] == f"http://genos.test/#/view/{env['id']}/{token['token']}"
+    async with connect(f"ws://{live}{token['websocket']}", subprotocols=["binary"]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "binary"
+        reader, width, height = await handshake(ws)
+        assert (width, height) == (1280, 800)
+        await ws.send(struct.pack("!BBHHHH", 3, 0, 0, 0, 4, 2))
+        head = await reader.read(4)
+        assert head[0] == 0
+        assert struct.unpack("!H", head[2:4])[0] == 1
+        x, y, w, h, enc = struct.unpack("!HHHHi", await reader.read(12))
+        assert (x, y, w, h, enc) == (0, 0, 4, 2, 0)
+        assert len(await reader.read(4 * 2 * 4)) == 32
+
+
+async def refused(url: str) -> int:
+    """The HTTP status a refused WebSocket handshake got."""
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(url):
+            pass
+    return info.value.response.status_code
+
+
+async def test_forged_wrong_env_and_revoked_tokens_are_refused(
+    api: httpx.AsyncClient, api_app: Api, live: str
+) -> None:
+    """Forged, other-environment and revoked tokens never reach the display (403 at handshake)."""
+    env = await running_env(api)
+    other = await running_env(api)
+    good = (await token_for(api, env["id"]))["token"]
+    body, mac = good.split(".")
+    forged = f"{body}.{mac[:-2]}AA"
+    base = f"ws://{live}/v1/environments"
+    assert await refused(f"{base}/{env['id']}/display?token={forged}") == 403
+    assert await refused(f"{base}/{other['id']}/display?token={good}") == 403
+    assert await refused(f"{base}/{env['id']}/display") == 403
+    assert await refused(f"{base}/not-an-id/display?token={good}") == 403
+    api_app.service.gateway.revoke(good)
+    assert await refused(f"{base}/{env['id']}/display?token={good}") == 403
+
+
+async def test_a_suspended_environment_refuses_viewers(api: httpx.AsyncClient, live: str) -> None:
+    """A token for a suspended environment does not open its display."""
+    env = await running_env(api)
+    token = (await token_for(api, env["id"], "view"))["token"]
+    await api.post(f"/v1/environments/{env['id']}/suspend")
+    url = f"ws://{live}/v1/environments/{env['id']}/display?token={token}"
+    assert await refused(url) == 403
+
+
+async def test_connections_lists_live_viewers(api: httpx.AsyncClient, live: str) -> None:
+    """While a viewer is connected it appears in the connections list with its permission."""
+    env = await running_env(api)
+    token = await token_for(api, env["id"], "view")
+    async with connect(f"ws://{live}{token['websocket']}") as ws:
+        await handshake(ws)
+        conns = (await api.get(f"/v1/environments/{env['id']}/connections")).json()
+        assert [c["permission"] for c in conns] == ["view"]
+        assert conns[0]["user_id"] == env["owner"]
+    assert websockets.__version__
