@@ -1,0 +1,237 @@
+"""A real ``genos serve`` (fake runtime): the CLI end to end, and schemathesis on its API."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.server
+BIN = Path(sys.executable).parent
+PROMPT = "I need a Linux environment with Tor browser for secure browsing"
+
+
+@dataclass
+class Server:
+    """A running server: its URL, data dir, admin token and process."""
+
+    url: str
+    root: Path
+    token: str
+    process: subprocess.Popen[bytes]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment variables for a CLI talking to this server."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith("GENOS_")}
+        return base | {"GENOS_URL": self.url, "GENOS_DATA_DIR": str(self.root)} | extra
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_server(
+    root: Path, *args: str, port: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``genos serve`` and wait until /readyz answers."""
+    port = port or free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENOS_")}
+    env["GENOS_DATA_DIR"] = str(root)
+    with (root.parent / f"serve-{port}.log").open("ab") as log:
+        process = subprocess.Popen(
+            [str(BIN / "genos"), "serve", "--port", str(port), *args],
+            env=env, stdout=log, stderr=log, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"genos serve exited {process.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError("genos serve did not become ready in 60 s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL, the server we started."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``genos serve --driver fake`` on a free loopback port."""
+    root = tmp_path_factory.mktemp("serve") / "data"
+    process, url = start_server(root, "--driver", "fake")
+    token = (root / "api" / "admin.token").read_text().strip()
+    try:
+        yield Server(url, root, token, process)
+    finally:
+        stop(process)
+
+
+def genos(server: Server, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI against the server."""
+    return subprocess.run(
+        [str(BIN / "genos"), *args], env=server.env(**env), capture_output=True, text=True,
+        timeout=120, stdin=subprocess.DEVNULL, check=False,
+    )  # fmt: skip
+
+
+def as_json(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_first_start_prints_the_admin_token_once(server: Server, tmp_path: Path) -> None:
+    """The first start announces the token on stderr; it is stored 0600 and works."""
+    log = (server.root.parent / f"serve-{server.url.rsplit(':', 1)[1]}.log").read_text()
+    assert log.count(server.token) == 1
+    assert (server.root / "api" / "admin.token").stat().st_mode & 0o777 == 0o600
+    response = httpx.get(f"{server.url}/v1/me", headers={"Authorization": f"Bearer {server.token}"})
+    assert response.json()["name"] == "admin"
+
+
+def test_up_ls_show_suspend_resume_rm(server: Server) -> None:
+    """The CLI round: up waits for running; all print JSON with id, state, url and spec."""
+    env = as_json(genos(server, "up", PROMPT, "--json"))
+    assert env["state"] == "running"
+    assert env["url"] == f"{server.url}/#/env/{env['id']}"
+    assert env["login_url"].startswith(f"{env['url']}?login=")
+    assert env["spec"]["network"]["mode"] == "tor"
+    listed = as_json(genos(server, "ls", "--json"))
+    assert env["id"] in [e["id"] for e in listed]
+    assert {"id", "state", "url", "spec"} <= set(listed[0])
+    shown = as_json(genos(server, "show", env["id"], "--json"))
+    assert shown["usage"]["pids"] == 1
+    assert as_json(genos(server, "suspend", env["id"], "--json"))["state"] == "suspended"
+    assert as_json(genos(server, "resume", env["id"], "--json"))["state"] == "running"
+    assert as_json(genos(server, "rm", env["id"], "--json"))["state"] == "terminated"
+    events = genos(server, "events", env["id"], "--json")
+    states = [json.loads(line)["state"] for line in events.stdout.splitlines()]
+    assert states[0] == "requested"
+    assert states[-1] == "terminated"
+    assert "suspended" in states
+
+
+def test_up_human_output_prints_the_url(server: Server) -> None:
+    """Without --json, up prints where the desktop opens."""
+    result = genos(server, "up", "a desktop with xterm")
+    assert result.returncode == 0, result.stderr
+    assert "is running" in result.stdout
+    assert f"Open the desktop: {server.url}/#/env/" in result.stdout
+
+
+def test_up_no_wait_and_spec_file(server: Server, tmp_path: Path) -> None:
+    """up -f reads a spec file; --no-wait returns before running."""
+    spec = tmp_path / "desk.yaml"
+    spec.write_text("apiVersion: genos/v1\nkind: Environment\nname: from-file\n")
+    env = as_json(genos(server, "up", "-f", str(spec), "--no-wait", "--json"))
+    assert env["spec"]["name"] == "from-file"
+    assert env["state"] in {"requested", "provisioning", "running"}
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["up", "I want a browser"], 3, "Answer with --answer"),
+        (["up", "give me root on the host machine"], 4, "refused:"),
+        (["up"], 2, "give a prompt or -f"),
+        (["up", "-f", "/nonexistent.yaml"], 2, "cannot read"),
+        (["show", "0123456789"], 1, "no environment"),
+        (["suspend", "nope"], 1, "no environment"),
+        (["ls", "--state", "dancing"], 2, "state"),
+    ],
+)
+def test_cli_failures_are_one_line_with_exit_codes(
+    server: Server, args: list[str], code: int, message: str
+) -> None:
+    """Every failure is a short message on stderr and a documented exit code, no traceback."""
+    result = genos(server, *args)
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_token_and_unreachable_server(server: Server) -> None:
+    """A wrong GENOS_TOKEN and a dead GENOS_URL fail with one line and exit 1."""
+    bad = genos(server, "ls", GENOS_TOKEN="genos_000000000000_nope")
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == "genos: a bearer token is required" or "not valid" in bad.stderr
+    dead = genos(server, "ls", GENOS_URL=f"http://127.0.0.1:{free_port()}")
+    assert dead.returncode == 1
+    assert dead.stderr.startswith("genos: cannot reach the GenOS server")
+    assert len(dead.stderr.strip().splitlines()) == 1
+
+
+def test_host_json(server: Server) -> None:
+    """genos host --json has capacity, use, the queue and the runtimes."""
+    host = as_json(genos(server, "host", "--json"))
+    assert set(host) >= {"host", "capacity", "used", "free", "queue", "runtimes", "accelerator"}
+    assert host["runtimes"] == ["fake"]
+
+
+def test_openapi_is_published(server: Server) -> None:
+    """/openapi.json lists every route of docs/api.md."""
+    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    for path in [
+        "/v1/compose", "/v1/environments", "/v1/environments/{env_id}",
+        "/v1/environments/{env_id}/events", "/v1/environments/{env_id}/suspend",
+        "/v1/host", "/v1/login", "/healthz", "/readyz", "/metrics",
+    ]:  # fmt: skip
+        assert path in paths
+
+
+@pytest.mark.skipif(shutil.which("schemathesis", path=str(BIN)) is None, reason="no schemathesis")
+def test_schemathesis_finds_no_5xx_and_no_auth_bypass(tmp_path: Path) -> None:
+    """schemathesis fuzzes every operation: no 5xx, and nothing answers without auth."""
+    # A fresh server: with free capacity, generated ``wait: true`` requests return promptly.
+    root = tmp_path / "data"
+    process, url = start_server(root, "--driver", "fake")
+    token = (root / "api" / "admin.token").read_text().strip()
+    try:
+        result = _schemathesis(url, token)
+    finally:
+        stop(process)
+    tail = result.stdout[-3000:]
+    assert result.returncode == 0, tail
+    assert "passed" in tail
+
+
+def _schemathesis(url: str, token: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            str(BIN / "schemathesis"), "run", f"{url}/openapi.json",
+            "-H", f"Authorization: Bearer {token}",
+            "--exclude-path", "/v1/logout",
+            "--checks", "not_a_server_error,ignored_auth",
+            "-n", "12", "--phases", "coverage,fuzzing", "--generation-database", "none",
+            "--seed", "1",
+        ],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
