@@ -42,7 +42,7 @@ def _env_line(env: dict[str, Any]) -> str:
     return f"{env['id']}  {env['state']}{note}  {env['summary']}"
 
 
-def serve(
+def serve(  # noqa: PLR0917 - Typer parameters
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8731,
     driver: Annotated[str, typer.Option(help="Runtime: oci (real) or fake (no runtime).")] = "oci",
@@ -52,12 +52,26 @@ def serve(
     public_url: Annotated[
         str | None, typer.Option(help="Base URL people open (default: from each request).")
     ] = None,
+    cpus: Annotated[
+        float | None, typer.Option(help="CPUs environments may reserve (default: the host's).")
+    ] = None,
+    memory_mb: Annotated[
+        int | None, typer.Option(help="Memory environments may reserve (default: host less 1 GiB).")
+    ] = None,
+    images_dir: Annotated[
+        Path | None, typer.Option(help="The image layer store (default: <data dir>/images).")
+    ] = None,
 ) -> None:
     """Run the API, the gateway's WebSocket path and the web client (first start: admin token)."""
     from genos.api.serve import ServeConfig, run  # noqa: PLC0415 - server deps load only here
+    from genos.orchestrator.capacity import Capacity  # noqa: PLC0415
 
     if driver not in {"oci", "fake"}:
         raise InputError(f"--driver must be oci or fake, got {driver!r}")
+    if (cpus is not None and cpus <= 0) or (memory_mb is not None and memory_mb < 256):
+        raise InputError("--cpus must be positive and --memory-mb at least 256")
+    whole = Capacity.from_host()
+    capacity = Capacity(cpus if cpus is not None else whole.cpus, memory_mb or whole.memory_mb)
     config = ServeConfig(
         host=host,
         port=port,
@@ -65,6 +79,8 @@ def serve(
         database_url=database_url,
         driver="fake" if driver == "fake" else "oci",
         public_url=public_url,
+        capacity=capacity,
+        images_dir=images_dir,
     )
     run(config)
 

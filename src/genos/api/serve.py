@@ -47,6 +47,7 @@ class ServeConfig:
     public_url: str | None = None
     web_dir: Path | None = None
     capacity: Capacity | None = None
+    images_dir: Path | None = None
 
 
 class DemoDriver(FakeDriver):
@@ -78,7 +79,7 @@ def make_driver(config: ServeConfig) -> Driver:
 
     if os.geteuid() != 0:
         raise CapabilityError("the oci driver needs root (or use --driver fake)")
-    images = ImageStore(config.root / "images")
+    images = ImageStore(config.images_dir or config.root / "images")
     return OCIDriver(images, network=NetworkSandbox(), data_root=config.root)
 
 
