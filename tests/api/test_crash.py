@@ -79,7 +79,7 @@ def test_kill_9_during_provisioning_loses_nothing_and_orphans_nothing(
         str(image_store.root),
     ]
     spec = dump(desktop_spec.model_copy(update={"resources": Resources(cpus=0.25, memory_mb=256)}))
-    rng = random.Random(20261124)
+    rng = random.Random(20261124)  # noqa: S311 - kill moments, not secrets
     process, url = start_server(root, *args)
     token = (root / "api" / "admin.token").read_text().strip()
     try:
@@ -119,9 +119,3 @@ def test_kill_9_during_provisioning_loses_nothing_and_orphans_nothing(
             assert host_traces(env["id"], root) == NOTHING, env["id"]
     finally:
         stop(process)
-        leftovers = (
-            [e for e in os.listdir("/run/genos") if len(e) == 10]
-            if Path("/run/genos").exists()
-            else []
-        )
-        assert leftovers == [] or all(host_traces(e, root)["containers"] == [] for e in leftovers)
