@@ -9,6 +9,7 @@ Every test gets its own database on it. Loaded by ``tests/conftest.py``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -42,11 +43,15 @@ def _as_server_user(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """A running throwaway PostgreSQL 15 cluster; yields its base URL (no database)."""
+@contextlib.contextmanager
+def postgres_cluster() -> Iterator[str]:
+    """Run a throwaway PostgreSQL 15 cluster; yields its base URL (no database).
+
+    Raises:
+        FileNotFoundError: PostgreSQL is not installed in ``PG_BIN``.
+    """
     if not (PG_BIN / "initdb").exists():
-        pytest.skip(f"PostgreSQL not installed in {PG_BIN} (apt install postgresql)")
+        raise FileNotFoundError(f"PostgreSQL not installed in {PG_BIN} (apt install postgresql)")
     root = Path(tempfile.mkdtemp(prefix="genos-pg-"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
@@ -67,6 +72,21 @@ def postgres_server() -> Iterator[str]:
             stop = [*pg_ctl, "-m", "fast", "-w", "stop"]
             subprocess.run(_as_server_user(stop), check=False, capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A running throwaway PostgreSQL 15 cluster for the session; yields its base URL."""
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip(f"PostgreSQL not installed in {PG_BIN} (apt install postgresql)")
+    with postgres_cluster() as url:
+        yield url
+
+
+def create_database(base: str, name: str) -> str:
+    """Create database ``name`` on the cluster at ``base``; its URL."""
+    _admin(base, f"CREATE DATABASE {name}")
+    return f"{base}/{name}"
 
 
 def _admin(base: str, sql: str) -> None:

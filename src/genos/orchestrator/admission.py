@@ -27,24 +27,40 @@ class Admission:
     def __init__(self, life: Lifecycle, capacity: Capacity) -> None:
         self.lock = asyncio.Lock()
         self.closed = False
+        self._asked = 0  # admission passes asked for
+        self._served = 0  # asks covered by a finished pass
         self._life = life
         self._capacity = capacity
 
     async def admit(self) -> None:
-        """Start what fits, in queue order; mark the rest ``queued``."""
+        """Start what fits, in queue order; mark the rest ``queued``.
+
+        Concurrent callers share passes: a pass that began after a caller's
+        ask read the registry after that caller's writes, so it serves them
+        too (many simultaneous requests cost a few passes, not one each).
+        """
         if self.closed:
             return
+        self._asked += 1
+        mine = self._asked
         async with self.lock:
-            used = await self._life.registry.host_usage(self._life.host_name)
-            blocked = False
-            for env in await self._life.registry.queue():
-                if not blocked and self._capacity.fits(used, env.cpus, env.memory_mb):
-                    if await self._start(env):
-                        used = used.plus(env.cpus, env.memory_mb)
-                    continue
-                blocked = True  # strict order: nothing overtakes the head of the queue
-                if env.state is State.REQUESTED:
-                    await self._queue(env)
+            if self._served >= mine:
+                return
+            covers = self._asked
+            await self._pass()
+            self._served = max(self._served, covers)
+
+    async def _pass(self) -> None:
+        used = await self._life.registry.host_usage(self._life.host_name)
+        blocked = False
+        for env in await self._life.registry.queue():
+            if not blocked and self._capacity.fits(used, env.cpus, env.memory_mb):
+                if await self._start(env):
+                    used = used.plus(env.cpus, env.memory_mb)
+                continue
+            blocked = True  # strict order: nothing overtakes the head of the queue
+            if env.state is State.REQUESTED:
+                await self._queue(env)
 
     async def _queue(self, env: Environment) -> None:
         reason = f"waiting for capacity ({env.cpus:g} cpus, {env.memory_mb} MB)"

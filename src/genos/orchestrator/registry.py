@@ -29,6 +29,7 @@ from genos.orchestrator import database, queries
 from genos.orchestrator.accounts import Accounts
 from genos.orchestrator.capacity import Quota, Usage
 from genos.orchestrator.clock import Clock, SystemClock
+from genos.orchestrator.groupcommit import GroupWriter
 from genos.orchestrator.models import EnvironmentRow, EventRow, TransitionRow
 from genos.orchestrator.queries import NewEnvironment
 from genos.orchestrator.records import Environment, Event, EventType, Transition
@@ -52,6 +53,10 @@ class Registry:
         self.clock: Clock = clock or SystemClock()
         self.accounts = Accounts(self)
         self._writer = engine.execution_options(**{database.WRITE: True})
+        # SQLite has one writer at a time: batch writers into group commits.
+        self._group = (
+            GroupWriter(self._writer, _translated) if engine.dialect.name == "sqlite" else None
+        )
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="genos-registry")
         self._closed = False
 
@@ -91,6 +96,8 @@ class Registry:
             return
         self._closed = True
         await asyncio.to_thread(self._pool.shutdown, wait=True)
+        if self._group is not None:
+            await asyncio.to_thread(self._group.close)
         self.engine.dispose()
 
     async def run(self, work: Callable[[Session], T], *, write: bool) -> T:
@@ -109,8 +116,12 @@ class Registry:
         """
         if self._closed:
             raise ClosedError("the registry is closed")
-        call: Callable[[], T] = functools.partial(self._transaction, work, write)
-        future: asyncio.Future[T] = asyncio.get_running_loop().run_in_executor(self._pool, call)
+        future: asyncio.Future[T]
+        if write and self._group is not None:
+            future = asyncio.wrap_future(self._group.submit(work))
+        else:
+            call: Callable[[], T] = functools.partial(self._transaction, work, write)
+            future = asyncio.get_running_loop().run_in_executor(self._pool, call)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -121,7 +132,10 @@ class Registry:
         return _translated(lambda: self._commit(work, write))
 
     def _commit(self, work: Callable[[Session], T], write: bool) -> T:
-        bind = self._writer if write else self.engine
+        return self._session(work, self._writer if write else self.engine)
+
+    @staticmethod
+    def _session(work: Callable[[Session], T], bind: Engine) -> T:
         with Session(bind, expire_on_commit=False) as session, session.begin():
             return work(session)
 

@@ -1,0 +1,213 @@
+"""API figures: create throughput and latency, list latency at 10,000, 20 concurrent ``genos up``.
+
+1. Creates (fake driver, a real ``genos serve`` process on loopback): N
+   ``POST /v1/environments`` with a spec, C at a time; accepted per second and
+   p50/p99 latency. Baseline in the same run: ``GET /healthz`` with the same
+   client and concurrency (the HTTP floor of this server), so the ratio is what
+   a create costs over an empty request.
+2. List with 10,000 environments in the registry, SQLite and PostgreSQL 15
+   side by side (a throwaway cluster): ``GET /v1/environments`` first page of
+   100, a page of 100 from the middle (cursor), and all 10,000 in pages of
+   1,000; median of 7. The rows are seeded ``terminated`` (so the start-up
+   reconcile has nothing to repair); the query does not depend on the state.
+3. ``--real`` (root, runc, the warm test image cache): 20 concurrent
+   ``genos up -f desktop.yaml --json`` against ``genos serve --driver oci``,
+   time until all are running; baseline one ``genos up`` alone, same run.
+
+Run: .venv/bin/python bench/api.py [--creates 1000] [--real]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from genos.orchestrator import Registry  # noqa: E402
+from genos.orchestrator.models import EnvironmentRow  # noqa: E402
+from genos.spec import EnvironmentSpec, Resources, dump  # noqa: E402
+from tests.api.test_server import free_port, start_server, stop  # noqa: E402
+from tests.databases import create_database, postgres_cluster  # noqa: E402
+
+BIN = Path(sys.executable).parent
+CACHE = Path(os.environ.get("GENOS_TEST_CACHE", "/var/cache/genos-test"))
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def timed_calls(url: str, token: str, n: int, conc: int, make: Any) -> tuple[float, list[float]]:
+    """Run ``n`` requests ``conc`` at a time; wall seconds and per-call milliseconds."""
+    headers = {"Authorization": f"Bearer {token}"}
+    latencies: list[float] = []
+    todo = iter(range(n))
+    limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as client:
+
+        async def worker() -> None:
+            for i in todo:
+                t0 = time.perf_counter()
+                response = await make(client, i)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                assert response.status_code in {200, 201}, response.text
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(conc)))
+        return time.perf_counter() - start, latencies
+
+
+def creates(n: int, conc: int) -> None:
+    root = Path(tempfile.mkdtemp(prefix="genos-bench-api-")) / "data"
+    process, url = start_server(root, "--driver", "fake", "--cpus", "1000000", "--memory-mb", "1000000000")
+    token = (root / "api" / "admin.token").read_text().strip()
+    spec = dump(EnvironmentSpec(name="bench", resources=Resources(cpus=0.25, memory_mb=256)))
+    try:
+        health = lambda c, i: c.get("/healthz")  # noqa: E731
+        create = lambda c, i: c.post("/v1/environments", json={"spec": spec, "request_id": f"b{i}"})  # noqa: E731
+        asyncio.run(timed_calls(url, token, 50, conc, health))  # warm-up
+        h_wall, h_lat = asyncio.run(timed_calls(url, token, n, conc, health))
+        c_wall, c_lat = asyncio.run(timed_calls(url, token, n, conc, create))
+    finally:
+        stop(process)
+    print(f"\n## Creates, fake driver, {n} requests, concurrency {conc}")
+    print("| call | per second | p50 ms | p99 ms |")
+    print("| --- | --- | --- | --- |")
+    print(f"| GET /healthz (baseline) | {n / h_wall:.0f} | {pct(h_lat, .5):.1f} | {pct(h_lat, .99):.1f} |")
+    print(f"| POST /v1/environments | {n / c_wall:.0f} | {pct(c_lat, .5):.1f} | {pct(c_lat, .99):.1f} |")
+    print(f"ratio create/healthz p50: {pct(c_lat, .5) / pct(h_lat, .5):.2f}")
+
+
+async def seed(url: str, owner: str, count: int) -> None:
+    """Insert ``count`` terminated environments of ``owner``, straight into the tables."""
+    registry = await Registry.open(url)
+    spec = dump(EnvironmentSpec(name="seeded"))
+    base = datetime.now(UTC) - timedelta(days=1)
+
+    def work(session: Any) -> None:
+        for i in range(count):
+            when = base + timedelta(milliseconds=i)
+            session.add(EnvironmentRow(
+                id=secrets.token_hex(5), owner_id=owner, name=None, state="terminated", spec=spec,
+                priority=0, request_id=None, cpus=1.0, memory_mb=2048, created=when, updated=when,
+                host="bench", last_seq=0,
+            ))  # fmt: skip
+
+    await registry.run(work, write=True)
+    await registry.aclose()
+
+
+def list_latency(url: str, token: str) -> dict[str, float]:
+    headers = {"Authorization": f"Bearer {token}"}
+    out: dict[str, list[float]] = {"first page (100)": [], "middle page (100)": [], "all (10 x 1000)": []}
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+        ids = [e["id"] for e in client.get("/v1/environments", params={"limit": 1000}).json()["items"]]
+        middle = client.get("/v1/environments", params={"limit": 1000, "cursor": ids[-1]}).json()["items"][500]["id"]
+        for _ in range(7):
+            t0 = time.perf_counter()
+            client.get("/v1/environments", params={"limit": 100})
+            out["first page (100)"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            client.get("/v1/environments", params={"limit": 100, "cursor": middle})
+            out["middle page (100)"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            cursor, pages = None, 0
+            while True:
+                params: dict[str, Any] = {"limit": 1000} | ({"cursor": cursor} if cursor else {})
+                page = client.get("/v1/environments", params=params).json()
+                pages += 1
+                cursor = page["next"]
+                if cursor is None:
+                    break
+            out["all (10 x 1000)"].append(time.perf_counter() - t0)
+            assert pages == 10
+    return {k: statistics.median(v) * 1000 for k, v in out.items()}
+
+
+def lists(count: int) -> None:
+    results: dict[str, dict[str, float]] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="genos-bench-list-"))
+    with postgres_cluster() as pg:
+        for backend, url in [
+            ("SQLite", f"sqlite:///{tmp / 'sqlite' / 'genos.db'}"),
+            ("PostgreSQL", create_database(pg, "bench")),
+        ]:
+            root = tmp / backend / "data"
+            root.mkdir(parents=True)
+            (tmp / "sqlite").mkdir(exist_ok=True)
+            process, base = start_server(root, "--driver", "fake", "--database-url", url)
+            try:
+                token = (root / "api" / "admin.token").read_text().strip()
+                me = httpx.get(f"{base}/v1/me", headers={"Authorization": f"Bearer {token}"}).json()
+                asyncio.run(seed(url, me["id"], count))
+                results[backend] = list_latency(base, token)
+            finally:
+                stop(process)
+    print(f"\n## GET /v1/environments with {count} environments (median of 7, ms)")
+    print("| call | SQLite | PostgreSQL |")
+    print("| --- | --- | --- |")
+    for call in results["SQLite"]:
+        print(f"| {call} | {results['SQLite'][call]:.1f} | {results['PostgreSQL'][call]:.1f} |")
+
+
+def real_ups(count: int) -> None:
+    root = Path(tempfile.mkdtemp(prefix="genos-bench-up-")) / "data"
+    spec = root.parent / "desktop.yaml"
+    spec.write_text(json.dumps(dump(EnvironmentSpec(name="up-bench", resources=Resources(cpus=0.25, memory_mb=256)))))
+    args = ["--driver", "oci", "--cpus", "8", "--memory-mb", "16384", "--images-dir", str(CACHE / "images")]
+    process, url = start_server(root, *args, port=free_port())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENOS_")} | {
+        "GENOS_URL": url, "GENOS_DATA_DIR": str(root),
+    }  # fmt: skip
+    argv = [str(BIN / "genos"), "up", "-f", str(spec), "--json"]
+    made: list[str] = []
+    try:
+        t0 = time.perf_counter()
+        one = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+        single = time.perf_counter() - t0
+        made.append(json.loads(one.stdout)["id"])
+        t0 = time.perf_counter()
+        procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) for _ in range(count)]
+        outs = [json.loads(p.communicate()[0]) for p in procs]
+        together = time.perf_counter() - t0
+        made += [o["id"] for o in outs]
+        states = {o["state"] for o in outs}
+    finally:
+        for env_id in made:
+            subprocess.run([str(BIN / "genos"), "rm", env_id], env=env, capture_output=True, check=False)
+        stop(process)
+    print(f"\n## {count} concurrent genos up (real runc, cached image)")
+    print(f"one genos up alone (baseline): {single:.2f} s")
+    print(f"{count} at once, until all running: {together:.2f} s (states: {sorted(states)})")
+    print(f"ratio: {together / single:.1f}x the single one, {together / count:.2f} s per environment")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--creates", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--list-size", type=int, default=10_000)
+    parser.add_argument("--real", action="store_true", help="also 20 concurrent genos up (root, runc)")
+    args = parser.parse_args()
+    creates(args.creates, args.concurrency)
+    lists(args.list_size)
+    if args.real:
+        real_ups(20)
+
+
+if __name__ == "__main__":
+    main()
