@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from genos.api import schemas, views
@@ -47,7 +46,8 @@ def env_json(svc: Service, request: Request, env: Environment, usage: Any = None
 
 
 def respond(data: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(jsonable_encoder(data), status_code=status)
+    """A JSON answer; ``data`` is JSON-ready already (views give ISO times)."""
+    return JSONResponse(data, status_code=status)
 
 
 @router.post("/compose", response_model=schemas.ComposeOut)
@@ -227,7 +227,7 @@ async def display_token(
         {
             "token": token,
             "permission": body.permission,
-            "expires": datetime.now(UTC) + timedelta(seconds=body.ttl),
+            "expires": (datetime.now(UTC) + timedelta(seconds=body.ttl)).isoformat(),
             "websocket": f"/v1/environments/{env_id}/display?token={token}",
             "share_url": f"{base}/#/view/{env_id}/{token}",
         }

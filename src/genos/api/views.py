@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from typing import Any
 
 from genos.orchestrator.capacity import HostStatus
 from genos.orchestrator.records import Environment, Event
 from genos.runtime.driver import Usage
-from genos.spec import EnvironmentSpec, dump
 
 TCG_NOTE = "software emulation (TCG): the VM is not a hardware isolation boundary on this host"
 
 
-def summary(spec: EnvironmentSpec) -> str:
-    """One line in words: apps, network, isolation."""
-    apps = ", ".join(app.name for app in spec.apps) or "a desktop"
-    return f"{apps}; network {spec.network.mode.value}; {spec.tier.value}"
+def summary(spec: dict[str, Any]) -> str:
+    """One line in words from a spec's JSON: apps, network, isolation."""
+    apps = ", ".join(app["name"] for app in spec.get("apps", ())) or "a desktop"
+    return f"{apps}; network {spec['network']['mode']}; {spec['tier']}"
 
 
-def tier_note(spec: EnvironmentSpec, accelerator: str | None) -> str | None:
+def tier_note(tier: str, accelerator: str | None) -> str | None:
     """A warning where the tier's promise is weaker on this host (VMs under TCG)."""
-    if spec.tier.value in {"vm", "microvm"} and accelerator == "tcg":
+    if tier in {"vm", "microvm"} and accelerator == "tcg":
         return TCG_NOTE
     return None
+
+
+def _when(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 def environment(
@@ -32,19 +37,23 @@ def environment(
     usage: Usage | None = None,
     accelerator: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON of an environment (``url`` is where its desktop opens in a browser)."""
-    spec = env.spec
+    """The JSON of an environment (``url`` is where its desktop opens in a browser).
+
+    The spec is the stored JSON as it is (validated when it was stored), so a
+    page of a thousand environments costs no model validation.
+    """
+    spec = json.loads(env.spec_json)  # stored by ``spec.dump``: ``packages`` included
     return {
         "id": env.id,
         "owner": env.owner,
         "name": env.name,
         "state": env.state.value,
         "url": f"{base_url}/#/env/{env.id}",
-        "spec": dump(spec),
+        "spec": spec,
         "summary": summary(spec),
-        "created": env.created,
-        "updated": env.updated,
-        "started": env.started,
+        "created": _when(env.created),
+        "updated": _when(env.updated),
+        "started": _when(env.started),
         "failure_reason": env.failure_reason,
         "queue_position": env.queue_position,
         "priority": env.priority,
@@ -57,7 +66,7 @@ def environment(
             "memory_bytes": usage.memory_bytes,
             "pids": usage.pids,
         },
-        "tier_note": tier_note(spec, accelerator),
+        "tier_note": tier_note(spec["tier"], accelerator),
     }
 
 
