@@ -6,10 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  python3 python3-venv python3-dev ca-certificates
+  python3 python3-venv python3-dev ca-certificates curl
   runc crun runsc mmdebstrap nftables iproute2 uidmap fuse3 gocryptfs tor gcc libc6-dev
   postgresql
   tigervnc-standalone-server tigervnc-tools xclip
+  qemu-system-x86 qemu-utils e2fsprogs
+  nodejs npm chromium websockify
 )
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -36,6 +38,12 @@ if [ "$(cat .venv/.genos-stamp 2>/dev/null)" != "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
   echo "$stamp" > .venv/.genos-stamp
+fi
+
+# The web client: noVNC and our modules, bundled into web/dist (skipped when
+# its inputs have not changed).
+if [ -f web/build.sh ]; then
+  bash web/build.sh
 fi
 
 # Debian's package index for the composer's knowledge base (cached; refreshed

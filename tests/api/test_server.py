@@ -215,7 +215,7 @@ def test_schemathesis_finds_no_5xx_and_no_auth_bypass(tmp_path: Path) -> None:
     process, url = start_server(root, "--driver", "fake")
     token = (root / "api" / "admin.token").read_text().strip()
     try:
-        result = _schemathesis(url, token)
+        result = _schemathesis(url, token, tmp_path)
     finally:
         stop(process)
     tail = result.stdout[-3000:]
@@ -223,7 +223,7 @@ def test_schemathesis_finds_no_5xx_and_no_auth_bypass(tmp_path: Path) -> None:
     assert "passed" in tail
 
 
-def _schemathesis(url: str, token: str) -> subprocess.CompletedProcess[str]:
+def _schemathesis(url: str, token: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             str(BIN / "schemathesis"), "run", f"{url}/openapi.json",
@@ -233,5 +233,5 @@ def _schemathesis(url: str, token: str) -> subprocess.CompletedProcess[str]:
             "-n", "12", "--phases", "coverage,fuzzing", "--generation-database", "none",
             "--seed", "1",
         ],
-        capture_output=True, text=True, timeout=900, check=False,
+        capture_output=True, text=True, timeout=900, check=False, cwd=cwd,
     )  # fmt: skip

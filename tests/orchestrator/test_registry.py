@@ -252,7 +252,7 @@ async def test_get_of_unknown_environment(registry: Registry) -> None:
 
 async def test_accounts_round_trip(registry: Registry, clock: FakeClock) -> None:
     """Users and tokens are stored, found, touched and revoked."""
-    admin = await registry.accounts.add_user("root", "admin", password_hash="$argon2id$x")  # noqa: S106 - a fake hash
+    admin = await registry.accounts.add_user("root", "admin", password_hash="$argon2id$x")
     await registry.accounts.set_totp(admin.id, "JBSWY3DPEHPK3PXP")
     token = await registry.accounts.add_token(admin.id, "laptop", "abc123", "$argon2id$y")
     clock.advance(10)
