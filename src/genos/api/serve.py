@@ -86,8 +86,7 @@ def make_driver(config: ServeConfig) -> Driver:
 async def build(config: ServeConfig) -> Service:
     """Open the registry, make the driver and the engine, and wrap them in a :class:`Service`."""
     config.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    url = config.database_url or f"sqlite:///{config.root / 'genos.db'}"
-    registry = await Registry.open(url)
+    registry = await Registry.open(config.database_url)  # None: GENOS_DATABASE_URL or SQLite
     driver = make_driver(config)
     engine = Engine(registry, driver, config.capacity, host_name=socket.gethostname())
     gateway = TokenAuthority.from_data_dir(config.root)
