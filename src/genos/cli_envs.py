@@ -272,7 +272,26 @@ def host(as_json: JsonOpt = False) -> None:
     )
 
 
+def connect(
+    env_id: EnvId,
+    port: Annotated[int, typer.Option(help="Local port (0: any free one).", min=0, max=65535)] = 0,
+    view: Annotated[bool, typer.Option("--view", help="View only: no input reaches it.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Print {"port": P, "protocol": "vnc"} once listening.')
+    ] = False,
+) -> None:
+    """Open a local port for a native VNC viewer to the environment's desktop (until Ctrl-C)."""
+    import asyncio  # noqa: PLC0415
+
+    from genos import connect as bridge  # noqa: PLC0415
+
+    with Client() as client:
+        ready = bridge.announce(as_json, env_id)
+        permission = "view" if view else "control"
+        asyncio.run(bridge.serve(client, env_id, port=port, permission=permission, ready=ready))
+
+
 def register(app: typer.Typer) -> None:
     """Add these commands to the ``genos`` app."""
-    for command in (serve, up, ls, show, suspend, resume, rm, events, host):
+    for command in (serve, up, ls, show, suspend, resume, rm, events, host, connect):
         app.command(command.__name__)(command)

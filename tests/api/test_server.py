@@ -235,3 +235,37 @@ def _schemathesis(url: str, token: str, cwd: Path) -> subprocess.CompletedProces
         ],
         capture_output=True, text=True, timeout=900, check=False, cwd=cwd,
     )  # fmt: skip
+
+
+def test_connect_opens_a_local_port_that_speaks_rfb(server: Server) -> None:
+    """genos connect --json prints the port; a native client on it completes RFB with the display."""
+    env = as_json(genos(server, "up", "a desktop with xterm", "--json"))
+    proc = subprocess.Popen(
+        [str(BIN / "genos"), "connect", env["id"], "--json"], env=server.env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        announced = json.loads(proc.stdout.readline())
+        assert announced["protocol"] == "vnc"
+        with socket.create_connection(("127.0.0.1", announced["port"]), timeout=10) as sock:
+            assert sock.recv(12) == b"RFB 003.008\n"
+            sock.sendall(b"RFB 003.008\n")
+            assert sock.recv(2) == b"\x01\x01"
+            sock.sendall(b"\x01")
+            assert sock.recv(4) == b"\x00\x00\x00\x00"
+            sock.sendall(b"\x01")
+            init = b""
+            while len(init) < 4:
+                init += sock.recv(4 - len(init))
+            assert init == (1280).to_bytes(2, "big") + (800).to_bytes(2, "big")
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def test_connect_to_an_unknown_environment_fails_cleanly(server: Server) -> None:
+    """genos connect to a missing environment exits 1 with one line."""
+    result = genos(server, "connect", "0123456789", "--json")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "genos: no environment named '0123456789'"
