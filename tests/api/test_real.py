@@ -1,0 +1,80 @@
+"""End to end with the real runtime: ``genos serve --driver oci``, the CLI, a real desktop."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from genos.runtime.images import ImageStore, Layer
+from genos.spec import EnvironmentSpec, dump
+from tests.api.test_server import BIN, Server, as_json, genos, start_server, stop
+from tests.sandbox.probes import NOTHING, host_traces
+
+pytestmark = [pytest.mark.root, pytest.mark.runc, pytest.mark.server]
+
+
+@pytest.fixture(scope="module")
+def real_server(
+    tmp_path_factory: pytest.TempPathFactory, image_store: ImageStore, desktop_layers: list[Layer]
+) -> Iterator[Server]:
+    """``genos serve --driver oci`` over the warm test image store."""
+    root = tmp_path_factory.mktemp("real") / "data"
+    args = [
+        "--driver",
+        "oci",
+        "--cpus",
+        "2",
+        "--memory-mb",
+        "4096",
+        "--images-dir",
+        str(image_store.root),
+    ]
+    process, url = start_server(root, *args)
+    token = (root / "api" / "admin.token").read_text().strip()
+    try:
+        yield Server(url, root, token, process)
+    finally:
+        stop(process)
+
+
+def test_up_show_connect_rm_with_a_real_desktop(
+    real_server: Server, desktop_spec: EnvironmentSpec, tmp_path: Path
+) -> None:
+    """A real desktop comes up through the CLI, reports cgroup usage, streams RFB, and goes away clean."""
+    spec = tmp_path / "desk.json"
+    spec.write_text(json.dumps(dump(desktop_spec)))
+    env = as_json(genos(real_server, "up", "-f", str(spec), "--json"))
+    assert env["state"] == "running"
+    shown = as_json(genos(real_server, "show", env["id"], "--json"))
+    assert shown["usage"]["pids"] >= 3  # tini, the session, Xvnc
+    assert shown["usage"]["memory_bytes"] > 10 << 20
+    proc = subprocess.Popen(
+        [str(BIN / "genos"), "connect", env["id"], "--json"], env=real_server.env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        port = json.loads(proc.stdout.readline())["port"]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            assert sock.recv(12) == b"RFB 003.008\n"
+            sock.sendall(b"RFB 003.008\n")
+            assert sock.recv(2) == b"\x01\x01"
+            sock.sendall(b"\x01")
+            assert sock.recv(4) == b"\x00\x00\x00\x00"
+            sock.sendall(b"\x01")
+            init = b""
+            while len(init) < 4:
+                init += sock.recv(4 - len(init))
+            assert init == (1280).to_bytes(2, "big") + (800).to_bytes(2, "big")
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    metrics = genos(real_server, "host", "--json")
+    assert json.loads(metrics.stdout)["used"]["environments"] == 1
+    assert as_json(genos(real_server, "rm", env["id"], "--json"))["state"] == "terminated"
+    assert host_traces(env["id"], real_server.root) == NOTHING
