@@ -45,7 +45,7 @@ def real_server(
 def test_up_show_connect_rm_with_a_real_desktop(
     real_server: Server, desktop_spec: EnvironmentSpec, tmp_path: Path
 ) -> None:
-    """A real desktop comes up through the CLI, reports cgroup usage, streams RFB, and goes away clean."""
+    """A real desktop comes up via the CLI, reports cgroup use, streams RFB, and goes away clean."""
     spec = tmp_path / "desk.json"
     spec.write_text(json.dumps(dump(desktop_spec)))
     env = as_json(genos(real_server, "up", "-f", str(spec), "--json"))

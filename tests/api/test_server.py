@@ -238,7 +238,7 @@ def _schemathesis(url: str, token: str, cwd: Path) -> subprocess.CompletedProces
 
 
 def test_connect_opens_a_local_port_that_speaks_rfb(server: Server) -> None:
-    """genos connect --json prints the port; a native client on it completes RFB with the display."""
+    """genos connect --json prints the port; a native client there completes RFB."""
     env = as_json(genos(server, "up", "a desktop with xterm", "--json"))
     proc = subprocess.Popen(
         [str(BIN / "genos"), "connect", env["id"], "--json"], env=server.env(),
