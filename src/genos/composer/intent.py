@@ -33,6 +33,11 @@ _SIGNALS = (
     *OS_NAMES.values(),
     *PROTOCOLS.values(),
     *TIERS.values(),
+    # Work on untrusted content asks for a (strong) environment too; a mere
+    # question about malware does not.
+    r"\b(?:analy[sz]\w*|open\w*|run\w*|inspect\w*|examin\w*|detonat\w*|test\w*|"
+    r"check\w*|handl\w*|view\w*|study\w*)\b[^.?!]*\b(?:malware|malicious|virus\w*|"
+    r"ransomware|trojans?|suspicious|untrusted|infected|phishing)\b",
 )
 
 
