@@ -72,6 +72,8 @@ async def _headers(
         response.headers["Content-Security-Policy"] = CSP
     if request.url.path.startswith("/v1/"):
         response.headers.setdefault("Cache-Control", "no-store")
+    else:  # the client's file names do not change between releases: always revalidate
+        response.headers.setdefault("Cache-Control", "no-cache")
     return response
 
 

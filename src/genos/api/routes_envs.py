@@ -36,9 +36,8 @@ def base_url(svc: Service, request: Request) -> str:
 
 
 def accelerator(svc: Service) -> str | None:
-    """``kvm``/``tcg`` when the driver runs VMs, else None."""
-    value = getattr(svc.engine.driver, "accelerator", None)
-    return value if isinstance(value, str) else None
+    """``kvm``/``tcg`` once the VM driver's probe has answered, else None."""
+    return svc.accelerator
 
 
 def env_json(svc: Service, request: Request, env: Environment, usage: Any = None) -> dict[str, Any]:

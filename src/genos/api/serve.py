@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import socket
 import sys
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from genos.orchestrator.engine import Engine
 from genos.orchestrator.registry import Registry
 from genos.runtime.driver import Driver
 from genos.runtime.fake import FakeDriver
+from genos.spec import Tier
 
 log = logging.getLogger("genos.api.serve")
 DriverName = Literal["oci", "fake"]
@@ -70,17 +72,26 @@ class DemoDriver(FakeDriver):
 
 
 def make_driver(config: ServeConfig) -> Driver:
-    """The runtime driver ``config`` names."""
+    """The runtime driver ``config`` names: the fake, or OCI for containers and QEMU for VMs."""
     if config.driver == "fake":
         return DemoDriver(config.root / "fake-displays")
     from genos.runtime.images import ImageStore  # noqa: PLC0415 - the real runtime only when asked
     from genos.runtime.oci import OCIDriver  # noqa: PLC0415
+    from genos.runtime.router import TierRouter  # noqa: PLC0415
     from genos.sandbox.network import NetworkSandbox  # noqa: PLC0415
 
     if os.geteuid() != 0:
         raise CapabilityError("the oci driver needs root (or use --driver fake)")
     images = ImageStore(config.images_dir or config.root / "images")
-    return OCIDriver(images, network=NetworkSandbox(), data_root=config.root)
+    network = NetworkSandbox()
+    oci = OCIDriver(images, network=network, data_root=config.root)
+    routes: dict[Tier, Driver] = {Tier.CONTAINER: oci, Tier.GVISOR: oci}
+    if shutil.which("qemu-system-x86_64"):
+        from genos.runtime.qemu import QemuDriver  # noqa: PLC0415
+
+        qemu = QemuDriver(images, network=network, data_root=config.root)
+        routes |= {Tier.VM: qemu, Tier.MICROVM: qemu}
+    return TierRouter(routes)
 
 
 async def build(config: ServeConfig) -> Service:
@@ -90,7 +101,22 @@ async def build(config: ServeConfig) -> Service:
     driver = make_driver(config)
     engine = Engine(registry, driver, config.capacity, host_name=socket.gethostname())
     gateway = TokenAuthority.from_data_dir(config.root)
-    return Service(engine, config.root, gateway, public_url=config.public_url)
+    service = Service(engine, config.root, gateway, public_url=config.public_url)
+    _probe_accelerator(service, driver)
+    return service
+
+
+def _probe_accelerator(service: Service, driver: Driver) -> None:
+    """Find out in the background whether VMs get KVM or TCG (the probe boots a tiny guest)."""
+    vms = getattr(driver, "by_tier", {}).get(Tier.VM)
+    if vms is None or not hasattr(vms, "accelerator"):
+        return
+
+    def probe() -> None:
+        service.accelerator = str(vms.accelerator)
+        log.info("virtual machines run on %s", service.accelerator)
+
+    asyncio.get_running_loop().run_in_executor(None, probe)
 
 
 async def serve(config: ServeConfig, *, announce: bool = True) -> None:

@@ -85,6 +85,7 @@ class Service:
         self.totp = TotpVerifier()
         self.ready = False
         self.started = time.time()
+        self.accelerator: str | None = None  # "kvm"/"tcg" once a VM driver has probed
         self._users: dict[str, tuple[User, float]] = {}
         self._links: dict[str, tuple[str, float]] = {}
         self._pending_totp: dict[str, str] = {}

@@ -1,0 +1,291 @@
+"""Fixtures for the browser tests: a real ``genos serve`` and Debian's chromium.
+
+The server runs as a subprocess on a free loopback port with a throwaway
+``GENOS_DATA_DIR`` and the fake driver (an in-process RFB display per
+environment). Chromium is ``/usr/bin/chromium`` (or ``$GENOS_CHROMIUM``),
+driven headless by Playwright; nothing is downloaded. Screenshots go to
+``$GENOS_ARTIFACTS/web`` (default ``/tmp/genos-artifacts/web``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import sync_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+WEB = ROOT / "web"
+CHROMIUM = os.environ.get("GENOS_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("GENOS_ARTIFACTS", "/tmp/genos-artifacts")) / "web"
+PASSWORD = "correct horse battery staple"
+DESKTOP = {"viewport": {"width": 1280, "height": 800}}
+PHONE = {
+    "viewport": {"width": 390, "height": 844},
+    "device_scale_factor": 3,
+    "is_mobile": True,
+    "has_touch": True,
+}
+
+
+@dataclass
+class Server:
+    """A running ``genos serve``."""
+
+    url: str
+    admin_token: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        """An HTTP client for the API, as the admin unless another token is given."""
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token or self.admin_token}"},
+            timeout=30,
+        )
+
+
+@dataclass
+class User:
+    name: str
+    password: str
+    token: str
+    id: str
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"genos serve exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"genos serve not ready in time:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def web_dist() -> Path:
+    """The built web client (``bash web/build.sh`` when it is missing)."""
+    dist = WEB / "dist"
+    if not (dist / "index.html").is_file():
+        subprocess.run(["bash", str(WEB / "build.sh")], check=True)
+    return dist
+
+
+@pytest.fixture(scope="session")
+def server(web_dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A ``genos serve --driver fake`` on a free loopback port, for the whole session."""
+    data = tmp_path_factory.mktemp("genos-data")
+    port = _free_port()
+    log = data / "serve.log"
+    env = {**os.environ, "GENOS_DATA_DIR": str(data)}
+    # Generous capacity, so environments left running by one test never queue the next.
+    cmd = [
+        sys.executable,
+        "-m",
+        "genos",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--driver",
+        "fake",
+        "--cpus",
+        "64",
+        "--memory-mb",
+        "262144",
+    ]
+    with log.open("wb") as out:
+        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, process, log, time.monotonic() + 60)
+        token = (data / "api" / "admin.token").read_text().strip()
+        yield Server(url, token, data, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(log, ARTIFACTS / "serve.log")
+
+
+@pytest.fixture
+def user(server: Server) -> User:
+    """A fresh user with a password (and its API token from signing in)."""
+    name = f"u{secrets.token_hex(4)}"
+    with server.client() as api:
+        made = api.post("/v1/users", json={"name": name, "password": PASSWORD, "role": "user"})
+        assert made.status_code == 201, made.text
+        login = api.post("/v1/login", json={"username": name, "password": PASSWORD})
+        assert login.status_code == 200, login.text
+    return User(name, PASSWORD, login.json()["token"], made.json()["id"])
+
+
+def totp_now(secret: str, at: float | None = None) -> str:
+    """The current RFC 6238 code (SHA-1, 30 s, 6 digits) of a base32 secret."""
+    key = base64.b32decode(secret.upper() + "=" * (-len(secret) % 8))
+    counter = int((time.time() if at is None else at) // 30)
+    digest = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    code = (struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF) % 1_000_000
+    return f"{code:06d}"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's chromium, headless, through Playwright (no browser download)."""
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"no chromium at {CHROMIUM}: apt-get install chromium (or set GENOS_CHROMIUM)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+        )
+        yield browser
+        browser.close()
+
+
+class PageProblems(list[str]):
+    """Uncaught page errors and CSP violations seen by a page."""
+
+
+def _watch(page: Any, problems: PageProblems) -> None:
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+
+    def console(msg: Any) -> None:
+        if msg.type == "error" and "Content Security Policy" in msg.text:
+            problems.append(f"CSP: {msg.text}")
+
+    page.on("console", console)
+
+
+@pytest.fixture
+def open_page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """`open_page(**context_options)` -> a page; page errors or CSP violations fail the test."""
+    contexts: list[Any] = []
+    problems = PageProblems()
+
+    def make(**options: Any) -> Any:
+        context = browser.new_context(**options)
+        context.set_default_timeout(20_000)
+        contexts.append(context)
+        page = context.new_page()
+        _watch(page, problems)
+        return page
+
+    yield make
+    for i, context in enumerate(contexts):
+        for j, page in enumerate(context.pages):
+            shot(page, f"{request.node.name}-end-{i}-{j}")
+        context.close()
+    assert list(problems) == []
+
+
+def shot(page: Any, name: str) -> Path:
+    """Save a screenshot under $GENOS_ARTIFACTS/web and return its path."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def oci_server(web_dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A ``genos serve --driver oci`` (real runc environments) for one module."""
+    data = tmp_path_factory.mktemp("genos-oci")
+    port = _free_port()
+    log = data / "serve.log"
+    env = {**os.environ, "GENOS_DATA_DIR": str(data)}
+    # Share the test session's layer store (tests/conftest.py): a rerun builds nothing.
+    images = Path(os.environ.get("GENOS_TEST_CACHE", "/var/cache/genos-test")) / "images"
+    cmd = [
+        sys.executable,
+        "-m",
+        "genos",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--driver",
+        "oci",
+        "--images-dir",
+        str(images),
+    ]
+    with log.open("wb") as out:
+        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, process, log, time.monotonic() + 120)
+        server = Server(url, (data / "api" / "admin.token").read_text().strip(), data, process)
+        yield server
+        _terminate_all(server)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(log, ARTIFACTS / "serve-oci.log")
+
+
+def _terminate_all(server: Server) -> None:
+    """End every environment (real containers must not outlive the test server)."""
+    with server.client() as api:
+        items = api.get("/v1/environments", params={"all": "true", "limit": 100}).json()["items"]
+        live = [e["id"] for e in items if e["state"] not in ("terminated", "failed")]
+        for env_id in live:
+            api.delete(f"/v1/environments/{env_id}")
+        deadline = time.monotonic() + 60
+        while live and time.monotonic() < deadline:
+            states = {
+                e["id"]: e["state"]
+                for e in api.get("/v1/environments", params={"all": "true", "limit": 100}).json()[
+                    "items"
+                ]
+            }
+            live = [i for i in live if states.get(i) not in ("terminated", "failed")]
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def user_oci(oci_server: Server) -> User:
+    """A fresh user on the oci server."""
+    name = f"u{secrets.token_hex(4)}"
+    with oci_server.client() as api:
+        made = api.post("/v1/users", json={"name": name, "password": PASSWORD, "role": "user"})
+        assert made.status_code == 201, made.text
+        login = api.post("/v1/login", json={"username": name, "password": PASSWORD})
+    return User(name, PASSWORD, login.json()["token"], made.json()["id"])

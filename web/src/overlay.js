@@ -1,0 +1,199 @@
+// The bars around the desktop: environment and connection state, live viewer
+// figures, and the actions (keyboard, input mode, clipboard, Ctrl-Alt-Del,
+// screenshot, fullscreen, share, suspend, resume, terminate).
+
+import { describeError, routes } from './api.js';
+import { flash, h, replace } from './dom.js';
+import { ScreenKeyboard } from './keyboard.js';
+
+const MODE_KEY = 'genos.inputMode';
+
+/**
+ * @param {import('./desktop.js').DesktopSession} desktop
+ * @param {{envId: string, viewOnly: boolean, onAction?: (verb: string) => Promise<void>}} options
+ *   onAction: runs `suspend`, `resume` or `terminate` (the page owns the API call and the state).
+ * @returns {{top: HTMLElement, bottom: HTMLElement, setEnvState: Function, setStats: Function}}
+ */
+export function createOverlay(desktop, { envId, viewOnly, onAction }) {
+  const envState = h('span', { class: 'badge', testid: 'env-state' }, '');
+  const conn = h('span', { class: 'conn', testid: 'conn-state' }, 'connecting');
+  const stats = h('span', { class: 'stats', testid: 'overlay-stats' }, viewOnly ? 'view only' : '');
+  const panel = h('div', { class: 'panel overlay-ui', testid: 'overlay-panel', hidden: true });
+  const keyboard = new ScreenKeyboard(() => desktop.rfb);
+  const received = { text: '' };
+  const buttons = {};
+
+  const button = (name, label, onclick, title = label, cls = null) => {
+    buttons[name] = h('button', { type: 'button', testid: `action-${name}`, title, onclick, class: cls }, label);
+    return buttons[name];
+  };
+  const togglePanel = (name, build) => {
+    if (!panel.hidden && panel.dataset.panel === name) {
+      panel.hidden = true;
+      return;
+    }
+    panel.dataset.panel = name;
+    replace(panel, build());
+    panel.hidden = false;
+  };
+  const act = (verb) => async () => {
+    const b = buttons[verb];
+    if (verb === 'terminate' && b.dataset.armed !== 'true') {
+      b.dataset.armed = 'true';
+      b.textContent = 'Sure? Terminate';
+      setTimeout(() => {
+        b.dataset.armed = 'false';
+        b.textContent = 'Terminate';
+      }, 4000);
+      return;
+    }
+    b.disabled = true;
+    try {
+      await onAction(verb);
+    } catch (exc) {
+      flash(describeError(exc));
+    } finally {
+      b.disabled = false;
+    }
+  };
+
+  desktop.addEventListener('status', (ev) => {
+    const { state, reason } = ev.detail;
+    conn.textContent = reason && state !== 'connected' ? `${state}: ${reason}` : state;
+    conn.dataset.state = state;
+  });
+  desktop.addEventListener('clipboard', (ev) => {
+    received.text = ev.detail.text;
+    const out = panel.querySelector('[data-testid="clipboard-received"]');
+    if (out) out.textContent = received.text;
+  });
+
+  const mode = localStorage.getItem(MODE_KEY) === 'trackpad' ? 'trackpad' : 'direct';
+  desktop.touch.mode = mode;
+  const modeButton = button('mode', modeLabel(mode), () => {
+    const next = desktop.touch.mode === 'direct' ? 'trackpad' : 'direct';
+    desktop.touch.mode = next;
+    localStorage.setItem(MODE_KEY, next);
+    modeButton.textContent = modeLabel(next);
+  }, 'Touch input: direct or trackpad', 'touch-only');
+
+  const clipboardPanel = () => {
+    const text = h('textarea', { testid: 'clipboard-send-text', rows: '3', placeholder: 'Text to paste into the desktop' });
+    return [
+      h('label', { class: 'field' }, 'Send to the desktop', text),
+      h('button', {
+        type: 'button', testid: 'clipboard-send', class: 'primary',
+        onclick: () => {
+          desktop.rfb?.clipboardPasteFrom(text.value);
+          flash('Sent to the desktop clipboard.', 'info');
+        },
+      }, 'Send'),
+      h('p', { class: 'muted' }, 'From the desktop:'),
+      h('pre', { testid: 'clipboard-received', class: 'received' }, received.text || '(nothing copied yet)'),
+    ];
+  };
+
+  const sharePanel = () => {
+    const url = h('input', { testid: 'share-url', readOnly: true, value: 'creating a view-only link...' });
+    const copy = h('button', { type: 'button', testid: 'share-copy', disabled: true }, 'Copy');
+    copy.addEventListener('click', () => copyText(url));
+    routes.displayToken(envId, 'view').then((tok) => {
+      url.value = tok.share_url || `${location.origin}${location.pathname}#/view/${envId}/${tok.token}`;
+      url.dataset.expires = tok.expires ?? '';
+      copy.disabled = false;
+      url.select();
+    }, (exc) => {
+      url.value = '';
+      flash(describeError(exc));
+    });
+    return [h('label', { class: 'field' }, 'View-only link (anyone with it can watch)', url), copy];
+  };
+
+  const top = h('div', { class: 'desk-top overlay-ui', testid: 'overlay' },
+    h('a', { href: '#/envs', class: 'back', testid: 'action-close', title: 'Back to environments' }, '‹'),
+    envState, conn, stats,
+    h('button', {
+      type: 'button', class: 'hide-bars', testid: 'action-hide', title: 'Hide the bars',
+      onclick: () => document.body.classList.toggle('bars-hidden'),
+    }, '⤢'));
+
+  const tools = viewOnly
+    ? [button('screenshot', 'Screenshot', () => screenshot(desktop, envId)),
+      button('fullscreen', 'Fullscreen', fullscreen)]
+    : [button('keyboard', 'Keyboard', () => keyboard.toggle(), 'On-screen keyboard', 'touch-only'),
+      modeButton,
+      button('clipboard', 'Clipboard', () => togglePanel('clipboard', clipboardPanel)),
+      button('cad', 'Ctrl-Alt-Del', () => desktop.rfb?.sendCtrlAltDel()),
+      button('screenshot', 'Screenshot', () => screenshot(desktop, envId)),
+      button('fullscreen', 'Fullscreen', fullscreen),
+      button('share', 'Share', () => togglePanel('share', sharePanel)),
+      button('suspend', 'Suspend', act('suspend')),
+      button('resume', 'Resume', act('resume')),
+      button('terminate', 'Terminate', act('terminate'))];
+  const bottom = h('div', { class: 'desk-bottom overlay-ui' },
+    keyboard.keys, panel, keyboard.input, h('div', { class: 'tools', testid: 'overlay-tools' }, tools));
+
+  return {
+    top,
+    bottom,
+    setEnvState(state) {
+      envState.textContent = state;
+      envState.dataset.state = state;
+      if (buttons.suspend) buttons.suspend.disabled = state !== 'running';
+      if (buttons.resume) buttons.resume.disabled = state !== 'suspended';
+    },
+    /** Show one row of GET /connections (or null). */
+    setStats(row) {
+      if (!row) {
+        stats.textContent = '';
+        return;
+      }
+      stats.textContent = [
+        row.rtt_ms !== null && row.rtt_ms !== undefined ? `${Math.round(row.rtt_ms)} ms` : null,
+        row.fps !== null && row.fps !== undefined ? `${Math.round(row.fps)} fps` : null,
+        row.kbps !== null && row.kbps !== undefined ? bandwidth(row.kbps) : null,
+        row.quality !== null && row.quality !== undefined ? `q${row.quality}` : null,
+      ].filter(Boolean).join(' · ');
+      Object.assign(stats.dataset, { rtt: row.rtt_ms ?? '', fps: row.fps ?? '', kbps: row.kbps ?? '' });
+    },
+  };
+}
+
+function modeLabel(mode) {
+  return mode === 'direct' ? 'Touch: direct' : 'Touch: trackpad';
+}
+
+function bandwidth(kbps) {
+  return kbps >= 1000 ? `${(kbps / 1000).toFixed(1)} Mbit/s` : `${Math.round(kbps)} kbit/s`;
+}
+
+function screenshot(desktop, envId) {
+  const url = desktop.screenshot();
+  if (!url) return;
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const a = h('a', { href: url, download: `genos-${envId}-${stamp}.png` });
+  document.body.append(a);
+  a.click();
+  a.remove();
+}
+
+function fullscreen() {
+  const doc = document;
+  if (doc.fullscreenElement || doc.webkitFullscreenElement) {
+    (doc.exitFullscreen ?? doc.webkitExitFullscreen).call(doc);
+    return;
+  }
+  const root = doc.documentElement;
+  const request = root.requestFullscreen ?? root.webkitRequestFullscreen;
+  request?.call(root, { navigationUI: 'hide' })?.catch?.((exc) => flash(describeError(exc)));
+}
+
+async function copyText(input) {
+  try {
+    await navigator.clipboard.writeText(input.value);
+    flash('Link copied.', 'info');
+  } catch {
+    input.select();
+    flash('Select the link and copy it.', 'info');
+  }
+}
