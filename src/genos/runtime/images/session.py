@@ -34,6 +34,20 @@ SESSION_SCRIPT = r"""#!/bin/sh
 #   GENOS_RFB_MODE     mode of rfb.sock (0600)
 set -u
 
+start_apps() {
+    while IFS= read -r cmd; do
+        [ -n "$cmd" ] && sh -c "$cmd" &
+    done <<EOF
+${GENOS_APPS:-}
+EOF
+}
+
+if [ "${GENOS_SESSION_PART:-}" = apps ]; then  # openbox --startup: only the apps
+    unset GENOS_SESSION_PART
+    start_apps
+    exit 0
+fi
+
 resolution=${GENOS_RESOLUTION:-1280x800}
 wm=${GENOS_WM:-openbox}
 headless=${GENOS_HEADLESS:-0}
@@ -72,21 +86,30 @@ if command -v dbus-launch >/dev/null 2>&1; then
     eval "$(dbus-launch --sh-syntax)"
 fi
 
+# Apps start only once the window manager is up: a window mapped while the
+# WM is still starting can be lost (it stays unmapped and the screen black).
+wm_ready() {
+    n=0
+    while [ "$n" -lt 60 ]; do
+        if command -v xprop >/dev/null 2>&1; then
+            xprop -root _NET_SUPPORTING_WM_CHECK 2>/dev/null | grep -q "window id" && return 0
+        fi
+        n=$((n + 1))
+        sleep 0.05
+    done
+}
+
 if [ "$headless" = 1 ]; then
     xterm -maximized &
 else
     case $wm in
-        openbox) openbox & ;;
-        icewm) icewm-session & ;;
-        fluxbox) fluxbox & ;;
-        xfce) xfce4-session & ;;
-        *) echo "genos-session: unknown window manager $wm" >&2 ;;
+        # openbox runs the apps itself (this script again) once it manages the screen.
+        openbox) GENOS_SESSION_PART=apps openbox --startup "$0" & ;;
+        icewm) icewm-session & wm_ready; start_apps ;;
+        fluxbox) fluxbox & wm_ready; start_apps ;;
+        xfce) xfce4-session & wm_ready; start_apps ;;
+        *) echo "genos-session: unknown window manager $wm" >&2; start_apps ;;
     esac
-    while IFS= read -r cmd; do
-        [ -n "$cmd" ] && sh -c "$cmd" &
-    done <<EOF
-${GENOS_APPS:-}
-EOF
 fi
 
 # The session lives as long as the display server does.
