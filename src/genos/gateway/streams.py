@@ -234,7 +234,7 @@ def websocket_stream(ws: WebSocketLike, *, max_buffer: int = 4 << 20) -> Message
             # RFC 6455 5.5: a close reason fits in 123 bytes of UTF-8.
             text = reason.encode("utf-8")[:120].decode("utf-8", "ignore")
             await ws.close(code=code, reason=text or None)
-        except RuntimeError as exc:  # Starlette: already closed by the peer
+        except Exception as exc:  # noqa: BLE001 - the peer is gone (RuntimeError, WebSocketDisconnect, ...)
             log.debug("websocket close after disconnect: %s", exc)
 
     return MessageStream(receive, ws.send_bytes, close, max_buffer=max_buffer)
