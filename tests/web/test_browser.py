@@ -389,8 +389,8 @@ def test_real_desktop_types_into_xterm(oci_server: Server, user_oci: User, open_
     marker = f"genos-web-{secrets.token_hex(4)}"
     canvas = page.get_by_test_id("desktop").locator("canvas")
     box = canvas.bounding_box()
-    # openbox puts the first window at the top left; click well inside it.
-    canvas.click(position={"x": box["width"] * 0.15, "y": box["height"] * 0.15})
+    # openbox centres the first window on the screen; click inside it.
+    canvas.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.5})
     # /tmp is the guest's own tmpfs; the home directory is in the overlay's upper dir.
     page.keyboard.type(f"echo {marker} > ~/{marker}")
     page.keyboard.press("Enter")
