@@ -36,11 +36,12 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from genos.orchestrator import Registry  # noqa: E402
-from genos.orchestrator.models import EnvironmentRow  # noqa: E402
-from genos.spec import EnvironmentSpec, Resources, dump  # noqa: E402
-from tests.api.test_server import free_port, start_server, stop  # noqa: E402
-from tests.databases import create_database, postgres_cluster  # noqa: E402
+from tests.api.test_server import free_port, start_server, stop
+from tests.databases import create_database, postgres_cluster
+
+from genos.orchestrator import Registry
+from genos.orchestrator.models import EnvironmentRow
+from genos.spec import EnvironmentSpec, Resources, dump
 
 BIN = Path(sys.executable).parent
 CACHE = Path(os.environ.get("GENOS_TEST_CACHE", "/var/cache/genos-test"))
@@ -51,13 +52,17 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def timed_calls(url: str, token: str, n: int, conc: int, make: Any) -> tuple[float, list[float]]:
+async def timed_calls(
+    url: str, token: str, n: int, conc: int, make: Any
+) -> tuple[float, list[float]]:
     """Run ``n`` requests ``conc`` at a time; wall seconds and per-call milliseconds."""
     headers = {"Authorization": f"Bearer {token}"}
     latencies: list[float] = []
     todo = iter(range(n))
     limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, limits=limits, timeout=60
+    ) as client:
 
         async def worker() -> None:
             for i in todo:
@@ -73,12 +78,19 @@ async def timed_calls(url: str, token: str, n: int, conc: int, make: Any) -> tup
 
 def creates(n: int, conc: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="genos-bench-api-")) / "data"
-    process, url = start_server(root, "--driver", "fake", "--cpus", "1000000", "--memory-mb", "1000000000")
+    process, url = start_server(
+        root, "--driver", "fake", "--cpus", "1000000", "--memory-mb", "1000000000"
+    )
     token = (root / "api" / "admin.token").read_text().strip()
     spec = dump(EnvironmentSpec(name="bench", resources=Resources(cpus=0.25, memory_mb=256)))
     try:
-        health = lambda c, i: c.get("/healthz")  # noqa: E731
-        create = lambda c, i: c.post("/v1/environments", json={"spec": spec, "request_id": f"b{i}"})  # noqa: E731
+
+        def health(c: httpx.AsyncClient, _i: int) -> Any:
+            return c.get("/healthz")
+
+        def create(c: httpx.AsyncClient, i: int) -> Any:
+            return c.post("/v1/environments", json={"spec": spec, "request_id": f"b{i}"})
+
         asyncio.run(timed_calls(url, token, 50, conc, health))  # warm-up
         h_wall, h_lat = asyncio.run(timed_calls(url, token, n, conc, health))
         c_wall, c_lat = asyncio.run(timed_calls(url, token, n, conc, create))
@@ -87,9 +99,10 @@ def creates(n: int, conc: int) -> None:
     print(f"\n## Creates, fake driver, {n} requests, concurrency {conc}")
     print("| call | per second | p50 ms | p99 ms |")
     print("| --- | --- | --- | --- |")
-    print(f"| GET /healthz (baseline) | {n / h_wall:.0f} | {pct(h_lat, .5):.1f} | {pct(h_lat, .99):.1f} |")
-    print(f"| POST /v1/environments | {n / c_wall:.0f} | {pct(c_lat, .5):.1f} | {pct(c_lat, .99):.1f} |")
-    print(f"ratio create/healthz p50: {pct(c_lat, .5) / pct(h_lat, .5):.2f}")
+    rows = [("GET /healthz (baseline)", h_wall, h_lat), ("POST /v1/environments", c_wall, c_lat)]
+    for name, wall, lat in rows:
+        print(f"| {name} | {n / wall:.0f} | {pct(lat, 0.5):.1f} | {pct(lat, 0.99):.1f} |")
+    print(f"ratio create/healthz p50: {pct(c_lat, 0.5) / pct(h_lat, 0.5):.2f}")
 
 
 async def seed(url: str, owner: str, count: int) -> None:
@@ -113,10 +126,18 @@ async def seed(url: str, owner: str, count: int) -> None:
 
 def list_latency(url: str, token: str) -> dict[str, float]:
     headers = {"Authorization": f"Bearer {token}"}
-    out: dict[str, list[float]] = {"first page (100)": [], "middle page (100)": [], "all (10 x 1000)": []}
+    out: dict[str, list[float]] = {
+        "first page (100)": [],
+        "middle page (100)": [],
+        "all (10 x 1000)": [],
+    }
     with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
-        ids = [e["id"] for e in client.get("/v1/environments", params={"limit": 1000}).json()["items"]]
-        middle = client.get("/v1/environments", params={"limit": 1000, "cursor": ids[-1]}).json()["items"][500]["id"]
+        ids = [
+            e["id"] for e in client.get("/v1/environments", params={"limit": 1000}).json()["items"]
+        ]
+        middle = client.get("/v1/environments", params={"limit": 1000, "cursor": ids[-1]}).json()[
+            "items"
+        ][500]["id"]
         for _ in range(7):
             t0 = time.perf_counter()
             client.get("/v1/environments", params={"limit": 100})
@@ -167,8 +188,21 @@ def lists(count: int) -> None:
 def real_ups(count: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="genos-bench-up-")) / "data"
     spec = root.parent / "desktop.yaml"
-    spec.write_text(json.dumps(dump(EnvironmentSpec(name="up-bench", resources=Resources(cpus=0.25, memory_mb=256)))))
-    args = ["--driver", "oci", "--cpus", "8", "--memory-mb", "16384", "--images-dir", str(CACHE / "images")]
+    spec.write_text(
+        json.dumps(
+            dump(EnvironmentSpec(name="up-bench", resources=Resources(cpus=0.25, memory_mb=256)))
+        )
+    )
+    args = [
+        "--driver",
+        "oci",
+        "--cpus",
+        "8",
+        "--memory-mb",
+        "16384",
+        "--images-dir",
+        str(CACHE / "images"),
+    ]
     process, url = start_server(root, *args, port=free_port())
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENOS_")} | {
         "GENOS_URL": url, "GENOS_DATA_DIR": str(root),
@@ -181,19 +215,25 @@ def real_ups(count: int) -> None:
         single = time.perf_counter() - t0
         made.append(json.loads(one.stdout)["id"])
         t0 = time.perf_counter()
-        procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) for _ in range(count)]
+        procs = [
+            subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) for _ in range(count)
+        ]
         outs = [json.loads(p.communicate()[0]) for p in procs]
         together = time.perf_counter() - t0
         made += [o["id"] for o in outs]
         states = {o["state"] for o in outs}
     finally:
         for env_id in made:
-            subprocess.run([str(BIN / "genos"), "rm", env_id], env=env, capture_output=True, check=False)
+            subprocess.run(
+                [str(BIN / "genos"), "rm", env_id], env=env, capture_output=True, check=False
+            )
         stop(process)
     print(f"\n## {count} concurrent genos up (real runc, cached image)")
     print(f"one genos up alone (baseline): {single:.2f} s")
     print(f"{count} at once, until all running: {together:.2f} s (states: {sorted(states)})")
-    print(f"ratio: {together / single:.1f}x the single one, {together / count:.2f} s per environment")
+    print(
+        f"ratio: {together / single:.1f}x the single one, {together / count:.2f} s per environment"
+    )
 
 
 def main() -> None:
@@ -201,7 +241,9 @@ def main() -> None:
     parser.add_argument("--creates", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--list-size", type=int, default=10_000)
-    parser.add_argument("--real", action="store_true", help="also 20 concurrent genos up (root, runc)")
+    parser.add_argument(
+        "--real", action="store_true", help="also 20 concurrent genos up (root, runc)"
+    )
     args = parser.parse_args()
     creates(args.creates, args.concurrency)
     lists(args.list_size)

@@ -55,7 +55,7 @@ def test_fast_link_raises_quality() -> None:
         frame(ctl, clock, 125_000, 0.005, 0.005)
         clock.now += 0.03
     levels = ctl.levels()
-    assert (levels.quality, levels.compression, levels.max_fps) == (9, 1, 30.0)
+    assert (levels.quality, levels.compression, levels.max_fps) == (8, 1, 30.0)  # the top rung
 
 
 def test_changes_at_most_once_per_interval() -> None:
@@ -107,3 +107,17 @@ def test_min_interval_follows_the_frame_rate_cap() -> None:
     """The pacing interval is the inverse of the level's frame-rate cap."""
     ctl = AdaptiveController(FakeClock(), Tuning(start_level=0))
     assert ctl.min_interval() == 0.25
+
+
+def test_a_step_is_judged_on_fresh_samples() -> None:
+    """After a step the old smoothed figures are dropped: no second step before new samples."""
+    clock = FakeClock()
+    ctl = AdaptiveController(clock, Tuning(adjust_every=0.0, min_samples=1))
+    assert frame(ctl, clock, 125_000, 0.7, 0.3)  # slow: one step down
+    assert ctl.level == 5
+    assert (ctl.rtt, ctl.throughput) == (None, None)
+    clock.now += 1.0
+    ctl.client_requested()  # a request with no update before it carries no sample
+    assert ctl.level == 5
+    assert frame(ctl, clock, 125_000, 0.7, 0.3)  # a fresh slow sample: the next step
+    assert ctl.level == 4

@@ -37,7 +37,8 @@ LADDER: tuple[tuple[int, int, float], ...] = (
     (6, 4, 20.0),
     (7, 3, 24.0),
     (8, 2, 30.0),
-    (9, 1, 30.0),
+    # Quality 9 is near-lossless: several times the bytes of 8 for little to see.
+    (8, 1, 30.0),
 )
 
 
@@ -196,7 +197,12 @@ class AdaptiveController:
             self.level = max(0, self.level - step)
         elif self._clear():
             self.level = min(len(LADDER) - 1, self.level + 1)
-        return self.level != old
+        if self.level == old:
+            return False
+        # Judge the new level on its own samples: the smoothed ones still
+        # describe the old level and would push the next step too far.
+        self.rtt = self.throughput = None
+        return True
 
     def _congested(self) -> bool:
         t = self.tuning
