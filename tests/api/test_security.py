@@ -41,6 +41,7 @@ def test_token_round_trip_and_hash_only_storage() -> None:
     assert parts is not None
     assert parts[0] == token.token_id
     assert token.plaintext not in token.hashed
+    assert token.hashed.startswith("sha256$")  # 256 random bits: a fast hash is enough
     assert verify_secret(token.hashed, parts[1]) is True
     assert verify_secret(token.hashed, parts[1] + "x") is False
     assert verify_secret("not-a-hash", parts[1]) is False
@@ -88,3 +89,10 @@ def test_totp_accepts_skew_once_and_refuses_replay() -> None:
     assert verifier.verify("alice", secret, totp(secret, now[0] - 90)) is False
     assert verifier.verify("alice", secret, "12ab56") is False
     assert verifier.verify("bob", secret, totp(secret, now[0])) is True
+
+
+def test_argon2_token_hashes_still_verify() -> None:
+    """Token rows hashed with argon2 before keep working."""
+    stored = hash_secret("a-secret")
+    assert verify_secret(stored, "a-secret") is True
+    assert verify_secret(stored, "another") is False

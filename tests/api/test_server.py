@@ -87,7 +87,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``genos serve --driver fake`` on a free loopback port."""
     root = tmp_path_factory.mktemp("serve") / "data"
-    process, url = start_server(root, "--driver", "fake")
+    # Room for every environment the tests leave running (nothing queues).
+    process, url = start_server(root, "--driver", "fake", "--cpus", "64", "--memory-mb", "262144")
     token = (root / "api" / "admin.token").read_text().strip()
     try:
         yield Server(url, root, token, process)

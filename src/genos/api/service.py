@@ -24,6 +24,7 @@ from genos.api.security import (
     TotpVerifier,
     VerifiedCache,
     hash_secret,
+    hash_token_secret,
     mint_token,
     split_token,
     verify_secret,
@@ -42,6 +43,7 @@ SESSION_TOKEN = "session"  # noqa: S105 - the name given to tokens made by passw
 # A hash to check against when the user does not exist, so a wrong name costs
 # as long as a wrong password (no user enumeration by timing).
 _DUMMY_HASH = hash_secret(secrets.token_urlsafe(16))
+_DUMMY_TOKEN_HASH = hash_token_secret(secrets.token_urlsafe(32))
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ class Service:
             row = await self.accounts.get_token(token_id)
         except NotFoundError:
             row = None
-        stored = row.token_hash if row is not None else _DUMMY_HASH
+        stored = row.token_hash if row is not None else _DUMMY_TOKEN_HASH
         good = await asyncio.to_thread(verify_secret, stored, secret)
         if row is None or row.revoked or not good:
             raise ApiError(401, "unauthorized", "the token is not valid")
