@@ -11,7 +11,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 import yaml
@@ -21,20 +21,14 @@ from genos import __version__
 from genos.audit import AuditLog
 from genos.cli_envs import register as register_env_commands
 from genos.cli_images import images_app
-from genos.composer import (
-    EXIT_CODES,
-    Clarification,
-    Composed,
-    Rejection,
-    compose,
-    debindex,
-    to_json,
-)
-from genos.composer.model import ModelConfig, compose_with_model
-from genos.composer.normalise import MAX_CHARS, decode
 from genos.errors import GenOSError, InputError, PromptError
 from genos.paths import data_dir
-from genos.spec import SUPPORTED_RELEASES, dump, json_schema, parse_spec
+
+if TYPE_CHECKING:
+    from genos.composer import Clarification, Composed, Rejection
+
+# The composer, the spec models and the image store load only in the commands
+# that use them: `genos up`, `ls` and friends start in a fraction of the time.
 
 app = typer.Typer(
     help="GenOS: describe a computer in a sentence, get a sandboxed Linux desktop.",
@@ -54,6 +48,8 @@ register_env_commands(app)
 
 
 def _read_prompt(text: str | None) -> str:
+    from genos.composer.normalise import MAX_CHARS, decode  # noqa: PLC0415
+
     if text is not None and text != "-":
         return text
     if sys.stdin is None or sys.stdin.isatty():
@@ -89,6 +85,10 @@ def compose_cmd(
     ] = "rules",
 ) -> None:
     """Turn a request in plain words into an environment spec (or ask back, or refuse)."""
+    from genos.composer import EXIT_CODES, Composed, Rejection, compose, to_json  # noqa: PLC0415
+    from genos.composer.model import ModelConfig, compose_with_model  # noqa: PLC0415
+    from genos.spec import dump  # noqa: PLC0415
+
     prompt = _read_prompt(text)
     if backend == "model":
         config = ModelConfig.from_env()
@@ -110,6 +110,8 @@ def compose_cmd(
 
 
 def _show(result: Composed | Clarification | Rejection) -> None:
+    from genos.composer import Clarification, Composed, Rejection  # noqa: PLC0415
+
     if isinstance(result, Rejection):
         out.print("[bold red]Cannot build this:[/]")
         for v in result.violations:
@@ -139,12 +141,16 @@ def _show(result: Composed | Clarification | Rejection) -> None:
 @spec_app.command("schema")
 def spec_schema() -> None:
     """Print the JSON Schema of EnvironmentSpec (genos/v1)."""
+    from genos.spec import json_schema  # noqa: PLC0415
+
     print(json.dumps(json_schema(), indent=2))
 
 
 @spec_app.command("validate")
 def spec_validate(path: Annotated[Path, typer.Argument(help="A spec in YAML or JSON.")]) -> None:
     """Check a spec file; print it normalised, or the first problem."""
+    from genos.spec import dump, parse_spec  # noqa: PLC0415
+
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -166,6 +172,9 @@ def catalog_update(
     ] = None,
 ) -> None:
     """Fetch Debian's package index of each release from the archive and cache it."""
+    from genos.composer import debindex  # noqa: PLC0415
+    from genos.spec import SUPPORTED_RELEASES  # noqa: PLC0415
+
     releases = release or list(SUPPORTED_RELEASES["debian"])
     unknown = [r for r in releases if r not in SUPPORTED_RELEASES["debian"]]
     if unknown:
@@ -194,6 +203,7 @@ def catalog_search(
     release: Annotated[str, typer.Option(help="bookworm or trixie.")] = "bookworm",
 ) -> None:
     """Look a name up in the catalog and in Debian's index, with close names."""
+    from genos.composer import debindex  # noqa: PLC0415
     from genos.composer.knowledge import default_knowledge  # noqa: PLC0415 - loads the catalog
 
     kb = default_knowledge()

@@ -22,7 +22,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from genos.client import Client
-from genos.composer.result import EXIT_CODES
 from genos.errors import InputError
 from genos.paths import data_dir
 
@@ -137,6 +136,8 @@ def up(  # noqa: PLR0917 - Typer parameters
 
 
 def _composer_answer(result: dict[str, Any], as_json: bool) -> None:
+    from genos.composer.result import EXIT_CODES  # noqa: PLC0415
+
     if as_json:
         _print_json(result)
     elif result["outcome"] == "clarify":

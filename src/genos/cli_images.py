@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import yaml
 from rich.console import Console
 
-from genos.composer import Rejection, compose
-from genos.composer.result import Composed
 from genos.errors import InputError
-from genos.runtime.images import ImageStore, Progress
-from genos.spec import EnvironmentSpec, parse_spec
+
+if TYPE_CHECKING:
+    from genos.runtime.images import ImageStore, Progress
+    from genos.spec import EnvironmentSpec
 
 images_app = typer.Typer(
     help="Root filesystem layers (base -> desktop -> apps).", no_args_is_help=True
@@ -23,6 +23,9 @@ out = Console(highlight=False, soft_wrap=True)
 
 
 def _spec(prompt: str | None, file: Path | None) -> EnvironmentSpec:
+    from genos.composer import Composed, Rejection, compose  # noqa: PLC0415
+    from genos.spec import parse_spec  # noqa: PLC0415
+
     if file is not None:
         try:
             return parse_spec(yaml.safe_load(file.read_text(encoding="utf-8")))
@@ -36,6 +39,12 @@ def _spec(prompt: str | None, file: Path | None) -> EnvironmentSpec:
             f"cannot build this: {result.violations[0].field}: {result.violations[0].reason}"
         )
     return result.spec if isinstance(result, Composed) else result.draft
+
+
+def _store() -> ImageStore:
+    from genos.runtime.images import ImageStore  # noqa: PLC0415
+
+    return ImageStore()
 
 
 def _show(p: Progress) -> None:
@@ -53,7 +62,7 @@ def build(
 ) -> None:
     """Build (or find cached) the layers a request or spec needs."""
     spec = _spec(prompt, file)
-    layers = ImageStore().ensure(spec, None if quiet else _show)
+    layers = _store().ensure(spec, None if quiet else _show)
     for layer in layers:
         out.print(f"{layer.kind:8} {layer.digest[:12]}  {len(layer.meta.packages)} packages")
 
@@ -61,7 +70,7 @@ def build(
 @images_app.command("ls")
 def ls() -> None:
     """List the cached layers."""
-    for layer in ImageStore().ls():
+    for layer in _store().ls():
         meta = layer.meta
         age = (time.time() - layer.last_used) / 3600
         out.print(
@@ -73,7 +82,7 @@ def ls() -> None:
 @images_app.command("rm")
 def rm(digest: Annotated[str, typer.Argument(help="A layer digest or unique prefix.")]) -> None:
     """Remove a layer and the layers built on it."""
-    store = ImageStore()
+    store = _store()
     for gone in store.rm(store.get(digest).digest):
         out.print(f"removed {gone[:12]}")
 
@@ -83,5 +92,5 @@ def gc(
     keep_hours: Annotated[float, typer.Option(help="Keep layers used this recently.")] = 1.0,
 ) -> None:
     """Remove layers no environment uses and nobody asked for recently."""
-    removed = ImageStore().gc(recent_seconds=keep_hours * 3600)
+    removed = _store().gc(recent_seconds=keep_hours * 3600)
     out.print(f"removed {len(removed)} layers")

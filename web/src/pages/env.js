@@ -49,7 +49,9 @@ export function envPage(root, { id }, ctx) {
   });
 
   routes.get(id, { signal: ctx.signal }).then((env) => {
-    setState(env);
+    view.env = env;
+    view.state = env.state;
+    reconcile(); // at once: a running environment's desktop need not wait for the history
     followEvents(routes.eventsPath(id), {
       signal: ctx.signal,
       isDone: () => FINAL.has(view.state),
