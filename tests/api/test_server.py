@@ -270,3 +270,22 @@ def test_connect_to_an_unknown_environment_fails_cleanly(server: Server) -> None
     result = genos(server, "connect", "0123456789", "--json")
     assert result.returncode == 1
     assert result.stderr.strip() == "genos: no environment named '0123456789'"
+
+
+def test_serve_on_a_busy_port_fails_in_one_line(tmp_path: Path) -> None:
+    """genos serve on a port someone holds exits 2 with one line, before creating anything."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GENOS_")}
+        env["GENOS_DATA_DIR"] = str(tmp_path / "data")
+        result = subprocess.run(
+            [str(BIN / "genos"), "serve", "--driver", "fake", "--port", str(port)],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip() == f"genos: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert not (tmp_path / "data" / "api" / "admin.token").exists()

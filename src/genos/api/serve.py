@@ -123,6 +123,7 @@ async def serve(config: ServeConfig, *, announce: bool = True) -> None:
     """Run the server until SIGINT/SIGTERM; the engine and registry are closed on the way out."""
     if not 0 < config.port < 65536:
         raise InputError(f"port {config.port} is out of range")
+    _check_bind(config.host, config.port)
     service = await build(config)
     try:
         token = await service.bootstrap_admin()
@@ -146,6 +147,17 @@ async def serve(config: ServeConfig, *, announce: bool = True) -> None:
         with contextlib.suppress(GenOSError):
             await driver.aclose()
         await service.engine.registry.aclose()
+
+
+def _check_bind(host: str, port: int) -> None:
+    """Fail early, in one line, when the address cannot be listened on."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(infos[0][4])
+    except OSError as exc:
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 def _announce(service: Service, token: str) -> None:
