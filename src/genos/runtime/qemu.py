@@ -1,0 +1,411 @@
+"""The QEMU driver: tiers ``microvm`` (``-M microvm``) and ``vm`` (``-M q35``).
+
+``create`` builds (or finds) the VM image of the spec's layers, makes the
+VM's qcow2 overlay, its network (a tap bridged in the environment's
+namespace, under the same nftables policy as a container) and writes its
+record; no QEMU runs yet. ``start`` boots it and returns once the guest's
+display server is up (``genos: display-ready`` on the serial console) and
+QEMU's VNC socket answers the RFB banner. ``suspend`` is QMP ``stop``;
+``suspend(to_disk=True)`` saves the whole VM to ``state.vmstate`` (a ``fd:``
+migration to a file only root can read) and ends QEMU, ``resume`` then
+starts a new QEMU that loads it. ``destroy`` powers off gracefully, then
+forcefully, and removes everything.
+
+How the pieces split: :mod:`.qemuimage` (the image), :mod:`.qemuguest` (the
+guest's init), :mod:`.qemucmd` (QEMU's command line, the display choice),
+:mod:`.qemuhost` (paths, uid, cgroup, tap), :mod:`.qemuqmp` (QMP and the
+guest command channel), :mod:`.qemustop` (launch, stop, release),
+:mod:`.qemuaccel` (KVM or TCG).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from genos.errors import (
+    ClosedError,
+    ExternalError,
+    GenOSError,
+    InputError,
+    NotFoundError,
+    StateError,
+)
+from genos.ids import is_env_id
+from genos.paths import data_dir
+from genos.runtime import lifecycle, qemuhost, qemuqmp, qemustop
+from genos.runtime.driver import EnvState, Inspection, Usage
+from genos.runtime.images import ImageStore
+from genos.runtime.lifecycle import Verb
+from genos.runtime.oci import ExecResult
+from genos.runtime.ocienv import log_tail, wait_banner
+from genos.runtime.qemuaccel import Accelerator, accelerator
+from genos.runtime.qemucmd import Machine, qemu_argv, wrapper
+from genos.runtime.qemuguest import READY_MARK
+from genos.runtime.qemuhost import RUN_ROOT, VmPaths
+from genos.runtime.qemuprovision import Provision
+from genos.sandbox.network import NetworkSandbox
+from genos.spec import EnvironmentSpec
+
+logger = logging.getLogger("genos.runtime.qemu")
+
+CGROUP_OVERHEAD_MB = 512  # QEMU itself, TCG's translation cache, VNC buffers
+SAVE_TIMEOUT = 300.0
+_LIVE = {"running": EnvState.RUNNING, "prelaunch": EnvState.CREATED, "inmigrate": EnvState.CREATED}
+
+
+class QemuDriver:
+    """Runs environments of tiers ``vm`` and ``microvm`` in QEMU (see the module docstring).
+
+    Args:
+        images: the image store whose layers VMs are made from.
+        network: the network sandbox for modes other than ``none``.
+        run_root: per-VM state, sockets and logs (``/run/genos-qemu``).
+        data_root: disks and saved states go under ``<data_root>/vms``.
+        cache_dir: built VM images (default ``<images.root>/qemu``).
+        accel: force ``kvm`` or ``tcg`` (default: probe once, see :mod:`.qemuaccel`).
+        max_memory_mb: cap on the guest memory a spec may ask for.
+        stop_timeout: seconds the guest gets to power off before QEMU is ended.
+    """
+
+    name = "qemu"
+
+    def __init__(
+        self,
+        images: ImageStore | None = None,
+        *,
+        network: NetworkSandbox | None = None,
+        run_root: Path = RUN_ROOT,
+        data_root: Path | None = None,
+        cache_dir: Path | None = None,
+        accel: Accelerator | None = None,
+        max_memory_mb: int | None = None,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self.images = images if images is not None else ImageStore()
+        self.network = network
+        self.run_root = run_root
+        self.data_root = data_root if data_root is not None else data_dir()
+        self.cache_dir = cache_dir if cache_dir is not None else self.images.root / "qemu"
+        self._accel = accel
+        self.max_memory_mb = max_memory_mb
+        self.stop_timeout = stop_timeout
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._closed = False
+
+    @property
+    def accelerator(self) -> Accelerator:
+        """``kvm`` or ``tcg``: what this driver's VMs run on (probed on first use)."""
+        if self._accel is None:
+            self._accel = accelerator()
+        return self._accel
+
+    # -- the Driver protocol ---------------------------------------------------
+
+    async def create(self, env_id: str, spec: EnvironmentSpec) -> None:
+        """Prepare the VM: image, disk overlay, network, record; QEMU does not run yet.
+
+        Raises:
+            InputError: ``env_id`` is not an environment id.
+            StateError: ``env_id`` already exists.
+            CapabilityError: the spec's tier is not a VM tier, or QEMU is missing.
+            ExternalError: a step failed; nothing of the environment is left.
+        """
+        self._check(env_id)
+        async with self._lock(env_id):
+            paths = self.paths(env_id)
+            if paths.root.exists():
+                raise StateError(await self._describe(env_id), ["absent"], "create")
+            accel = await asyncio.to_thread(lambda: self.accelerator)
+            started = time.monotonic()
+            memory = spec.resources.memory_mb
+            if self.max_memory_mb is not None:
+                memory = min(memory, self.max_memory_mb)
+            job = Provision(paths, spec, accel=accel, memory_mb=memory, images=self.images,
+                            cache_dir=self.cache_dir, run_root=self.run_root,
+                            network=self._network)  # fmt: skip
+            try:
+                await job.run()
+            except BaseException:
+                with contextlib.suppress(GenOSError):
+                    await asyncio.shield(self._release(env_id))
+                raise
+            logger.getChild(env_id).info("created (%.0f ms)", (time.monotonic() - started) * 1000)
+
+    async def start(self, env_id: str, *, timeout: float = 120.0) -> None:
+        """Boot the VM; return once its display is up and answers the RFB banner.
+
+        Raises:
+            NotFoundError: no such environment.
+            StateError: not ``created``.
+            ExternalError: QEMU failed or the guest's display did not come up in
+                ``timeout`` seconds (the VM stays, for inspection).
+        """
+        self._check(env_id)
+        async with self._lock(env_id):
+            record = self._record(env_id)
+            lifecycle.require(await self._current(env_id, record), Verb.START)
+            pid = await self._launch(env_id, record, incoming=False)
+            await self._wait_ready(env_id, pid, timeout)
+
+    async def suspend(self, env_id: str, *, to_disk: bool = False) -> None:
+        """Pause the guest (``stop``), or save it to disk and end QEMU (``to_disk``).
+
+        Raises:
+            NotFoundError: no such environment.
+            StateError: not ``running``.
+            ExternalError: QEMU refused, or saving failed (the VM runs on).
+        """
+        self._check(env_id)
+        async with self._lock(env_id):
+            record = self._record(env_id)
+            lifecycle.require(await self._current(env_id, record), Verb.SUSPEND)
+            paths = self.paths(env_id)
+            if not to_disk:
+                async with qemuqmp.monitor(paths.qmp) as client:
+                    await qemuqmp.call(client, "stop")
+                return
+            await self._save(env_id, record)
+
+    async def resume(self, env_id: str) -> None:
+        """Run a paused guest again, or restore a saved one in a new QEMU.
+
+        Raises:
+            NotFoundError: no such environment.
+            StateError: not ``suspended``.
+            ExternalError: QEMU refused or the saved state could not be loaded.
+        """
+        self._check(env_id)
+        async with self._lock(env_id):
+            record = self._record(env_id)
+            lifecycle.require(await self._current(env_id, record), Verb.RESUME)
+            paths = self.paths(env_id)
+            if record.get("phase") != "saved":
+                async with qemuqmp.monitor(paths.qmp) as client:
+                    await qemuqmp.call(client, "cont")
+                return
+            await self._restore(env_id, record)
+
+    async def destroy(self, env_id: str) -> None:
+        """Power off (gracefully, then forcefully) and remove everything. Idempotent.
+
+        Raises:
+            ExternalError: something could not be removed (named in ``detail``).
+        """
+        self._check(env_id)
+        async with self._lock(env_id):
+            existed = self.paths(env_id).root.exists() or self.paths(env_id).data.exists()
+            await self._release(env_id)
+            if existed:
+                logger.getChild(env_id).info("destroyed")
+
+    async def inspect(self, env_id: str) -> Inspection:
+        """State (from QMP), QEMU's pid and the cgroup's usage.
+
+        ``runtime`` is ``qemu-kvm`` or ``qemu-tcg``.
+
+        Raises:
+            NotFoundError: no such environment on this host.
+        """
+        self._check(env_id)
+        record = self._record(env_id)
+        state = await self._current(env_id, record)
+        pid = qemustop.qemu_pid(self.paths(env_id), record.get("pid"))
+        counters = qemuhost.usage(env_id)
+        usage = Usage(*counters) if counters is not None else None
+        return Inspection(env_id, state, pid, usage, f"qemu-{record.get('accel', 'tcg')}")
+
+    def display(self, env_id: str) -> Path:
+        """QEMU's VNC socket, ``/run/genos-qemu/<id>/qemu/vnc.sock``.
+
+        Raises:
+            NotFoundError: no such environment.
+        """
+        self._check(env_id)
+        paths = self.paths(env_id)
+        if not paths.root.is_dir():
+            raise NotFoundError("environment", env_id)
+        return paths.vnc
+
+    async def list_ids(self) -> list[str]:
+        """Ids with any trace under this driver's roots: run dir, disk dir, uid slot."""
+        return await asyncio.to_thread(self._ids_on_host)
+
+    async def aclose(self) -> None:
+        """Forget in-memory state; VMs keep running."""
+        self._closed = True
+
+    # -- beyond the protocol ---------------------------------------------------
+
+    def paths(self, env_id: str) -> VmPaths:
+        """Every host path of ``env_id`` (nothing is checked or created)."""
+        return VmPaths.of(env_id, self.run_root, self.data_root)
+
+    async def exec(self, env_id: str, command: str, *, timeout: float = 60.0) -> ExecResult:
+        """Run one shell command line as root in a running guest (operators, tests).
+
+        Returns:
+            Exit code and output (stdout and stderr together, in ``stdout``).
+
+        Raises:
+            StateError: not ``running``.
+            ExternalError: the guest did not answer.
+        """
+        self._check(env_id)
+        lifecycle.require(await self._current(env_id, self._record(env_id)), Verb.EXEC)
+        code, out = await qemuqmp.agent_run(self.paths(env_id).agent, command, timeout)
+        return ExecResult(code, out, "")
+
+    # -- steps -----------------------------------------------------------------
+
+    def _network(self) -> NetworkSandbox:
+        if self.network is None:
+            self.network = NetworkSandbox()
+        return self.network
+
+    async def _launch(self, env_id: str, record: dict[str, Any], *, incoming: bool) -> int:
+        paths = self.paths(env_id)
+        machine = Machine(**record["machine"])
+        argv = wrapper(record["uid"], machine.accel, record.get("netns"))
+        argv += qemu_argv(machine, paths, incoming=incoming)
+        pid = await qemustop.launch(argv, paths)
+        qemuhost.write_record(paths, {**record, "pid": pid, "phase": "booted"})
+        memory = (machine.memory_mb + CGROUP_OVERHEAD_MB) << 20
+        qemuhost.join_cgroup(env_id, pid, memory, machine.cpus, 256)
+        return pid
+
+    async def _wait_ready(self, env_id: str, pid: int, timeout: float) -> None:
+        paths = self.paths(env_id)
+        deadline = time.monotonic() + timeout
+        while not _console_says(paths.console, READY_MARK):
+            if qemustop.qemu_pid(paths, pid) is None:
+                tail = log_tail(paths.qemu_log) or log_tail(paths.console)
+                raise ExternalError(f"{env_id}: QEMU exited while booting", detail=tail)
+            if time.monotonic() > deadline:
+                raise ExternalError(f"{env_id}: the guest's display did not come up in "
+                                    f"{timeout:g}s", detail=log_tail(paths.console))  # fmt: skip
+            await asyncio.sleep(0.05)
+        await wait_banner(paths.vnc, pid, max(deadline - time.monotonic(), 1.0))
+        _tighten_sockets(paths)
+
+    async def _save(self, env_id: str, record: dict[str, Any]) -> None:
+        paths = self.paths(env_id)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        fd = os.open(paths.state, flags, 0o600)
+        try:
+            await qemuqmp.save_state(paths.qmp, fd, SAVE_TIMEOUT)
+        except GenOSError:
+            paths.state.unlink(missing_ok=True)
+            with contextlib.suppress(GenOSError):
+                async with qemuqmp.monitor(paths.qmp) as client:
+                    await qemuqmp.call(client, "cont")
+            raise
+        finally:
+            os.close(fd)
+        # The record says "saved" before QEMU goes: a crash now still resumes from disk.
+        qemuhost.write_record(paths, {**record, "phase": "saved", "pid": None})
+        pid = qemustop.qemu_pid(paths, record.get("pid"))
+        if pid is not None:
+            with contextlib.suppress(ExternalError):  # QEMU may hang up before it answers
+                async with qemuqmp.monitor(paths.qmp) as client:
+                    await qemuqmp.call(client, "quit")
+            if not await qemustop.wait_exit(pid, qemustop.QUIT_TIMEOUT):
+                await qemustop.stop(paths, pid, 0.0)
+
+    async def _restore(self, env_id: str, record: dict[str, Any]) -> None:
+        paths = self.paths(env_id)
+        pid = await self._launch(env_id, record, incoming=True)
+        fd = os.open(paths.state, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            await qemuqmp.load_state(paths.qmp, fd, SAVE_TIMEOUT)
+        except GenOSError:
+            await qemustop.stop(paths, pid, 0.0)
+            qemuhost.write_record(paths, {**record, "phase": "saved", "pid": None})
+            raise
+        finally:
+            os.close(fd)
+        paths.state.unlink(missing_ok=True)
+        _tighten_sockets(paths)
+
+    async def _release(self, env_id: str) -> None:
+        paths = self.paths(env_id)
+        try:
+            record = qemuhost.read_record(paths)
+        except NotFoundError:
+            record = {}
+        pid = qemustop.qemu_pid(paths, record.get("pid"))
+        network = self._network() if record.get("netns") else None
+        problems = await qemustop.release(
+            paths,
+            self.run_root,
+            pid=pid,
+            network=network,
+            graceful=self.stop_timeout,
+        )
+        if problems:
+            raise ExternalError(f"destroy of {env_id} incomplete", detail="; ".join(problems))
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _check(self, env_id: str) -> None:
+        if self._closed:
+            raise ClosedError("the QEMU driver is closed")
+        if not is_env_id(env_id):
+            raise InputError(f"not an environment id: {env_id!r}")
+
+    def _lock(self, env_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(env_id, asyncio.Lock())
+
+    def _record(self, env_id: str) -> dict[str, Any]:
+        return qemuhost.read_record(self.paths(env_id))
+
+    async def _describe(self, env_id: str) -> str:
+        try:
+            return (await self._current(env_id, self._record(env_id))).value
+        except GenOSError:
+            return "present"
+
+    async def _current(self, env_id: str, record: dict[str, Any]) -> EnvState:
+        phase = record.get("phase")
+        if phase == "saved":
+            return EnvState.SUSPENDED
+        if phase != "booted":
+            return EnvState.CREATED
+        paths = self.paths(env_id)
+        if qemustop.qemu_pid(paths, record.get("pid")) is None:
+            return EnvState.STOPPED
+        try:
+            status = await qemuqmp.status(paths.qmp)
+        except ExternalError:
+            return EnvState.STOPPED
+        if status in qemuqmp.PAUSED:
+            return EnvState.SUSPENDED
+        return _LIVE.get(status, EnvState.STOPPED)
+
+    def _ids_on_host(self) -> list[str]:
+        # Not the cgroups: their names are host-wide, and another driver's VMs
+        # (other roots, e.g. a benchmark next to the tests) are not ours to list.
+        found: set[str] = set(qemuhost.uid_holders(self.run_root))
+        for place in (self.run_root, self.data_root / "vms"):
+            with contextlib.suppress(OSError):
+                found.update(p.name for p in place.iterdir())
+        return sorted(name for name in found if is_env_id(name))
+
+
+def _console_says(console: Path, mark: str) -> bool:
+    try:
+        return mark in console.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def _tighten_sockets(paths: VmPaths) -> None:
+    """Sockets QEMU made under umask 077 are 0700; no one needs to execute them: 0600."""
+    for sock in (paths.qmp, paths.vnc, paths.agent, paths.spice):
+        with contextlib.suppress(FileNotFoundError):
+            sock.chmod(0o600)

@@ -1,0 +1,156 @@
+"""QEMU's command line for the two tiers, and the wrapper that runs it unprivileged.
+
+``microvm``: ``-M microvm`` with ACPI (so the guest finds its virtio-mmio
+devices and has a power button) and only virtio-mmio devices, in modern mode
+(``force-legacy=false``: virtio-gpu and virtio-input have no legacy form).
+``vm``: ``-M q35`` with virtio PCI devices and ``virtio-vga``, booted by
+SeaBIOS through QEMU's linuxboot option ROM. Both boot the image's kernel
+directly; the serial console goes to the environment's log file.
+
+The display is QEMU's own VNC server (and SPICE for ``protocol: spice`` on
+``vm``) on unix sockets, showing the guest's virtio GPU where Xorg runs; the
+keyboard and tablet it feeds are virtio-input devices. Chosen over an Xvnc
+in the guest bridged through vsock or virtio-serial because it needs no
+proxy process on the host, survives viewers reconnecting, and is the same
+for both tiers.
+
+The wrapper: ``nsenter --net`` into the environment's namespace (``unshare
+--net`` for network mode ``none``: a namespace with nothing in it), then
+``setpriv`` to QEMU's own uid with no capabilities, no groups (``kvm`` only
+for KVM) and no new privileges; QEMU adds its seccomp ``-sandbox``.
+"""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from genos.runtime.qemuaccel import QEMU, Accelerator
+from genos.runtime.qemuguest import AGENT_PORT, FW_CFG_NAME
+from genos.runtime.qemuhost import VmPaths
+
+SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+TCG_TB_MB = 128  # TCG's translation cache (QEMU's default is 1 GiB of host memory)
+KERNEL_ARGS = "console=ttyS0 root=/dev/vda quiet panic=-1"
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the command line is built from (all of it is in the VM's record)."""
+
+    tier: str
+    accel: Accelerator
+    memory_mb: int
+    cpus: float
+    width: int
+    height: int
+    kernel: str
+    initrd: str
+    nic: bool
+    spice: bool
+    mac: str
+
+
+def smp(cpus: float) -> int:
+    """Virtual CPUs for a spec's ``cpus`` (the cgroup quota enforces fractions)."""
+    return max(1, min(math.ceil(cpus), os.cpu_count() or 1))
+
+
+def qemu_argv(machine: Machine, paths: VmPaths, *, incoming: bool = False) -> list[str]:
+    """The full QEMU command line of a VM.
+
+    Args:
+        machine: the VM's settings.
+        paths: its host paths.
+        incoming: start paused, waiting for a saved state (``migrate-incoming``).
+
+    Returns:
+        argv, starting with ``qemu-system-x86_64``.
+    """
+    micro = machine.tier == "microvm"
+    bus = "device" if micro else "pci"
+    argv = [QEMU, "-name", f"genos-{paths.env_id}", "-nodefaults", "-no-user-config",
+            "-display", "none", "-no-reboot", "-sandbox", SANDBOX,
+            *_accel(machine.accel), "-m", str(machine.memory_mb), "-smp", str(smp(machine.cpus)),
+            "-kernel", machine.kernel, "-initrd", machine.initrd,
+            "-append", kernel_args(machine),
+            "-drive", f"id=root,file={paths.disk},format=qcow2,if=none,discard=unmap",
+            "-device", f"virtio-blk-{bus},drive=root",
+            "-vnc", f"unix:{paths.vnc}",
+            "-device", f"virtio-keyboard-{bus}", "-device", f"virtio-tablet-{bus}",
+            "-device", f"virtio-serial-{bus}",
+            "-chardev", f"socket,id=agent,path={paths.agent},server=on,wait=off",
+            "-device", f"virtserialport,chardev=agent,name={AGENT_PORT}",
+            "-chardev", f"file,id=console,path={paths.console}", "-serial", "chardev:console",
+            "-fw_cfg", f"name={FW_CFG_NAME},file={paths.guest_cfg}",
+            "-qmp", f"unix:{paths.qmp},server=on,wait=off"]  # fmt: skip
+    size = f"xres={machine.width},yres={machine.height}"
+    if micro:
+        argv += ["-M", "microvm,acpi=on,rtc=on,isa-serial=on,x-option-roms=off",
+                 "-global", "virtio-mmio.force-legacy=false",
+                 "-device", f"virtio-gpu-device,{size}"]  # fmt: skip
+    else:
+        argv += ["-M", "q35", "-device", f"virtio-vga,{size}"]
+        if machine.spice:
+            argv += ["-spice", f"unix=on,addr={paths.spice},disable-ticketing=on"]
+    if machine.nic:
+        argv += ["-netdev", "tap,id=net0,ifname=tap0,script=no,downscript=no",
+                 "-device", f"virtio-net-{bus},netdev=net0,mac={machine.mac}"]  # fmt: skip
+    if incoming:
+        argv += ["-S", "-incoming", "defer"]
+    return argv
+
+
+def kernel_args(machine: Machine) -> str:
+    """The guest kernel's command line.
+
+    A microVM has no HPET and no ACPI PM timer, so the kernel calibrates its
+    TSC against the PIT alone, which fails now and then under TCG on a busy
+    host and leaves the guest hanging before its first message. Under TCG the
+    guest's TSC is the host's, so its frequency is known: it is passed in.
+    """
+    khz = host_tsc_khz() if machine.accel == "tcg" and machine.tier == "microvm" else None
+    return KERNEL_ARGS + (f" tsc_early_khz={khz} tsc=reliable" if khz else "")
+
+
+def host_tsc_khz(cpuinfo: Path = Path("/proc/cpuinfo")) -> int | None:
+    """The host's TSC frequency in kHz, when its TSC is constant (else None)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    if " constant_tsc" not in text:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "cpu MHz":
+            return round(float(value) * 1000)
+    return None
+
+
+def _accel(accel: Accelerator) -> list[str]:
+    if accel == "kvm":
+        return ["-accel", "kvm", "-cpu", "host"]
+    return ["-accel", f"tcg,tb-size={TCG_TB_MB}", "-cpu", "max"]
+
+
+def wrapper(uid: int, accel: Accelerator, netns: str | None) -> list[str]:
+    """The commands QEMU is run under: a network namespace, then its own unprivileged user."""
+    enter = ["nsenter", f"--net=/run/netns/{netns}", "--"] if netns else ["unshare", "--net", "--"]
+    groups = ["--clear-groups"]
+    if accel == "kvm":
+        groups = [f"--groups={grp.getgrnam('kvm').gr_gid}"]
+    drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", *groups, "--inh-caps=-all",
+            "--bounding-set=-all", "--no-new-privs", "--"]  # fmt: skip
+    return [*enter, *drop]
+
+
+def mac_for(env_id: str) -> str:
+    """A stable, locally administered MAC for the VM's NIC."""
+    digits = hashlib.sha256(env_id.encode()).hexdigest()[:8]
+    pairs = [digits[i : i + 2] for i in range(0, 8, 2)]
+    return "52:54:" + ":".join(pairs)

@@ -1,0 +1,288 @@
+"""The guest side of the QEMU tiers: the initramfs ``/init`` and the root's init.
+
+Both tiers boot Debian's kernel directly (``-kernel``/``-initrd``). The
+initramfs GenOS builds (:mod:`genos.runtime.qemuimage`) holds only a static
+busybox, the kernel modules below and :data:`INITRAMFS_INIT`, which loads them,
+mounts ``/dev/vda`` (ext4) and switches to it, running tini as PID 1 with
+:data:`VM_INIT` under it. There is no systemd and no udev: under TCG a lean
+init reaches the desktop in seconds instead of minutes.
+
+``genos-vm-init`` reads its settings from the fw_cfg file
+``opt/org.genos/config`` (shell variables, see :func:`guest_config`), brings
+up the network QEMU's tap gives it, starts Xorg on the virtio GPU (QEMU's VNC
+server shows that framebuffer and feeds the virtio keyboard and tablet), says
+``genos: display-ready`` on the serial console once the X socket is there,
+then runs the window manager and apps as the unprivileged user. It also
+serves a root command channel on the virtio-serial port
+``org.genos.agent`` (host side: a unix socket only root can open) and powers
+off cleanly when the ACPI power button is pressed (QMP ``system_powerdown``).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from genos.runtime.images.session import USER_HOME, USER_NAME, USER_UID
+from genos.spec import EnvironmentSpec
+
+READY_MARK = "genos: display-ready"
+AGENT_PORT = "org.genos.agent"
+AGENT_EXIT = "@genos-exit "
+AGENT_READY = "@genos-ready"
+FW_CFG_NAME = "opt/org.genos/config"
+VM_INIT_PATH = "/usr/local/sbin/genos-vm-init"
+VM_SESSION_PATH = "/usr/local/bin/genos-vm-session"
+
+# Loaded in dependency order by the initramfs; the rest of the kernel's
+# modules stay in the root (nothing in the guest loads them).
+MODULES = (
+    "virtio_mmio",
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_console",
+    "virtio_input",
+    "virtio_gpu",
+    "evdev",
+    "button",
+    "qemu_fw_cfg",
+    "crc32c_generic",
+    "ext4",
+)
+
+INITRAMFS_INIT = r"""#!/bin/busybox sh
+# GenOS initramfs: load virtio and ext4, mount /dev/vda, hand over to tini.
+/bin/busybox mkdir -p /proc /sys /dev /newroot
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+while read -r mod; do insmod "/modules/$mod"; done </modules/load
+n=0
+while [ ! -b /dev/vda ] && [ "$n" -lt 3000 ]; do n=$((n + 1)); usleep 10000; done
+if ! mount -t ext4 -o rw,noatime /dev/vda /newroot; then
+    echo "genos: cannot mount the root disk" >/dev/console
+    poweroff -f
+fi
+mount --move /dev /newroot/dev
+umount /proc /sys
+exec switch_root /newroot /usr/bin/tini -g -- /usr/local/sbin/genos-vm-init
+"""
+
+VM_INIT = r"""#!/bin/sh
+# genos-vm-init: the session of a GenOS VM (runs as root under tini).
+set -u
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+bb=/usr/bin/busybox
+console=/dev/ttyS0
+say() { echo "genos: $*" >"$console"; }
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts
+ln -sf pts/ptmx /dev/ptmx
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
+mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
+$bb hostname genos
+$bb ip link set lo up
+
+GENOS_RESOLUTION=1280x800 GENOS_WM=openbox GENOS_HEADLESS=0 GENOS_APPS=
+GENOS_IP= GENOS_GATEWAY= GENOS_DNS= GENOS_HOSTS=
+cfg=/sys/firmware/qemu_fw_cfg/by_name/opt/org.genos/config/raw
+[ -r "$cfg" ] && . "$cfg"
+
+if [ -n "$GENOS_IP" ]; then
+    $bb ip addr add "$GENOS_IP" dev eth0
+    $bb ip link set eth0 up
+    [ -n "$GENOS_GATEWAY" ] && $bb ip route add default via "$GENOS_GATEWAY"
+fi
+: >/etc/resolv.conf
+for ns in $GENOS_DNS; do echo "nameserver $ns" >>/etc/resolv.conf; done
+printf '127.0.0.1 localhost genos\n%s\n' "$GENOS_HOSTS" >/etc/hosts
+
+# The root command channel (virtio-serial). A read returns EOF while no host
+# is connected, and what the host sends while the port is closed is lost: so
+# the guest polls, and on each open says "@genos-ready", which the host waits
+# for before it sends its one command line.
+agent() {
+    while :; do
+        if exec 3<>"$1"; then
+            echo "@genos-ready" >&3
+            if IFS= read -r line <&3; then
+                # Output goes through a file: a port opens only once, and a
+                # process the command leaves running must not hold it.
+                sh -c "$line" </dev/null >/run/genos-agent.out 2>&1 3>&-
+                status=$?
+                cat /run/genos-agent.out >&3
+                echo "@genos-exit $status" >&3
+            fi
+            exec 3>&-
+        fi
+        $bb usleep 100000
+    done
+}
+
+# The ACPI power button (QMP system_powerdown): one event, then a clean stop.
+stop_all() {
+    say "powering off"
+    kill -TERM -1 2>/dev/null
+    $bb usleep 300000
+    sync
+    $bb mount -o remount,ro / 2>/dev/null
+    $bb poweroff -f
+}
+watch_button() {
+    $bb head -c 24 "$1" >/dev/null && stop_all
+}
+
+keyboard= pointer=
+for dev in /sys/class/input/event*; do
+    [ -e "$dev" ] || continue
+    name=$(cat "$dev/device/name" 2>/dev/null)
+    node=/dev/input/${dev##*/}
+    case $name in
+        *"Power Button"*) watch_button "$node" & ;;
+        *Keyboard*) keyboard=$node ;;
+        *Tablet*) pointer=$node ;;
+    esac
+done
+for port in /sys/class/virtio-ports/*; do
+    [ "$(cat "$port/name" 2>/dev/null)" = org.genos.agent ] && agent "/dev/${port##*/}" &
+done
+
+conf=/run/genos-xorg.conf
+{
+    echo 'Section "ServerFlags"'
+    echo '  Option "AutoAddDevices" "false"'
+    echo '  Option "BlankTime" "0"'
+    echo '  Option "StandbyTime" "0"'
+    echo '  Option "SuspendTime" "0"'
+    echo '  Option "OffTime" "0"'
+    echo 'EndSection'
+    echo 'Section "Device"'
+    echo '  Identifier "gpu"'
+    echo '  Driver "modesetting"'
+    echo '  Option "kmsdev" "/dev/dri/card0"'
+    echo 'EndSection'
+    echo 'Section "Screen"'
+    echo '  Identifier "screen"'
+    echo '  Device "gpu"'
+    echo 'EndSection'
+    echo 'Section "ServerLayout"'
+    echo '  Identifier "layout"'
+    echo '  Screen "screen"'
+    [ -n "$keyboard" ] && echo '  InputDevice "keyboard" "CoreKeyboard"'
+    [ -n "$pointer" ] && echo '  InputDevice "pointer" "CorePointer"'
+    echo 'EndSection'
+    for role in keyboard pointer; do
+        eval node=\$$role
+        [ -n "$node" ] || continue
+        echo 'Section "InputDevice"'
+        echo "  Identifier \"$role\""
+        echo '  Driver "libinput"'
+        echo "  Option \"Device\" \"$node\""
+        echo 'EndSection'
+    done
+} >"$conf"
+
+mkdir -p /tmp/.X11-unix
+chmod 1777 /tmp/.X11-unix
+# Xorg tells its parent it is ready with SIGUSR1 when it inherits USR1 ignored.
+ready=
+trap 'ready=1' USR1
+(trap '' USR1; exec Xorg :0 vt1 -config "$conf" -nolisten tcp -noreset -novtswitch \
+    -logfile /run/Xorg.log 2>/run/Xorg.err) &
+xorg=$!
+n=0
+while [ -z "$ready" ] && [ "$n" -lt 1200 ]; do
+    kill -0 "$xorg" 2>/dev/null || break
+    n=$((n + 1))
+    $bb usleep 50000
+done
+if [ -n "$ready" ]; then
+    say "display-ready"
+else
+    say "Xorg failed"
+    grep -E "EE|WW" /run/Xorg.log >"$console" 2>/dev/null
+    dmesg | grep -iE "virtio|drm|input|gpu|mmio" >"$console"
+    for d in /sys/bus/virtio/devices/*; do
+        echo "$d $(cat $d/device) $(readlink $d/driver)" >"$console"
+    done
+fi
+
+export DISPLAY=:0 HOME=@HOME@ USER=@USER@ XDG_RUNTIME_DIR=/tmp/runtime-@UID@
+export GENOS_HEADLESS GENOS_WM GENOS_APPS
+mkdir -p "$XDG_RUNTIME_DIR"
+chown @UID@:@UID@ "$XDG_RUNTIME_DIR"
+chmod 0700 "$XDG_RUNTIME_DIR"
+setpriv --reuid=@UID@ --regid=@UID@ --init-groups @SESSION@ </dev/null >/dev/null 2>&1 &
+
+while kill -0 "$xorg" 2>/dev/null; do wait "$xorg"; done
+say "display server exited"
+stop_all
+"""
+
+
+VM_SESSION = r"""#!/bin/sh
+# genos-vm-session: the window manager and apps of a GenOS VM, as the session user.
+cd "$HOME" || cd /
+if [ "${GENOS_HEADLESS:-0}" = 1 ]; then
+    exec xterm -maximized
+fi
+case ${GENOS_WM:-openbox} in
+    openbox) openbox & ;;
+    icewm) icewm-session & ;;
+    fluxbox) fluxbox & ;;
+    xfce) xfce4-session & ;;
+esac
+printf '%s\n' "${GENOS_APPS:-}" | while IFS= read -r cmd; do
+    [ -n "$cmd" ] && sh -c "$cmd" &
+done
+wait
+"""
+
+
+def vm_init() -> str:
+    """The root's init script, with the session user filled in."""
+    return (
+        VM_INIT.replace("@HOME@", USER_HOME)
+        .replace("@USER@", USER_NAME)
+        .replace("@UID@", str(USER_UID))
+        .replace("@SESSION@", VM_SESSION_PATH)
+    )
+
+
+def guest_config(
+    spec: EnvironmentSpec,
+    *,
+    address: str | None = None,
+    gateway: str | None = None,
+    dns: tuple[str, ...] = (),
+    hosts: tuple[tuple[str, str], ...] = (),
+) -> str:
+    """The fw_cfg file ``genos-vm-init`` sources: one shell assignment per setting.
+
+    Args:
+        spec: the environment.
+        address: the guest's IPv4 address with prefix (``10.213.0.6/30``), if it has a NIC.
+        gateway: its default route.
+        dns: resolvers for ``/etc/resolv.conf``.
+        hosts: ``(name, address)`` pins for ``/etc/hosts``.
+
+    Returns:
+        The file's text (every value shell-quoted).
+    """
+    commands = [" ".join(app.command.splitlines()) for app in spec.apps if app.command]
+    values = {
+        "GENOS_RESOLUTION": str(spec.display.resolution),
+        "GENOS_WM": spec.display.window_manager.value,
+        "GENOS_HEADLESS": "1" if spec.display.headless else "0",
+        "GENOS_APPS": "\n".join(commands),
+        "GENOS_IP": address or "",
+        "GENOS_GATEWAY": gateway or "",
+        "GENOS_DNS": " ".join(dns),
+        "GENOS_HOSTS": "\n".join(f"{ip} {name}" for name, ip in hosts),
+    }
+    return "".join(f"{key}={shlex.quote(value)}\n" for key, value in values.items())

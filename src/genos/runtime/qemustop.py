@@ -1,0 +1,175 @@
+"""Starting and stopping one QEMU process, and releasing everything a VM holds.
+
+Launch: the wrapper of :mod:`genos.runtime.qemucmd` plus QEMU's argv, umask
+077 (its sockets are 0600), its own session, stdout and stderr to
+``qemu.log``; the pid goes into the VM's cgroup at once. Stop: graceful, then
+forceful - ACPI power button (the guest powers off cleanly), QMP ``quit``,
+SIGKILL - each step bounded by a deadline. Release: the process, anything
+left in the cgroup, the network namespace, the cgroup, the directories (disk
+overlay and saved state with them) and the uid slot, each attempted even
+when an earlier one failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from genos.errors import ExternalError, GenOSError
+from genos.runtime import qemuhost, qemuqmp
+from genos.runtime.ocienv import alive, log_tail
+from genos.runtime.qemuhost import VmPaths
+from genos.sandbox.network import NetworkSandbox
+
+logger = logging.getLogger("genos.runtime.qemu")
+QUIT_TIMEOUT = 5.0
+
+
+async def launch(argv: list[str], paths: VmPaths, timeout: float = 30.0) -> int:
+    """Start QEMU detached (see the module docstring); its pid once it has written it.
+
+    ``setsid --fork`` leaves QEMU to init, so it outlives the control plane
+    and nobody here has to reap it (``-daemonize`` would fork after the
+    seccomp sandbox forbids it).
+
+    Raises:
+        ExternalError: it could not be started or exited at once (its log in ``detail``).
+    """
+    paths.pidfile.unlink(missing_ok=True)
+    log = os.open(paths.qemu_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        starter = await asyncio.create_subprocess_exec(
+            "setsid", "--fork", *argv, "-pidfile", str(paths.pidfile),
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, umask=0o077,
+        )  # fmt: skip
+    except OSError as exc:
+        raise ExternalError(f"cannot start QEMU: {exc}") from exc
+    finally:
+        os.close(log)
+    deadline = time.monotonic() + timeout
+    while (pid := qemu_pid(paths, _read_pid(paths.pidfile))) is None:
+        if starter.returncode not in (None, 0) or time.monotonic() > deadline:
+            raise ExternalError("QEMU did not start", detail=log_tail(paths.qemu_log))
+        await asyncio.sleep(0.01)
+    await starter.wait()
+    return pid
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def qemu_pid(paths: VmPaths, pid: int | None) -> int | None:
+    """``pid`` if it is this VM's QEMU and still runs (not a zombie, not a reused pid)."""
+    if not pid or not alive(pid):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return pid if f"genos-{paths.env_id}".encode() in cmdline else None
+
+
+async def wait_exit(pid: int, timeout: float) -> bool:
+    """Poll until ``pid`` has exited; False if it still runs at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not alive(pid):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+
+
+async def stop(paths: VmPaths, pid: int, graceful: float) -> None:
+    """Power the VM off: power button (if it runs), ``quit``, then SIGKILL.
+
+    Args:
+        paths: the VM's paths (for its monitor).
+        pid: QEMU's pid.
+        graceful: seconds the guest gets to power off by itself.
+
+    Raises:
+        ExternalError: QEMU survived SIGKILL.
+    """
+    log = logger.getChild(paths.env_id)
+    with contextlib.suppress(GenOSError):
+        if await qemuqmp.status(paths.qmp, timeout=2.0) == "running":
+            async with qemuqmp.monitor(paths.qmp, timeout=2.0) as client:
+                await qemuqmp.call(client, "system_powerdown")
+            if await wait_exit(pid, graceful):
+                log.info("powered off")
+                return
+    with contextlib.suppress(GenOSError):
+        async with qemuqmp.monitor(paths.qmp, timeout=2.0) as client:
+            await qemuqmp.call(client, "quit")
+    if await wait_exit(pid, QUIT_TIMEOUT):
+        return
+    log.warning("QEMU %d ignored quit; killing it", pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    if not await wait_exit(pid, QUIT_TIMEOUT):
+        raise ExternalError(f"QEMU {pid} survived SIGKILL")
+
+
+async def release(
+    paths: VmPaths,
+    run_root: Path,
+    *,
+    pid: int | None,
+    network: NetworkSandbox | None,
+    graceful: float,
+) -> list[str]:
+    """Release everything the VM holds (see the module docstring).
+
+    Returns:
+        One line per step that failed (empty: nothing is left).
+    """
+    problems: list[str] = []
+    if pid is not None:
+        try:
+            await stop(paths, pid, graceful)
+        except GenOSError as exc:
+            problems.append(f"stop: {exc}")
+    for task in qemuhost.cgroup_tasks(paths.env_id):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(task, signal.SIGKILL)
+        await wait_exit(task, QUIT_TIMEOUT)
+    if network is not None:
+        try:
+            await asyncio.to_thread(network.teardown, paths.env_id)
+        except GenOSError as exc:
+            problems.append(f"network: {exc}")
+    busy = await _remove_cgroup(paths.env_id, QUIT_TIMEOUT)
+    if busy:
+        problems.append(f"cgroup busy: {', '.join(map(str, busy))}")
+    for directory in (paths.root, paths.data):
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(shutil.rmtree, directory)
+        if directory.exists():
+            problems.append(f"could not remove {directory}")
+    try:
+        qemuhost.release_uid(run_root, paths.env_id)
+    except (GenOSError, OSError) as exc:
+        problems.append(f"uid slot: {exc}")
+    return problems
+
+
+async def _remove_cgroup(env_id: str, timeout: float) -> list[Path]:
+    # An exited QEMU holds its cgroup until init has reaped it.
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = qemuhost.remove_cgroup(env_id)
+        if not busy or time.monotonic() > deadline:
+            return busy
+        await asyncio.sleep(0.02)
