@@ -52,15 +52,20 @@ class Admission:
 
     async def _pass(self) -> None:
         used = await self._life.registry.host_usage(self._life.host_name)
-        blocked = False
+        admit: list[Environment] = []
+        wait: list[Environment] = []
         for env in await self._life.registry.queue():
-            if not blocked and self._capacity.fits(used, env.cpus, env.memory_mb):
-                if await self._start(env):
-                    used = used.plus(env.cpus, env.memory_mb)
-                continue
-            blocked = True  # strict order: nothing overtakes the head of the queue
-            if env.state is State.REQUESTED:
-                await self._queue(env)
+            if not wait and self._capacity.fits(used, env.cpus, env.memory_mb):
+                admit.append(env)
+                used = used.plus(env.cpus, env.memory_mb)
+            elif env.state is State.REQUESTED or not wait:
+                wait.append(env)  # strict order: nothing overtakes the head of the queue
+        # Decided in queue order, written together (one group commit for many).
+        # One that was cancelled meanwhile frees its place for the next pass.
+        await asyncio.gather(
+            *(self._start(env) for env in admit),
+            *(self._queue(env) for env in wait if env.state is State.REQUESTED),
+        )
 
     async def _queue(self, env: Environment) -> None:
         reason = f"waiting for capacity ({env.cpus:g} cpus, {env.memory_mb} MB)"
