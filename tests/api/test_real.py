@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from genos.api.views import TCG_NOTE
 from genos.runtime.images import ImageStore, Layer
 from genos.spec import EnvironmentSpec, dump
 from tests.api.test_server import BIN, Server, as_json, genos, start_server, stop
@@ -23,7 +26,10 @@ def real_server(
     tmp_path_factory: pytest.TempPathFactory, image_store: ImageStore, desktop_layers: list[Layer]
 ) -> Iterator[Server]:
     """``genos serve --driver oci`` over the warm test image store."""
-    root = tmp_path_factory.mktemp("real") / "data"
+    # Under /var/tmp: QEMU's own user must traverse every parent (pytest's are 0700).
+    top = Path(tempfile.mkdtemp(prefix="genos-real-", dir="/var/tmp"))
+    top.chmod(0o711)
+    root = top / "data"
     args = [
         "--driver",
         "oci",
@@ -40,6 +46,7 @@ def real_server(
         yield Server(url, root, token, process)
     finally:
         stop(process)
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def test_up_show_connect_rm_with_a_real_desktop(
@@ -78,3 +85,39 @@ def test_up_show_connect_rm_with_a_real_desktop(
     assert json.loads(metrics.stdout)["used"]["environments"] == 1
     assert as_json(genos(real_server, "rm", env["id"], "--json"))["state"] == "terminated"
     assert host_traces(env["id"], real_server.root) == NOTHING
+
+
+@pytest.mark.qemu
+def test_a_microvm_through_the_server(real_server: Server, tmp_path: Path) -> None:
+    """A microvm goes to the QEMU driver; TCG is said; connect speaks RFB; rm cleans up."""
+    spec = tmp_path / "micro.json"
+    micro = {"name": "micro-e2e", "tier": "microvm", "resources": {"memory_mb": 512}}
+    spec.write_text(json.dumps(micro))
+    env = as_json(genos(real_server, "up", "-f", str(spec), "--json"))
+    assert env["state"] == "running", env
+    host = as_json(genos(real_server, "host", "--json"))
+    if host["accelerator"] == "tcg":
+        assert env["tier_note"] == TCG_NOTE
+    assert "microvm: qemu" in host["runtimes"]
+    proc = subprocess.Popen(
+        [str(BIN / "genos"), "connect", env["id"], "--json"], env=real_server.env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        port = json.loads(proc.stdout.readline())["port"]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            assert sock.recv(12) == b"RFB 003.008\n"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    assert as_json(genos(real_server, "rm", env["id"], "--json"))["state"] == "terminated"
+    left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _names(p, env["id"])]
+    assert left == []
+
+
+def _names(proc: Path, env_id: str) -> bool:
+    try:
+        return f"genos-{env_id}".encode() in (proc / "cmdline").read_bytes()
+    except OSError:
+        return False

@@ -96,7 +96,10 @@ def make_driver(config: ServeConfig) -> Driver:
 
 async def build(config: ServeConfig) -> Service:
     """Open the registry, make the driver and the engine, and wrap them in a :class:`Service`."""
-    config.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Traversable, not listable: QEMU runs as its own user and must reach its
+    # VM's files below; everything secret inside is 0600/0700 itself.
+    config.root.mkdir(parents=True, exist_ok=True)
+    config.root.chmod(0o711)
     registry = await Registry.open(config.database_url)  # None: GENOS_DATABASE_URL or SQLite
     driver = make_driver(config)
     engine = Engine(registry, driver, config.capacity, host_name=socket.gethostname())

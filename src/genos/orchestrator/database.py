@@ -65,6 +65,10 @@ def connect(url: str, pool_size: int = 8) -> Engine:
         return create_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # Password and token hashes live here: root only (SQLite gives its -wal
+        # and -shm files the database file's mode).
+        os.close(os.open(parsed.database, os.O_WRONLY | os.O_CREAT, 0o600))
+        Path(parsed.database).chmod(0o600)
     engine = create_engine(url, pool_size=pool_size, max_overflow=0)
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
