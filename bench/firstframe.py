@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from playwright.sync_api import sync_playwright  # noqa: E402
+from playwright.sync_api import sync_playwright
+from tests.api.test_server import BIN, free_port, start_server, stop
+from tests.web.test_browser import CANVAS_PIXELS
 
-from genos.spec import App, EnvironmentSpec, dump  # noqa: E402
-from tests.api.test_server import BIN, free_port, start_server, stop  # noqa: E402
-from tests.web.test_browser import CANVAS_PIXELS  # noqa: E402
+from genos.spec import App, EnvironmentSpec, dump
 
 CACHE = Path(os.environ.get("GENOS_TEST_CACHE", "/var/cache/genos-test"))
 CHROMIUM = os.environ.get("GENOS_CHROMIUM", "/usr/bin/chromium")
@@ -119,9 +119,8 @@ def main() -> None:
     print(f"| genos up (create + start, until running) | {med(ups):.2f} |")
     print(f"| page to first frame, environment already running (baseline) | {med(warm):.2f} |")
     print(f"| genos up to first frame drawn (total) | {med(totals):.2f} |")
-    print(
-        f"ratio total/baseline: {med(totals) / med(warm):.1f}; all rounds: {[round(t, 2) for t in totals]}"
-    )
+    rounds = [round(t, 2) for t in totals]
+    print(f"ratio total/baseline: {med(totals) / med(warm):.1f}; all rounds: {rounds}")
 
 
 if __name__ == "__main__":
