@@ -11,7 +11,7 @@ APT_PACKAGES=(
   postgresql
   tigervnc-standalone-server tigervnc-tools xclip
   qemu-system-x86 qemu-utils e2fsprogs
-  nodejs npm chromium websockify
+  chromium websockify
 )
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -20,6 +20,11 @@ missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node and npm for the web client's build: Debian's packages unless some node
+# with npm is already installed (a nodejs that bundles npm conflicts with them).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
