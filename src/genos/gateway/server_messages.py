@@ -128,7 +128,11 @@ class _Relay:
         while n > 0:
             part = await self.stream.read_exact(min(n, self.chunk))
             n -= len(part)
-            await self.put(part)
+            if self.buffer or len(part) < self.chunk:
+                await self.put(part)
+            else:  # a whole chunk and nothing pending: pass it on without copying it again
+                self.total += len(part)
+                await self.emit(part)
 
     async def flush(self) -> None:
         if self.buffer:
