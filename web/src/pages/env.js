@@ -15,6 +15,7 @@ export function envPage(root, { id }, ctx) {
   const progress = progressCard(id);
   let desk = null;
   let reconcileTimer = null;
+  let early = null;
 
   const update = () => {
     // Batch bursts (the stream replays history on connect) into one redraw.
@@ -25,7 +26,8 @@ export function envPage(root, { id }, ctx) {
   function reconcile() {
     if (ctx.signal.aborted || !view.state) return;
     if (DESKTOP.has(view.state)) {
-      if (!desk) desk = mountDesktop(root, id, ctx, setState);
+      if (!desk) desk = mountDesktop(root, id, ctx, setState, early);
+      early = null;
       desk.show(view.state);
     } else {
       if (desk) {
@@ -48,6 +50,9 @@ export function envPage(root, { id }, ctx) {
     desk?.destroy();
   });
 
+  // Ask for a display token alongside the record: a running desktop connects
+  // one round trip sooner (a refused token is simply asked for again later).
+  early = routes.displayToken(id, 'control').catch(() => null);
   routes.get(id, { signal: ctx.signal }).then((env) => {
     view.env = env;
     view.state = env.state;
@@ -129,11 +134,16 @@ function progressCard(id) {
 }
 
 /** The desktop view: noVNC, the overlay, connection figures; `show(state)` follows the env. */
-function mountDesktop(root, id, ctx, setState) {
+function mountDesktop(root, id, ctx, setState, early = null) {
   const container = h('div', { class: 'desktop', testid: 'desktop' });
   const veil = h('div', { class: 'veil', testid: 'veil', hidden: true });
+  let prefetched = early;
   const desktop = new DesktopSession(container, {
-    getPath: async () => (await routes.displayToken(id, 'control')).websocket,
+    getPath: async () => {
+      const ready = prefetched && (await prefetched);
+      prefetched = null;
+      return (ready ?? (await routes.displayToken(id, 'control'))).websocket;
+    },
   });
   const overlay = createOverlay(desktop, {
     envId: id,
