@@ -277,19 +277,29 @@ def connect(
     env_id: EnvId,
     port: Annotated[int, typer.Option(help="Local port (0: any free one).", min=0, max=65535)] = 0,
     view: Annotated[bool, typer.Option("--view", help="View only: no input reaches it.")] = False,
+    spice: Annotated[
+        bool, typer.Option("--spice", help="SPICE (VMs with protocol spice) instead of VNC.")
+    ] = False,
     as_json: Annotated[
-        bool, typer.Option("--json", help='Print {"port": P, "protocol": "vnc"} once listening.')
+        bool, typer.Option("--json", help='Print {"port": P, "protocol": ...} once listening.')
     ] = False,
 ) -> None:
-    """Open a local port for a native VNC viewer to the environment's desktop (until Ctrl-C)."""
+    """Open a local port for a native viewer of the environment's desktop (until Ctrl-C)."""
     import asyncio  # noqa: PLC0415
 
     from genos import connect as bridge  # noqa: PLC0415
 
+    protocol = "spice" if spice else "vnc"
+    if spice and view:
+        raise InputError("--view works with VNC only (SPICE input cannot be filtered)")
     with Client() as client:
-        ready = bridge.announce(as_json, env_id)
+        ready = bridge.announce(as_json, env_id, protocol)
         permission = "view" if view else "control"
-        asyncio.run(bridge.serve(client, env_id, port=port, permission=permission, ready=ready))
+        asyncio.run(
+            bridge.serve(
+                client, env_id, port=port, permission=permission, protocol=protocol, ready=ready
+            )
+        )
 
 
 def register(app: typer.Typer) -> None:

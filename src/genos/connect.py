@@ -1,4 +1,4 @@
-"""``genos connect``: a loopback port for a native VNC viewer, carried to the server over WebSocket.
+"""``genos connect``: a loopback port for a native viewer (VNC, or SPICE for VMs), over WebSocket.
 
 Each viewer connection on the local port gets a fresh short-lived display
 token from the API and its own WebSocket to
@@ -46,16 +46,19 @@ async def _pump_out(ws: ClientConnection, writer: asyncio.StreamWriter) -> None:
         await writer.drain()
 
 
-async def _bridge(
-    client: Client, env_id: str, permission: str, reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
+async def _bridge(  # noqa: PLR0917 - one viewer connection and what it is for
+    client: Client, env_id: str, permission: str, protocol: str,
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
 ) -> None:  # fmt: skip
     try:
         grant = await asyncio.to_thread(
             client.call, "POST", f"/v1/environments/{env_id}/display-token",
             {"permission": permission, "ttl": 60},
         )  # fmt: skip
-        async with connect(ws_url(client.url, grant["websocket"]), subprotocols=["binary"],  # type: ignore[list-item]
+        path = grant["websocket"]
+        if protocol != "vnc":  # the same token opens the protocol's own route
+            path = path.replace("/display?", f"/{protocol}?", 1)
+        async with connect(ws_url(client.url, path), subprotocols=["binary"],  # type: ignore[list-item]
                            max_size=None, compression=None) as ws:  # fmt: skip
             tasks = [
                 asyncio.create_task(_pump_in(reader, ws)),
@@ -77,7 +80,7 @@ async def _bridge(
 
 async def serve(
     client: Client, env_id: str, *, port: int = 0, permission: str = "control",
-    ready: Callable[[int], None] | None = None,
+    protocol: str = "vnc", ready: Callable[[int], None] | None = None,
 ) -> None:  # fmt: skip
     """Listen on 127.0.0.1:``port`` until cancelled; ``ready`` gets the bound port.
 
@@ -90,7 +93,7 @@ async def serve(
         raise ExternalError(f"{env_id} is {env['state']}, not running")
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _bridge(client, env_id, permission, reader, writer)
+        await _bridge(client, env_id, permission, protocol, reader, writer)
 
     try:
         server = await asyncio.start_server(handle, "127.0.0.1", port)
@@ -103,12 +106,14 @@ async def serve(
         await server.serve_forever()
 
 
-def announce(as_json: bool, env_id: str) -> Callable[[int], None]:
+def announce(as_json: bool, env_id: str, protocol: str = "vnc") -> Callable[[int], None]:
     """What ``genos connect`` prints once the port is bound."""
 
     def ready(port: int) -> None:
         if as_json:
-            print(json.dumps({"port": port, "protocol": "vnc"}), flush=True)
+            print(json.dumps({"port": port, "protocol": protocol}), flush=True)
+        elif protocol == "spice":
+            print(f"{env_id}: run remote-viewer spice://127.0.0.1:{port} (Ctrl-C ends)", flush=True)
         else:
             print(f"{env_id}: point a VNC viewer at 127.0.0.1:{port} (Ctrl-C ends)", flush=True)
 

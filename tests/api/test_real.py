@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -121,3 +122,50 @@ def _names(proc: Path, env_id: str) -> bool:
         return f"genos-{env_id}".encode() in (proc / "cmdline").read_bytes()
     except OSError:
         return False
+
+
+SPICE_MAGIC = b"REDQ"
+
+
+def spice_link(port: int) -> tuple[int, int]:
+    """Send a SPICE link message for the main channel; the reply's (major version, error)."""
+    mess = struct.pack("<IBBIII", 0, 1, 0, 0, 0, 18)  # connection 0, main channel, no caps
+    header = SPICE_MAGIC + struct.pack("<III", 2, 2, len(mess))
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(header + mess)
+        reply = b""
+        while len(reply) < 20:
+            chunk = sock.recv(64)
+            if not chunk:
+                break
+            reply += chunk
+    assert reply[:4] == SPICE_MAGIC, reply[:16]
+    major, _minor, _size, error = struct.unpack("<IIII", reply[4:20])
+    return major, error
+
+
+@pytest.mark.qemu
+def test_a_spice_vm_through_the_gateway(real_server: Server, tmp_path: Path) -> None:
+    """A spice vm answers a SPICE link through genos connect --spice; --view is refused."""
+    spec = tmp_path / "spice.json"
+    vm = {"name": "spice-e2e", "tier": "vm", "resources": {"memory_mb": 512},
+          "display": {"protocol": "spice"}}  # fmt: skip
+    spec.write_text(json.dumps(vm))
+    env = as_json(genos(real_server, "up", "-f", str(spec), "--json"))
+    assert env["state"] == "running", env
+    proc = subprocess.Popen(
+        [str(BIN / "genos"), "connect", env["id"], "--spice", "--json"], env=real_server.env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        announced = json.loads(proc.stdout.readline())
+        assert announced["protocol"] == "spice"
+        assert spice_link(announced["port"]) == (2, 0)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    refused = genos(real_server, "connect", env["id"], "--spice", "--view")
+    assert refused.returncode == 2
+    assert "VNC only" in refused.stderr
+    assert as_json(genos(real_server, "rm", env["id"], "--json"))["state"] == "terminated"

@@ -1,20 +1,29 @@
-"""The browser path to a desktop: ``WS /v1/environments/{id}/display?token=...`` carrying RFB.
+"""The paths to a desktop: ``WS /v1/environments/{id}/display?token=...`` carrying RFB,
+and ``WS .../spice?token=...`` carrying SPICE for VMs that serve it.
 
 The token (from ``POST .../display-token``) is checked before the socket is
 accepted; the display socket is looked up from the registry's environment
 and the driver, never from anything the client sends. A refused token closes
 the handshake with an HTTP 403 and nothing reaches the environment.
+
+RFB is parsed and policed message by message (see ``genos.gateway``). SPICE
+is carried as it is: the gateway checks the token and the environment, but
+does not parse SPICE's channels, so a SPICE session needs a ``control``
+token (input cannot be filtered out of it) and its clipboard follows the VM's
+agent, which QEMU gets only when the spec allows a clipboard at all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+from pathlib import Path
 
 from fastapi import APIRouter, WebSocket
 
 from genos.api.service import Service
-from genos.errors import GenOSError, TokenError
+from genos.errors import GenOSError, NotFoundError, TokenError
 from genos.gateway.policy import Grant
 from genos.gateway.server import grant_for_token
 from genos.gateway.session import ProxyOptions, proxy
@@ -71,3 +80,73 @@ async def display(websocket: WebSocket, env_id: str, token: str = "") -> None:
     log.info("%s: viewer left (%s: %s)", env_id, closed.side, closed.reason)
     with contextlib.suppress(GenOSError):
         await svc.engine.activity(env_id)
+
+
+@router.websocket("/v1/environments/{env_id}/spice")
+async def spice(websocket: WebSocket, env_id: str, token: str = "") -> None:
+    """Carry SPICE between a viewer (``genos connect --spice``) and a VM's SPICE server."""
+    svc: Service = websocket.app.state.service
+    client = websocket.client.host if websocket.client else "unknown"
+    try:
+        if not is_env_id(env_id) or len(token) > 2048:
+            raise TokenError("malformed", "bad environment id or token")
+        grant = await _authorise(svc, env_id, token)
+        if str(grant.permission) != "control":
+            raise TokenError("view_only", "SPICE carries input: it needs a control token")
+        env = await svc.engine.get(env_id)
+        if env.state is not State.RUNNING:
+            raise TokenError("not_running", f"the environment is {env.state.value}")
+        target = _endpoint(svc, env_id, "spice")
+        reader, writer = await asyncio.open_unix_connection(str(target))
+    except (GenOSError, OSError) as exc:
+        svc.audit_log.append(
+            action="spice", env_id=env_id[:40], client=client, outcome=str(exc)[:200]
+        )
+        await websocket.close(code=1008, reason=str(exc)[:120])
+        return
+    offered = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    svc.audit_log.append(
+        action="spice", env_id=env_id, user_id=grant.user_id, client=client, outcome="connected"
+    )
+    await _pipe(websocket, reader, writer)
+
+
+def _endpoint(svc: Service, env_id: str, protocol: str) -> Path:
+    endpoint = getattr(svc.engine.driver, "endpoint", None)
+    if endpoint is None:
+        raise NotFoundError(f"{protocol} display of environment", env_id)
+    path: Path = endpoint(env_id, protocol)
+    return path
+
+
+async def _pipe(
+    websocket: WebSocket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Bytes both ways until either side ends; both are closed after."""
+
+    async def inward() -> None:
+        while True:
+            message = await websocket.receive()
+            data = message.get("bytes")
+            if message["type"] == "websocket.disconnect" or not isinstance(data, bytes):
+                return
+            writer.write(data)
+            await writer.drain()
+
+    async def outward() -> None:
+        while data := await reader.read(1 << 16):
+            await websocket.send_bytes(data)
+
+    tasks = [asyncio.create_task(inward()), asyncio.create_task(outward())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        with contextlib.suppress(Exception):
+            await websocket.close()

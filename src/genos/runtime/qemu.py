@@ -232,6 +232,23 @@ class QemuDriver:
             raise NotFoundError("environment", env_id)
         return paths.vnc
 
+    def endpoint(self, env_id: str, protocol: str) -> Path:
+        """The unix socket of a display protocol besides VNC (``spice`` for a ``vm``).
+
+        Raises:
+            NotFoundError: no such environment, or it does not serve ``protocol``.
+        """
+        self._check(env_id)
+        if protocol == "vnc":
+            return self.display(env_id)
+        try:
+            record = self._record(env_id)
+        except (OSError, ValueError, GenOSError) as exc:
+            raise NotFoundError("environment", env_id) from exc
+        if protocol != "spice" or not record.get("machine", {}).get("spice"):
+            raise NotFoundError(f"{protocol} display of environment", env_id)
+        return self.paths(env_id).spice
+
     async def list_ids(self) -> list[str]:
         """Ids with any trace under this driver's roots: run dir, disk dir, uid slot."""
         return await asyncio.to_thread(self._ids_on_host)

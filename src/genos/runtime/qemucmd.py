@@ -53,6 +53,7 @@ class Machine:
     nic: bool
     spice: bool
     mac: str
+    spice_agent: bool = False  # the clipboard channel (the spec allows a clipboard)
 
 
 def smp(cpus: float) -> int:
@@ -96,12 +97,27 @@ def qemu_argv(machine: Machine, paths: VmPaths, *, incoming: bool = False) -> li
     else:
         argv += ["-M", "q35", "-device", f"virtio-vga,{size}"]
         if machine.spice:
-            argv += ["-spice", f"unix=on,addr={paths.spice},disable-ticketing=on"]
+            argv += spice_argv(paths.spice, agent=machine.spice_agent)
     if machine.nic:
         argv += ["-netdev", "tap,id=net0,ifname=tap0,script=no,downscript=no",
                  "-device", f"virtio-net-{bus},netdev=net0,mac={machine.mac}"]  # fmt: skip
     if incoming:
         argv += ["-S", "-incoming", "defer"]
+    return argv
+
+
+def spice_argv(socket: Path, *, agent: bool) -> list[str]:
+    """QEMU's SPICE server on a unix socket, with audio and USB redirection channels,
+    and the agent's channel (clipboard) when ``agent``."""
+    argv = ["-spice", f"unix=on,addr={socket},disable-ticketing=on",
+            "-audiodev", "spice,id=snd0", "-device", "ich9-intel-hda",
+            "-device", "hda-output,audiodev=snd0",
+            "-device", "qemu-xhci,id=xhci",
+            "-chardev", "spicevmc,id=usbredir0,name=usbredir",
+            "-device", "usb-redir,chardev=usbredir0,bus=xhci.0"]  # fmt: skip
+    if agent:
+        argv += ["-chardev", "spicevmc,id=vdagent,name=vdagent",
+                 "-device", "virtserialport,chardev=vdagent,name=com.redhat.spice.0"]  # fmt: skip
     return argv
 
 

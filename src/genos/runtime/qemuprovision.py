@@ -143,6 +143,7 @@ class Provision:
             nic=nic,
             spice=display.protocol is Protocol.SPICE and self.spec.tier is Tier.VM,
             mac=mac_for(self.env_id),
+            spice_agent=self.spec.security.clipboard.value != "none",
         )
 
 

@@ -112,6 +112,23 @@ class TierRouter:
             raise NotFoundError("environment", env_id)
         return driver.display(env_id)
 
+    def endpoint(self, env_id: str, protocol: str) -> Path:
+        """The socket of ``protocol`` (``vnc``, ``spice``) where the owning driver serves one.
+
+        Raises:
+            NotFoundError: unknown environment, or no such protocol there.
+        """
+        driver = self._owner.get(env_id)
+        if driver is None:
+            raise NotFoundError("environment", env_id)
+        if protocol == "vnc":
+            return driver.display(env_id)
+        endpoint = getattr(driver, "endpoint", None)
+        if endpoint is None:
+            raise NotFoundError(f"{protocol} display of environment", env_id)
+        path: Path = endpoint(env_id, protocol)
+        return path
+
     async def list_ids(self) -> list[str]:
         """Every environment any driver has on the host (and who has it, remembered)."""
         found: set[str] = set()
