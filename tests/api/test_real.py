@@ -6,7 +6,6 @@ import json
 import shutil
 import socket
 import struct
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from genos.api.views import TCG_NOTE
 from genos.runtime.images import ImageStore, Layer
 from genos.spec import EnvironmentSpec, dump
-from tests.api.test_server import BIN, Server, as_json, genos, start_server, stop
+from tests.api.test_server import Server, as_json, connected, genos, rfb_size, start_server, stop
 from tests.sandbox.probes import NOTHING, host_traces
 
 pytestmark = [pytest.mark.root, pytest.mark.runc, pytest.mark.server]
@@ -61,27 +60,8 @@ def test_up_show_connect_rm_with_a_real_desktop(
     shown = as_json(genos(real_server, "show", env["id"], "--json"))
     assert shown["usage"]["pids"] >= 3  # tini, the session, Xvnc
     assert shown["usage"]["memory_bytes"] > 10 << 20
-    proc = subprocess.Popen(
-        [str(BIN / "genos"), "connect", env["id"], "--json"], env=real_server.env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        port = json.loads(proc.stdout.readline())["port"]
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            assert sock.recv(12) == b"RFB 003.008\n"
-            sock.sendall(b"RFB 003.008\n")
-            assert sock.recv(2) == b"\x01\x01"
-            sock.sendall(b"\x01")
-            assert sock.recv(4) == b"\x00\x00\x00\x00"
-            sock.sendall(b"\x01")
-            init = b""
-            while len(init) < 4:
-                init += sock.recv(4 - len(init))
-            assert init == (1280).to_bytes(2, "big") + (800).to_bytes(2, "big")
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=10)
+    with connected(real_server, env["id"]) as announced:
+        assert rfb_size(announced["port"]) == (1280, 800)
     metrics = genos(real_server, "host", "--json")
     assert json.loads(metrics.stdout)["used"]["environments"] == 1
     assert as_json(genos(real_server, "rm", env["id"], "--json"))["state"] == "terminated"
@@ -100,18 +80,8 @@ def test_a_microvm_through_the_server(real_server: Server, tmp_path: Path) -> No
     if host["accelerator"] == "tcg":
         assert env["tier_note"] == TCG_NOTE
     assert "microvm: qemu" in host["runtimes"]
-    proc = subprocess.Popen(
-        [str(BIN / "genos"), "connect", env["id"], "--json"], env=real_server.env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        port = json.loads(proc.stdout.readline())["port"]
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            assert sock.recv(12) == b"RFB 003.008\n"
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=10)
+    with connected(real_server, env["id"]) as announced:
+        assert rfb_size(announced["port"]) == (1280, 800)  # QEMU's VNC shows the guest's Xorg
     assert as_json(genos(real_server, "rm", env["id"], "--json"))["state"] == "terminated"
     left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _names(p, env["id"])]
     assert left == []
@@ -153,18 +123,9 @@ def test_a_spice_vm_through_the_gateway(real_server: Server, tmp_path: Path) -> 
     spec.write_text(json.dumps(vm))
     env = as_json(genos(real_server, "up", "-f", str(spec), "--json"))
     assert env["state"] == "running", env
-    proc = subprocess.Popen(
-        [str(BIN / "genos"), "connect", env["id"], "--spice", "--json"], env=real_server.env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        announced = json.loads(proc.stdout.readline())
+    with connected(real_server, env["id"], "--spice") as announced:
         assert announced["protocol"] == "spice"
         assert spice_link(announced["port"]) == (2, 0)
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=10)
     refused = genos(real_server, "connect", env["id"], "--spice", "--view")
     assert refused.returncode == 2
     assert "VNC only" in refused.stderr

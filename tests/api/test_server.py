@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -238,31 +239,43 @@ def _schemathesis(url: str, token: str, cwd: Path) -> subprocess.CompletedProces
     )  # fmt: skip
 
 
-def test_connect_opens_a_local_port_that_speaks_rfb(server: Server) -> None:
-    """genos connect --json prints the port; a native client there completes RFB."""
-    env = as_json(genos(server, "up", "a desktop with xterm", "--json"))
+@contextlib.contextmanager
+def connected(server: Server, env_id: str, *flags: str) -> Iterator[dict[str, Any]]:
+    """``genos connect ID --json [flags]`` running; yields what it announced."""
     proc = subprocess.Popen(
-        [str(BIN / "genos"), "connect", env["id"], "--json"], env=server.env(),
+        [str(BIN / "genos"), "connect", env_id, "--json", *flags], env=server.env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        announced = json.loads(proc.stdout.readline())
-        assert announced["protocol"] == "vnc"
-        with socket.create_connection(("127.0.0.1", announced["port"]), timeout=10) as sock:
-            assert sock.recv(12) == b"RFB 003.008\n"
-            sock.sendall(b"RFB 003.008\n")
-            assert sock.recv(2) == b"\x01\x01"
-            sock.sendall(b"\x01")
-            assert sock.recv(4) == b"\x00\x00\x00\x00"
-            sock.sendall(b"\x01")
-            init = b""
-            while len(init) < 4:
-                init += sock.recv(4 - len(init))
-            assert init == (1280).to_bytes(2, "big") + (800).to_bytes(2, "big")
+        announced: dict[str, Any] = json.loads(proc.stdout.readline())
+        yield announced
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
+
+
+def rfb_size(port: int) -> tuple[int, int]:
+    """Complete RFB 3.8 (security None) on a local port; the framebuffer size."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        assert sock.recv(12) == b"RFB 003.008\n"
+        sock.sendall(b"RFB 003.008\n")
+        assert sock.recv(2) == b"\x01\x01"
+        sock.sendall(b"\x01")
+        assert sock.recv(4) == b"\x00\x00\x00\x00"
+        sock.sendall(b"\x01")
+        init = b""
+        while len(init) < 4:
+            init += sock.recv(4 - len(init))
+    return int.from_bytes(init[:2], "big"), int.from_bytes(init[2:], "big")
+
+
+def test_connect_opens_a_local_port_that_speaks_rfb(server: Server) -> None:
+    """genos connect --json prints the port; a native client there completes RFB."""
+    env = as_json(genos(server, "up", "a desktop with xterm", "--json"))
+    with connected(server, env["id"]) as announced:
+        assert announced["protocol"] == "vnc"
+        assert rfb_size(announced["port"]) == (1280, 800)
 
 
 def test_connect_to_an_unknown_environment_fails_cleanly(server: Server) -> None:

@@ -44,37 +44,46 @@ async def _authorise(svc: Service, env_id: str, token: str) -> Grant:
     return await grant_for_token(svc.gateway, token, env_id, security)
 
 
-@router.websocket("/v1/environments/{env_id}/display")
-async def display(websocket: WebSocket, env_id: str, token: str = "") -> None:
-    """Proxy a viewer (noVNC) to the environment's display, within the token's grant."""
+async def _admit(
+    websocket: WebSocket, env_id: str, token: str, protocol: str
+) -> tuple[Service, Grant, Path] | None:
+    """Check the token and the environment, then accept; None (and closed) when refused."""
     svc: Service = websocket.app.state.service
     client = websocket.client.host if websocket.client else "unknown"
     try:
         if not is_env_id(env_id) or len(token) > 2048:
             raise TokenError("malformed", "bad environment id or token")
         grant = await _authorise(svc, env_id, token)
+        if protocol != "vnc" and str(grant.permission) != "control":
+            raise TokenError("view_only", f"{protocol} carries input: it needs a control token")
         env = await svc.engine.get(env_id)
         if env.state is not State.RUNNING:
             raise TokenError("not_running", f"the environment is {env.state.value}")
-        target = svc.engine.driver.display(env_id)
+        target = _endpoint(svc, env_id, protocol)
     except GenOSError as exc:
         svc.audit_log.append(
-            action="display", env_id=env_id[:40], client=client, outcome=str(exc)[:200]
+            action=protocol, env_id=env_id[:40], client=client, outcome=str(exc)[:200]
         )
         await websocket.close(code=1008, reason=str(exc)[:120])
-        return
+        return None
     offered = websocket.scope.get("subprotocols") or []
     await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     svc.audit_log.append(
-        action="display",
-        env_id=env_id,
-        user_id=grant.user_id,
-        permission=str(grant.permission),
-        client=client,
-        outcome="connected",
-    )
+        action=protocol, env_id=env_id, user_id=grant.user_id,
+        permission=str(grant.permission), client=client, outcome="connected",
+    )  # fmt: skip
     with contextlib.suppress(GenOSError):
         await svc.engine.activity(env_id)
+    return svc, grant, target
+
+
+@router.websocket("/v1/environments/{env_id}/display")
+async def display(websocket: WebSocket, env_id: str, token: str = "") -> None:
+    """Proxy a viewer (noVNC) to the environment's display, within the token's grant."""
+    admitted = await _admit(websocket, env_id, token, "vnc")
+    if admitted is None:
+        return
+    svc, grant, target = admitted
     options = ProxyOptions(recordings=svc.root / "recordings")
     closed = await proxy(websocket_stream(websocket), target, grant, options)
     log.info("%s: viewer left (%s: %s)", env_id, closed.side, closed.reason)
@@ -85,34 +94,21 @@ async def display(websocket: WebSocket, env_id: str, token: str = "") -> None:
 @router.websocket("/v1/environments/{env_id}/spice")
 async def spice(websocket: WebSocket, env_id: str, token: str = "") -> None:
     """Carry SPICE between a viewer (``genos connect --spice``) and a VM's SPICE server."""
-    svc: Service = websocket.app.state.service
-    client = websocket.client.host if websocket.client else "unknown"
-    try:
-        if not is_env_id(env_id) or len(token) > 2048:
-            raise TokenError("malformed", "bad environment id or token")
-        grant = await _authorise(svc, env_id, token)
-        if str(grant.permission) != "control":
-            raise TokenError("view_only", "SPICE carries input: it needs a control token")
-        env = await svc.engine.get(env_id)
-        if env.state is not State.RUNNING:
-            raise TokenError("not_running", f"the environment is {env.state.value}")
-        target = _endpoint(svc, env_id, "spice")
-        reader, writer = await asyncio.open_unix_connection(str(target))
-    except (GenOSError, OSError) as exc:
-        svc.audit_log.append(
-            action="spice", env_id=env_id[:40], client=client, outcome=str(exc)[:200]
-        )
-        await websocket.close(code=1008, reason=str(exc)[:120])
+    admitted = await _admit(websocket, env_id, token, "spice")
+    if admitted is None:
         return
-    offered = websocket.scope.get("subprotocols") or []
-    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-    svc.audit_log.append(
-        action="spice", env_id=env_id, user_id=grant.user_id, client=client, outcome="connected"
-    )
+    _svc, _grant, target = admitted
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(target))
+    except OSError as exc:
+        await websocket.close(code=1011, reason=f"the SPICE server is not there: {exc.strerror}")
+        return
     await _pipe(websocket, reader, writer)
 
 
 def _endpoint(svc: Service, env_id: str, protocol: str) -> Path:
+    if protocol == "vnc":
+        return svc.engine.driver.display(env_id)
     endpoint = getattr(svc.engine.driver, "endpoint", None)
     if endpoint is None:
         raise NotFoundError(f"{protocol} display of environment", env_id)
