@@ -9,16 +9,10 @@ driven headless by Playwright; nothing is downloaded. Screenshots go to
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import os
 import secrets
 import shutil
-import socket
-import struct
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +22,9 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import sync_playwright
+
+from genos.api.security import totp
+from tests.api.test_server import start_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "web"
@@ -69,26 +66,6 @@ class User:
     id: str
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"genos serve exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"genos serve not ready in time:\n{log.read_text()[-4000:]}")
-
-
 @pytest.fixture(scope="session")
 def web_dist() -> Path:
     """The built web client (``bash web/build.sh`` when it is missing)."""
@@ -98,46 +75,24 @@ def web_dist() -> Path:
     return dist
 
 
+def _serve(top: Path, *args: str, artifact: str) -> Iterator[Server]:
+    """Run ``genos serve`` (tests/api's helper) with its data dir under ``top``."""
+    data = top / "data"
+    process, url = start_server(data, *args)
+    try:
+        yield Server(url, (data / "api" / "admin.token").read_text().strip(), data, process)
+    finally:
+        stop(process)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(top / f"serve-{url.rsplit(':', 1)[1]}.log", ARTIFACTS / artifact)
+
+
 @pytest.fixture(scope="session")
 def server(web_dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A ``genos serve --driver fake`` on a free loopback port, for the whole session."""
-    data = tmp_path_factory.mktemp("genos-data")
-    port = _free_port()
-    log = data / "serve.log"
-    env = {**os.environ, "GENOS_DATA_DIR": str(data)}
     # Generous capacity, so environments left running by one test never queue the next.
-    cmd = [
-        sys.executable,
-        "-m",
-        "genos",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--driver",
-        "fake",
-        "--cpus",
-        "64",
-        "--memory-mb",
-        "262144",
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, process, log, time.monotonic() + 60)
-        token = (data / "api" / "admin.token").read_text().strip()
-        yield Server(url, token, data, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(log, ARTIFACTS / "serve.log")
+    fake = ["--driver", "fake", "--cpus", "64", "--memory-mb", "262144"]
+    yield from _serve(tmp_path_factory.mktemp("genos-web"), *fake, artifact="serve.log")
 
 
 @pytest.fixture
@@ -153,13 +108,8 @@ def user(server: Server) -> User:
 
 
 def totp_now(secret: str, at: float | None = None) -> str:
-    """The current RFC 6238 code (SHA-1, 30 s, 6 digits) of a base32 secret."""
-    key = base64.b32decode(secret.upper() + "=" * (-len(secret) % 8))
-    counter = int((time.time() if at is None else at) // 30)
-    digest = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
-    offset = digest[-1] & 0x0F
-    code = (struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF) % 1_000_000
-    return f"{code:06d}"
+    """The current RFC 6238 code of a base32 secret."""
+    return totp(secret, time.time() if at is None else at)
 
 
 @pytest.fixture(scope="session")
@@ -222,43 +172,12 @@ def shot(page: Any, name: str) -> Path:
 @pytest.fixture(scope="module")
 def oci_server(web_dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A ``genos serve --driver oci`` (real runc environments) for one module."""
-    data = tmp_path_factory.mktemp("genos-oci")
-    port = _free_port()
-    log = data / "serve.log"
-    env = {**os.environ, "GENOS_DATA_DIR": str(data)}
     # Share the test session's layer store (tests/conftest.py): a rerun builds nothing.
     images = Path(os.environ.get("GENOS_TEST_CACHE", "/var/cache/genos-test")) / "images"
-    cmd = [
-        sys.executable,
-        "-m",
-        "genos",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--driver",
-        "oci",
-        "--images-dir",
-        str(images),
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, process, log, time.monotonic() + 120)
-        server = Server(url, (data / "api" / "admin.token").read_text().strip(), data, process)
+    real = ["--driver", "oci", "--images-dir", str(images)]
+    for server in _serve(tmp_path_factory.mktemp("genos-oci"), *real, artifact="serve-oci.log"):
         yield server
         _terminate_all(server)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(log, ARTIFACTS / "serve-oci.log")
 
 
 def _terminate_all(server: Server) -> None:
