@@ -60,6 +60,14 @@ def serve(  # noqa: PLR0917 - Typer parameters
     images_dir: Annotated[
         Path | None, typer.Option(help="The image layer store (default: <data dir>/images).")
     ] = None,
+    vnc_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Also listen for native VNC viewers here (a token line first).", min=1, max=65535
+        ),
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate for --vnc-port.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="TLS key for --vnc-port.")] = None,
 ) -> None:
     """Run the API, the gateway's WebSocket path and the web client (first start: admin token)."""
     from genos.api.serve import ServeConfig, run  # noqa: PLC0415 - server deps load only here
@@ -80,6 +88,9 @@ def serve(  # noqa: PLR0917 - Typer parameters
         public_url=public_url,
         capacity=capacity,
         images_dir=images_dir,
+        vnc_port=vnc_port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     run(config)
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -302,3 +303,57 @@ def test_serve_on_a_busy_port_fails_in_one_line(tmp_path: Path) -> None:
         result.stderr.strip() == f"genos: cannot listen on 127.0.0.1:{port}: Address already in use"
     )
     assert not (tmp_path / "data" / "api" / "admin.token").exists()
+
+
+def test_native_vnc_listener_takes_a_token_line_then_rfb(tmp_path: Path) -> None:
+    """With --vnc-port, a viewer sends GENOS <id> <token> and gets RFB; a bad token gets nothing."""
+    vnc_port = free_port()
+    root = tmp_path / "data"
+    process, url = start_server(root, "--driver", "fake", "--vnc-port", str(vnc_port))
+    headers = {"Authorization": f"Bearer {(root / 'api' / 'admin.token').read_text().strip()}"}
+    try:
+        body = {"prompt": "a desktop with xterm", "wait": True}
+        env = httpx.post(f"{url}/v1/environments", json=body, headers=headers, timeout=60).json()
+        grant = httpx.post(
+            f"{url}/v1/environments/{env['id']}/display-token", json={}, headers=headers
+        ).json()
+        with socket.create_connection(("127.0.0.1", vnc_port), timeout=10) as sock:
+            sock.sendall(f"GENOS {env['id']} {grant['token']}\n".encode())
+            assert sock.recv(12) == b"RFB 003.008\n"
+        with socket.create_connection(("127.0.0.1", vnc_port), timeout=10) as sock:
+            sock.sendall(f"GENOS {env['id']} {grant['token'][:-4]}AAAA\n".encode())
+            assert sock.recv(12) == b""  # refused before any RFB byte
+    finally:
+        stop(process)
+
+
+def test_native_vnc_listener_speaks_tls(tmp_path: Path) -> None:
+    """With --tls-cert/--tls-key the native listener is TLS; the token line and RFB run inside."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    vnc_port = free_port()
+    root = tmp_path / "data"
+    tls = ["--tls-cert", str(cert), "--tls-key", str(key)]
+    process, url = start_server(root, "--driver", "fake", "--vnc-port", str(vnc_port), *tls)
+    headers = {"Authorization": f"Bearer {(root / 'api' / 'admin.token').read_text().strip()}"}
+    try:
+        body = {"prompt": "a desktop with xterm", "wait": True}
+        env = httpx.post(f"{url}/v1/environments", json=body, headers=headers, timeout=60).json()
+        grant = httpx.post(
+            f"{url}/v1/environments/{env['id']}/display-token", json={}, headers=headers
+        ).json()
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False  # the test certificate names an address, not a host
+        with (
+            socket.create_connection(("127.0.0.1", vnc_port), timeout=10) as raw,
+            context.wrap_socket(raw) as sock,
+        ):
+            assert sock.version() is not None
+            sock.sendall(f"GENOS {env['id']} {grant['token']}\n".encode())
+            assert sock.recv(12) == b"RFB 003.008\n"
+    finally:
+        stop(process)

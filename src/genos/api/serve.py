@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import socket
+import ssl
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +24,18 @@ import uvicorn
 
 from genos.api.app import create_app
 from genos.api.service import Service
-from genos.errors import CapabilityError, GenOSError, InputError
+from genos.errors import CapabilityError, GenOSError, InputError, NotFoundError
 from genos.gateway.fake import FakeDisplay
+from genos.gateway.server import serve_tcp, token_preamble
+from genos.gateway.session import ProxyOptions
 from genos.gateway.tokens import TokenAuthority
 from genos.orchestrator.capacity import Capacity
 from genos.orchestrator.engine import Engine
 from genos.orchestrator.registry import Registry
+from genos.orchestrator.states import State
 from genos.runtime.driver import Driver
 from genos.runtime.fake import FakeDriver
-from genos.spec import Tier
+from genos.spec import Security, Tier
 
 log = logging.getLogger("genos.api.serve")
 DriverName = Literal["oci", "fake"]
@@ -50,6 +54,9 @@ class ServeConfig:
     web_dir: Path | None = None
     capacity: Capacity | None = None
     images_dir: Path | None = None
+    vnc_port: int | None = None  # the native RFB listener (viewers send a token line first)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 class DemoDriver(FakeDriver):
@@ -127,11 +134,15 @@ async def serve(config: ServeConfig, *, announce: bool = True) -> None:
     if not 0 < config.port < 65536:
         raise InputError(f"port {config.port} is out of range")
     _check_bind(config.host, config.port)
+    if config.vnc_port is not None:
+        _check_bind(config.host, config.vnc_port)
     service = await build(config)
+    native: asyncio.Server | None = None
     try:
         token = await service.bootstrap_admin()
         if token is not None and announce:
             _announce(service, token)
+        native = await _native_listener(service, config)
         app = create_app(service, web_dir=config.web_dir, manage=True)
         server = uvicorn.Server(
             uvicorn.Config(
@@ -146,10 +157,53 @@ async def serve(config: ServeConfig, *, announce: bool = True) -> None:
         )
         await server.serve()
     finally:
+        if native is not None:
+            native.close()
+            await native.wait_closed()
         driver = service.engine.driver
         with contextlib.suppress(GenOSError):
             await driver.aclose()
         await service.engine.registry.aclose()
+
+
+async def _native_listener(service: Service, config: ServeConfig) -> asyncio.Server | None:
+    """The TCP listener for native VNC viewers (``--vnc-port``), TLS with ``--tls-cert/--tls-key``.
+
+    A viewer first sends one line ``GENOS <env_id> <display token>``; the
+    gateway checks it, then speaks RFB as on the WebSocket path.
+    """
+    if config.vnc_port is None:
+        return None
+    engine = service.engine
+
+    async def resolve(env_id: str) -> Path:
+        env = await engine.get(env_id)
+        if env.state is not State.RUNNING:
+            raise NotFoundError("running environment", env_id)
+        return engine.driver.display(env_id)
+
+    async def security(env_id: str) -> Security:
+        return (await engine.get(env_id)).spec.security
+
+    context = _tls(config.tls_cert, config.tls_key)
+    options = ProxyOptions(recordings=service.root / "recordings")
+    authorize = token_preamble(service.gateway, security)
+    return await serve_tcp(
+        config.host, config.vnc_port, resolve, authorize, ssl=context, options=options
+    )
+
+
+def _tls(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise InputError("TLS needs both --tls-cert and --tls-key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise InputError(f"cannot load the TLS certificate or key: {exc}") from exc
+    return context
 
 
 def _check_bind(host: str, port: int) -> None:
