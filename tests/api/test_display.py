@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from typing import Any
 
@@ -11,6 +12,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from genos.gateway.recording import read_recording
 from tests.api.conftest import Api
 
 pytestmark = pytest.mark.anyio
@@ -134,3 +136,38 @@ async def test_connections_lists_live_viewers(api: httpx.AsyncClient, live: str)
         assert [c["permission"] for c in conns] == ["view"]
         assert conns[0]["user_id"] == env["owner"]
     assert websockets.__version__
+
+
+async def test_a_recorded_session_replays_byte_for_byte(
+    api: httpx.AsyncClient, api_app: Api, live: str
+) -> None:
+    """With security.recording the session is recorded; replay sends the same bytes in order."""
+    spec = {"name": "rec", "security": {"recording": True}}
+    env = (await api.post("/v1/environments", json={"spec": spec, "wait": True})).json()
+    token = await token_for(api, env["id"])
+    async with connect(f"ws://{live}{token['websocket']}") as ws:
+        reader, _w, _h = await handshake(ws)
+        await ws.send(struct.pack("!BBHHHH", 3, 0, 0, 0, 8, 8))
+        await reader.read(4 + 12 + 8 * 8 * 4)
+    listed = (await api.get(f"/v1/environments/{env['id']}/recordings")).json()
+    assert len(listed) == 1
+    name = listed[0]["name"]
+    path = api_app.service.root / "recordings" / env["id"] / name
+    for _ in range(200):  # the proxy closes the file as the viewer leaves
+        recorded = b"".join(data for _, data in read_recording(path))
+        if len(recorded) >= 12 + 2 + 4 + 24 + 4 + 12 + 256:
+            break
+        await asyncio.sleep(0.01)
+    grant = (await api.post(f"/v1/environments/{env['id']}/recordings/{name}/token")).json()
+    got = b""
+    async with connect(f"ws://{live}{grant['websocket']}") as ws:
+        while len(got) < len(recorded):
+            got += await ws.recv()  # type: ignore[operator]
+    assert got == recorded
+    assert got.startswith(b"RFB 003.008\n")
+    bad = await api.post(f"/v1/environments/{env['id']}/recordings/../../etc/passwd/token")
+    assert bad.status_code == 404
+    other = await api.post(
+        f"/v1/environments/{env['id']}/recordings/20260101T000000-x.rfbrec/token"
+    )
+    assert other.status_code == 404

@@ -400,3 +400,25 @@ def test_real_desktop_types_into_xterm(oci_server: Server, user_oci: User, open_
     )
     assert found.read_text().strip() == marker
     shot(page, "real-desktop-typed")
+
+
+def test_a_recorded_session_replays_in_the_browser(
+    server: Server, user: User, open_page: Any
+) -> None:
+    """A session of a recorded environment appears under Recordings and plays back on the canvas."""
+    spec = {"name": "recorded", "security": {"recording": True}}
+    with server.client(user.token) as api:
+        env_id = api.post("/v1/environments", json={"spec": spec, "wait": True}).json()["id"]
+    page = open_page(**DESKTOP)
+    sign_in(page, server, user)
+    page.goto(f"{server.url}/#/env/{env_id}")
+    wait_desktop(page)
+    page.goto(f"{server.url}/#/envs")  # leaving the desktop ends (and closes) the recording
+    page.get_by_test_id("env-action-recordings").first.click()
+    recording = page.get_by_test_id("recording")
+    expect(recording).to_have_count(1)
+    recording.click()
+    pixels = wait_desktop(page)
+    assert (pixels["width"], pixels["height"]) == (1280, 800)
+    expect(page.get_by_test_id("env-state")).to_have_text("replay")
+    shot(page, "replay")

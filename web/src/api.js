@@ -124,5 +124,8 @@ export const routes = {
   displayToken: (id, permission) => api('POST', `${env(id)}/display-token`, { permission }),
   connections: (id, opts) => api('GET', `${env(id)}/connections`, undefined, opts),
   eventsPath: (id) => `${env(id)}/events`,
+  recordings: (id) => api('GET', `${env(id)}/recordings`),
+  replayToken: (id, name) =>
+    api('POST', `${env(id)}/recordings/${encodeURIComponent(name)}/token`),
   displayPath: (id, token) => `${env(id)}/display?token=${encodeURIComponent(token)}`,
 };

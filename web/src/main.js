@@ -5,6 +5,7 @@ import { composePage } from './pages/compose.js';
 import { envPage } from './pages/env.js';
 import { envsPage } from './pages/envs.js';
 import { loginPage } from './pages/login.js';
+import { recordingsPage, replayPage } from './pages/replay.js';
 import { viewPage } from './pages/view.js';
 import { go, route, start } from './router.js';
 
@@ -13,6 +14,8 @@ route('#/login', (root, _params, ctx) => loginPage(root, { next: '#/' }, ctx), {
 route('#/envs', envsPage);
 route('#/env/:id', envPage);
 route('#/view/:id/:token', viewPage, { auth: false });
+route('#/recordings/:id', recordingsPage);
+route('#/replay/:id/:name', replayPage);
 
 document.getElementById('signout')?.addEventListener('click', async () => {
   try {

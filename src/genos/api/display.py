@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from pathlib import Path
 
 from fastapi import APIRouter, WebSocket
@@ -25,6 +26,7 @@ from fastapi import APIRouter, WebSocket
 from genos.api.service import Service
 from genos.errors import GenOSError, NotFoundError, TokenError
 from genos.gateway.policy import Grant
+from genos.gateway.recording import read_recording
 from genos.gateway.server import grant_for_token
 from genos.gateway.session import ProxyOptions, proxy
 from genos.gateway.streams import websocket_stream
@@ -144,5 +146,62 @@ async def _pipe(
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+        with contextlib.suppress(Exception):
+            await websocket.close()
+
+
+RECORDING_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}-[A-Za-z0-9._-]{1,64}\.rfbrec$")
+REPLAY_MAX_GAP = 2.0  # seconds: longer pauses in a recording are shortened to this
+
+
+def recording_path(svc: Service, env_id: str, name: str) -> Path:
+    """The file of one recording (names are checked; nothing outside the env's folder).
+
+    Raises:
+        NotFoundError: no such recording.
+    """
+    path = svc.root / "recordings" / env_id / name
+    if not is_env_id(env_id) or not RECORDING_NAME.fullmatch(name) or not path.is_file():
+        raise NotFoundError("recording", name[:80])
+    return path
+
+
+@router.websocket("/v1/environments/{env_id}/recordings/{name}/replay")
+async def replay(websocket: WebSocket, env_id: str, name: str, token: str = "") -> None:
+    """Play a recorded session back to a viewer (noVNC), at its own pace; input is ignored."""
+    svc: Service = websocket.app.state.service
+    try:
+        if len(token) > 2048:
+            raise TokenError("malformed", "bad token")
+        svc.gateway.verify(token, env_id)
+        path = recording_path(svc, env_id, name)
+        frames = await asyncio.to_thread(lambda: list(read_recording(path)))
+    except (GenOSError, ValueError, OSError) as exc:
+        await websocket.close(code=1008, reason=str(exc)[:120])
+        return
+    offered = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+
+    async def drain() -> None:  # the viewer's handshake and requests go nowhere
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+
+    async def play() -> None:
+        previous: int | None = None
+        for stamp, data in frames:
+            if previous is not None:
+                await asyncio.sleep(min((stamp - previous) / 1e9, REPLAY_MAX_GAP))
+            previous = stamp
+            await websocket.send_bytes(data)
+
+    tasks = [asyncio.create_task(drain()), asyncio.create_task(play())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if tasks[1].done() and not tasks[0].done():
+            await asyncio.wait([tasks[0]], timeout=3600)  # the last frame stays up until they leave
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await websocket.close()

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from genos.api import schemas, views
 from genos.api.deps import CallerDep, ServiceDep, visible_env
+from genos.api.display import recording_path
 from genos.api.errors import ApiError
 from genos.api.schemas import ErrorBody
 from genos.api.service import Service
@@ -258,3 +259,39 @@ def connection(stats: Any) -> dict[str, Any]:
         "bytes_to_client": stats.bytes_to_client,
         "started_at": stats.started_at,
     }
+
+
+@router.get(
+    "/environments/{env_id}/recordings", response_model=list[schemas.RecordingOut], responses=ENV
+)
+async def recordings(env_id: str, svc: ServiceDep, who: CallerDep) -> JSONResponse:
+    """The environment's session recordings (``security.recording``), oldest first."""
+    await visible_env(svc, who, env_id)
+    folder = svc.root / "recordings" / env_id
+    found = sorted(folder.glob("*.rfbrec")) if folder.is_dir() else []
+    return respond([{"name": p.name, "bytes": p.stat().st_size} for p in found])
+
+
+@router.post(
+    "/environments/{env_id}/recordings/{name}/token",
+    response_model=schemas.DisplayTokenOut,
+    responses=ENV,
+)
+async def replay_token(
+    env_id: str, name: str, request: Request, svc: ServiceDep, who: CallerDep
+) -> JSONResponse:
+    """A short-lived token to replay one recording (``WS .../recordings/{name}/replay``)."""
+    await visible_env(svc, who, env_id)
+    recording_path(svc, env_id, name)
+    token = svc.gateway.issue(env_id, who.user.id, Permission.VIEW, ttl=300)
+    svc.audit(who, "replay_token", env_id=env_id, recording=name)
+    path = f"/v1/environments/{env_id}/recordings/{name}/replay?token={token}"
+    return respond(
+        {
+            "token": token,
+            "permission": "view",
+            "expires": (datetime.now(UTC) + timedelta(seconds=300)).isoformat(),
+            "websocket": path,
+            "share_url": f"{base_url(svc, request)}/#/replay/{env_id}/{name}",
+        }
+    )

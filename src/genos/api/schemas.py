@@ -187,3 +187,8 @@ class TotpOut(BaseModel):
 
 class Status(BaseModel):
     status: str
+
+
+class RecordingOut(BaseModel):
+    name: str
+    bytes: int

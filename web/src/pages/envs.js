@@ -69,6 +69,9 @@ function row(env, refresh) {
         env.tier_note ? h('span', { class: 'note' }, ` · ${env.tier_note}`) : null)),
     h('div', { class: 'env-actions' },
       h('a', { href: `#/env/${encodeURIComponent(env.id)}`, class: 'button', testid: 'env-action-open' }, 'Open'),
+      env.spec?.security?.recording
+        ? h('a', { href: `#/recordings/${encodeURIComponent(env.id)}`, class: 'button', testid: 'env-action-recordings' }, 'Recordings')
+        : null,
       Object.entries(ACTIONS).map(([verb, allowed]) => h('button', {
         type: 'button', testid: `env-action-${verb}`, disabled: !allowed(env.state), onclick: act(verb),
       }, verb[0].toUpperCase() + verb.slice(1)))));
