@@ -95,6 +95,33 @@ def serve(  # noqa: PLR0917 - Typer parameters
     run(config)
 
 
+def gateway(  # noqa: PLR0917 - Typer parameters
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the WebSocket paths.")] = 8732,
+    vnc_port: Annotated[
+        int | None, typer.Option(help="Native VNC viewers (token line first).", min=1, max=65535)
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate for --vnc-port.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="TLS key for --vnc-port.")] = None,
+    driver: Annotated[str, typer.Option(help="Runtime: oci (real) or fake.")] = "oci",
+    images_dir: Annotated[
+        Path | None, typer.Option(help="The image layer store (default: <data dir>/images).")
+    ] = None,
+) -> None:
+    """Run only the streaming gateway, beside a genos serve on this host (same data dir)."""
+    from genos.api.serve import ServeConfig, run  # noqa: PLC0415
+
+    if driver not in {"oci", "fake"}:
+        raise InputError(f"--driver must be oci or fake, got {driver!r}")
+    run(
+        ServeConfig(
+            host=host, port=port, root=data_dir(), driver="fake" if driver == "fake" else "oci",
+            images_dir=images_dir, vnc_port=vnc_port, tls_cert=tls_cert, tls_key=tls_key,
+            gateway_only=True,
+        )
+    )  # fmt: skip
+
+
 def _spec_body(prompt: str | None, file: Path | None) -> dict[str, Any]:
     if (prompt is None) == (file is None):
         raise InputError("give a prompt or -f SPEC.yaml (one of them)")
@@ -315,5 +342,5 @@ def connect(
 
 def register(app: typer.Typer) -> None:
     """Add these commands to the ``genos`` app."""
-    for command in (serve, up, ls, show, suspend, resume, rm, events, host, connect):
+    for command in (serve, gateway, up, ls, show, suspend, resume, rm, events, host, connect):
         app.command(command.__name__)(command)

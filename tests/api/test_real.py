@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
 import struct
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from genos.api.views import TCG_NOTE
 from genos.runtime.images import ImageStore, Layer
 from genos.spec import EnvironmentSpec, dump
-from tests.api.test_server import Server, as_json, connected, genos, rfb_size, start_server, stop
+from tests.api.test_server import (
+    BIN,
+    Server,
+    as_json,
+    connected,
+    free_port,
+    genos,
+    rfb_size,
+    start_server,
+    stop,
+)
 from tests.sandbox.probes import NOTHING, host_traces
 
 pytestmark = [pytest.mark.root, pytest.mark.runc, pytest.mark.server]
@@ -130,3 +144,37 @@ def test_a_spice_vm_through_the_gateway(real_server: Server, tmp_path: Path) -> 
     assert refused.returncode == 2
     assert "VNC only" in refused.stderr
     assert as_json(genos(real_server, "rm", env["id"], "--json"))["state"] == "terminated"
+
+
+def test_a_gateway_of_its_own_serves_tokens_of_the_server(
+    real_server: Server, desktop_spec: EnvironmentSpec, tmp_path: Path, image_store: ImageStore
+) -> None:
+    """genos gateway beside genos serve (same data dir) admits the server's tokens, natively too."""
+    spec = tmp_path / "desk.json"
+    spec.write_text(json.dumps(dump(desktop_spec)))
+    env = as_json(genos(real_server, "up", "-f", str(spec), "--json"))
+    port, vnc_port = free_port(), free_port()
+    args = ["--port", str(port), "--vnc-port", str(vnc_port), "--images-dir", str(image_store.root)]
+    gateway = subprocess.Popen(
+        [str(BIN / "genos"), "gateway", *args], env=real_server.env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        headers = {"Authorization": f"Bearer {real_server.token}"}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            time.sleep(0.05)
+        grant = httpx.post(
+            f"{real_server.url}/v1/environments/{env['id']}/display-token", json={}, headers=headers
+        ).json()
+        with socket.create_connection(("127.0.0.1", vnc_port), timeout=10) as sock:
+            sock.sendall(f"GENOS {env['id']} {grant['token']}\n".encode())
+            assert sock.recv(12) == b"RFB 003.008\n"
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/environments").status_code == 404  # no API
+    finally:
+        stop(gateway)
+    assert as_json(genos(real_server, "rm", env["id"], "--json"))["state"] == "terminated"
+    assert host_traces(env["id"], real_server.root) == NOTHING

@@ -22,7 +22,13 @@ CSP = (
 DEFAULT_WEB = Path(__file__).resolve().parents[3] / "web" / "dist"
 
 
-def create_app(service: Service, *, web_dir: Path | None = None, manage: bool = False) -> FastAPI:
+def create_app(
+    service: Service,
+    *,
+    web_dir: Path | None = None,
+    manage: bool = False,
+    gateway_only: bool = False,
+) -> FastAPI:
     """The application for one :class:`Service`.
 
     Args:
@@ -31,6 +37,8 @@ def create_app(service: Service, *, web_dir: Path | None = None, manage: bool = 
             when it is missing, ``/`` says how to build it.
         manage: start and stop the service with the application (``genos serve``);
             tests that start the service themselves leave it False.
+        gateway_only: only the display paths and health (``genos gateway``): no
+            API, no web client, and the engine is never started (no reconcile).
 
     Returns:
         The application.
@@ -39,7 +47,7 @@ def create_app(service: Service, *, web_dir: Path | None = None, manage: bool = 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if manage:
-            await service.start()
+            await service.start(engine=not gateway_only)
         try:
             yield
         finally:
@@ -54,11 +62,15 @@ def create_app(service: Service, *, web_dir: Path | None = None, manage: bool = 
     )
     app.state.service = service
     errors.install(app)
-    for module in (routes_account, routes_envs, metrics, display):
+    modules = (
+        (metrics, display) if gateway_only else (routes_account, routes_envs, metrics, display)
+    )
+    for module in modules:
         app.include_router(module.router)
     app.add_middleware(errors.BodyLimit)
     app.middleware("http")(_headers)
-    _mount_web(app, web_dir or DEFAULT_WEB)
+    if not gateway_only:
+        _mount_web(app, web_dir or DEFAULT_WEB)
     return app
 
 

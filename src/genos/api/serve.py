@@ -57,6 +57,7 @@ class ServeConfig:
     vnc_port: int | None = None  # the native RFB listener (viewers send a token line first)
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    gateway_only: bool = False  # `genos gateway`: display paths only, beside a `genos serve`
 
 
 class DemoDriver(FakeDriver):
@@ -139,11 +140,14 @@ async def serve(config: ServeConfig, *, announce: bool = True) -> None:
     service = await build(config)
     native: asyncio.Server | None = None
     try:
-        token = await service.bootstrap_admin()
-        if token is not None and announce:
-            _announce(service, token)
+        if not config.gateway_only:
+            token = await service.bootstrap_admin()
+            if token is not None and announce:
+                _announce(service, token)
         native = await _native_listener(service, config)
-        app = create_app(service, web_dir=config.web_dir, manage=True)
+        app = create_app(
+            service, web_dir=config.web_dir, manage=True, gateway_only=config.gateway_only
+        )
         server = uvicorn.Server(
             uvicorn.Config(
                 app,

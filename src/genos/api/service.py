@@ -88,6 +88,7 @@ class Service:
         self.ready = False
         self.started = time.time()
         self.accelerator: str | None = None  # "kvm"/"tcg" once a VM driver has probed
+        self._engine_started = True
         self._users: dict[str, tuple[User, float]] = {}
         self._links: dict[str, tuple[str, float]] = {}
         self._pending_totp: dict[str, str] = {}
@@ -96,15 +97,23 @@ class Service:
     def admin_token_path(self) -> Path:
         return self.root / "api" / "admin.token"
 
-    async def start(self) -> None:
-        """Start the engine (its first reconcile), then answer ready."""
-        await self.engine.start()
+    async def start(self, *, engine: bool = True) -> None:
+        """Start the engine (its first reconcile), then answer ready.
+
+        Args:
+            engine: False for a gateway of its own, which reads the registry
+                but leaves the lifecycle to the ``genos serve`` that owns it.
+        """
+        if engine:
+            await self.engine.start()
+        self._engine_started = engine
         self.ready = True
 
     async def aclose(self) -> None:
         """Stop the engine's background work."""
         self.ready = False
-        await self.engine.aclose()
+        if self._engine_started:
+            await self.engine.aclose()
 
     def audit(self, caller: Caller | None, action: str, **fields: Any) -> None:
         """Append one record to the audit log: who, what, when (added by the log), from where."""

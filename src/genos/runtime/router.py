@@ -107,10 +107,21 @@ class TierRouter:
         return await (await self._of(env_id)).inspect(env_id)
 
     def display(self, env_id: str) -> Path:
+        return self._holder(env_id).display(env_id)
+
+    def _holder(self, env_id: str) -> Driver:
+        """The driver that has ``env_id``: remembered, else the first whose host state has it."""
         driver = self._owner.get(env_id)
-        if driver is None:
-            raise NotFoundError("environment", env_id)
-        return driver.display(env_id)
+        if driver is not None:
+            return driver
+        for candidate in self.drivers:  # a gateway of its own has created nothing itself
+            try:
+                candidate.display(env_id)
+            except NotFoundError:
+                continue
+            self._owner[env_id] = candidate
+            return candidate
+        raise NotFoundError("environment", env_id)
 
     def endpoint(self, env_id: str, protocol: str) -> Path:
         """The socket of ``protocol`` (``vnc``, ``spice``) where the owning driver serves one.
@@ -118,9 +129,7 @@ class TierRouter:
         Raises:
             NotFoundError: unknown environment, or no such protocol there.
         """
-        driver = self._owner.get(env_id)
-        if driver is None:
-            raise NotFoundError("environment", env_id)
+        driver = self._holder(env_id)
         if protocol == "vnc":
             return driver.display(env_id)
         endpoint = getattr(driver, "endpoint", None)
