@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import socket
 import struct
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,12 +17,13 @@ from genos.api.views import TCG_NOTE
 from genos.runtime.images import ImageStore, Layer
 from genos.spec import EnvironmentSpec, dump
 from tests.api.test_server import (
-    BIN,
     Server,
     as_json,
     connected,
+    display_token,
     free_port,
     genos,
+    native_hello,
     rfb_size,
     start_server,
     stop,
@@ -153,27 +151,14 @@ def test_a_gateway_of_its_own_serves_tokens_of_the_server(
     spec = tmp_path / "desk.json"
     spec.write_text(json.dumps(dump(desktop_spec)))
     env = as_json(genos(real_server, "up", "-f", str(spec), "--json"))
-    port, vnc_port = free_port(), free_port()
-    args = ["--port", str(port), "--vnc-port", str(vnc_port), "--images-dir", str(image_store.root)]
-    gateway = subprocess.Popen(
-        [str(BIN / "genos"), "gateway", *args], env=real_server.env(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    vnc_port = free_port()
+    args = ["--vnc-port", str(vnc_port), "--images-dir", str(image_store.root)]
+    gateway, url = start_server(real_server.root, *args, command="gateway")
     try:
-        headers = {"Authorization": f"Bearer {real_server.token}"}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            time.sleep(0.05)
-        grant = httpx.post(
-            f"{real_server.url}/v1/environments/{env['id']}/display-token", json={}, headers=headers
-        ).json()
+        token = display_token(real_server.url, real_server.token, env["id"])
         with socket.create_connection(("127.0.0.1", vnc_port), timeout=10) as sock:
-            sock.sendall(f"GENOS {env['id']} {grant['token']}\n".encode())
-            assert sock.recv(12) == b"RFB 003.008\n"
-        assert httpx.get(f"http://127.0.0.1:{port}/v1/environments").status_code == 404  # no API
+            assert native_hello(sock, env["id"], token) == b"RFB 003.008\n"
+        assert httpx.get(f"{url}/v1/environments").status_code == 404  # no API here
     finally:
         stop(gateway)
     assert as_json(genos(real_server, "rm", env["id"], "--json"))["state"] == "terminated"

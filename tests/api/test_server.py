@@ -48,22 +48,22 @@ def free_port() -> int:
 
 
 def start_server(
-    root: Path, *args: str, port: int | None = None
+    root: Path, *args: str, port: int | None = None, command: str = "serve"
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``genos serve`` and wait until /readyz answers."""
+    """Start ``genos serve`` (or ``genos gateway``) and wait until /readyz answers."""
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENOS_")}
     env["GENOS_DATA_DIR"] = str(root)
-    with (root.parent / f"serve-{port}.log").open("ab") as log:
+    with (root.parent / f"{command}-{port}.log").open("ab") as log:
         process = subprocess.Popen(
-            [str(BIN / "genos"), "serve", "--port", str(port), *args],
+            [str(BIN / "genos"), command, "--port", str(port), *args],
             env=env, stdout=log, stderr=log, start_new_session=True,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"genos serve exited {process.returncode}")
+            raise AssertionError(f"genos {command} exited {process.returncode}")
         try:
             if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
                 return process, url
@@ -71,7 +71,31 @@ def start_server(
             pass
         time.sleep(0.05)
     process.kill()
-    raise AssertionError("genos serve did not become ready in 60 s")
+    raise AssertionError(f"genos {command} did not become ready in 60 s")
+
+
+def display_token(url: str, token: str, env_id: str) -> str:
+    """A control display token for ``env_id`` from the server at ``url``."""
+    headers = {"Authorization": f"Bearer {token}"}
+    grant = httpx.post(f"{url}/v1/environments/{env_id}/display-token", json={}, headers=headers)
+    value: str = grant.json()["token"]
+    return value
+
+
+def running_desktop(url: str, token: str) -> str:
+    """The id of a new running xterm desktop on the server at ``url``."""
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"prompt": "a desktop with xterm", "wait": True}
+    env = httpx.post(f"{url}/v1/environments", json=body, headers=headers, timeout=60).json()
+    assert env["state"] == "running", env
+    env_id: str = env["id"]
+    return env_id
+
+
+def native_hello(sock: socket.socket, env_id: str, token: str) -> bytes:
+    """Send the native listener's token line; the first 12 bytes it answers (b"" if refused)."""
+    sock.sendall(f"GENOS {env_id} {token}\n".encode())
+    return sock.recv(12)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -310,19 +334,14 @@ def test_native_vnc_listener_takes_a_token_line_then_rfb(tmp_path: Path) -> None
     vnc_port = free_port()
     root = tmp_path / "data"
     process, url = start_server(root, "--driver", "fake", "--vnc-port", str(vnc_port))
-    headers = {"Authorization": f"Bearer {(root / 'api' / 'admin.token').read_text().strip()}"}
+    admin = (root / "api" / "admin.token").read_text().strip()
     try:
-        body = {"prompt": "a desktop with xterm", "wait": True}
-        env = httpx.post(f"{url}/v1/environments", json=body, headers=headers, timeout=60).json()
-        grant = httpx.post(
-            f"{url}/v1/environments/{env['id']}/display-token", json={}, headers=headers
-        ).json()
+        env_id = running_desktop(url, admin)
+        token = display_token(url, admin, env_id)
         with socket.create_connection(("127.0.0.1", vnc_port), timeout=10) as sock:
-            sock.sendall(f"GENOS {env['id']} {grant['token']}\n".encode())
-            assert sock.recv(12) == b"RFB 003.008\n"
+            assert native_hello(sock, env_id, token) == b"RFB 003.008\n"
         with socket.create_connection(("127.0.0.1", vnc_port), timeout=10) as sock:
-            sock.sendall(f"GENOS {env['id']} {grant['token'][:-4]}AAAA\n".encode())
-            assert sock.recv(12) == b""  # refused before any RFB byte
+            assert native_hello(sock, env_id, token[:-4] + "AAAA") == b""  # before any RFB byte
     finally:
         stop(process)
 
@@ -339,13 +358,10 @@ def test_native_vnc_listener_speaks_tls(tmp_path: Path) -> None:
     root = tmp_path / "data"
     tls = ["--tls-cert", str(cert), "--tls-key", str(key)]
     process, url = start_server(root, "--driver", "fake", "--vnc-port", str(vnc_port), *tls)
-    headers = {"Authorization": f"Bearer {(root / 'api' / 'admin.token').read_text().strip()}"}
+    admin = (root / "api" / "admin.token").read_text().strip()
     try:
-        body = {"prompt": "a desktop with xterm", "wait": True}
-        env = httpx.post(f"{url}/v1/environments", json=body, headers=headers, timeout=60).json()
-        grant = httpx.post(
-            f"{url}/v1/environments/{env['id']}/display-token", json={}, headers=headers
-        ).json()
+        env_id = running_desktop(url, admin)
+        token = display_token(url, admin, env_id)
         context = ssl.create_default_context(cafile=str(cert))
         context.check_hostname = False  # the test certificate names an address, not a host
         with (
@@ -353,7 +369,6 @@ def test_native_vnc_listener_speaks_tls(tmp_path: Path) -> None:
             context.wrap_socket(raw) as sock,
         ):
             assert sock.version() is not None
-            sock.sendall(f"GENOS {env['id']} {grant['token']}\n".encode())
-            assert sock.recv(12) == b"RFB 003.008\n"
+            assert native_hello(sock, env_id, token) == b"RFB 003.008\n"
     finally:
         stop(process)

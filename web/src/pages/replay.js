@@ -1,9 +1,8 @@
 // #/recordings/<id>: an environment's session recordings; #/replay/<id>/<name>: play one back.
 
 import { describeError, routes } from '../api.js';
-import { DesktopSession } from '../desktop.js';
 import { h, replace } from '../dom.js';
-import { createOverlay } from '../overlay.js';
+import { viewOnlyDesktop } from './view.js';
 
 export function recordingsPage(root, { id }, ctx) {
   const list = h('ul', { class: 'recordings', testid: 'recordings' });
@@ -20,18 +19,6 @@ export function recordingsPage(root, { id }, ctx) {
 }
 
 export function replayPage(root, { id, name }, ctx) {
-  const container = h('div', { class: 'desktop', testid: 'desktop' });
-  const desktop = new DesktopSession(container, {
-    getPath: async () => (await routes.replayToken(id, decodeURIComponent(name))).websocket,
-    viewOnly: true,
-  });
-  const overlay = createOverlay(desktop, { envId: id, viewOnly: true });
-  overlay.setEnvState('replay');
-  replace(root, h('div', { class: 'desk view-only' }, overlay.top, container, overlay.bottom));
-  document.body.classList.add('desktop-mode');
-  desktop.start();
-  ctx.onCleanup(() => {
-    desktop.destroy();
-    document.body.classList.remove('desktop-mode', 'bars-hidden');
-  });
+  const getPath = async () => (await routes.replayToken(id, decodeURIComponent(name))).websocket;
+  viewOnlyDesktop(root, ctx, id, getPath, 'replay');
 }
