@@ -11,7 +11,7 @@ APT_PACKAGES=(
   postgresql
   tigervnc-standalone-server tigervnc-tools xclip
   qemu-system-x86 qemu-utils e2fsprogs
-  chromium websockify
+  chromium websockify freerdp2-x11 x11-apps
 )
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -311,12 +311,15 @@ def host(as_json: JsonOpt = False) -> None:
     )
 
 
-def connect(
+def connect(  # noqa: PLR0917 - Typer parameters
     env_id: EnvId,
     port: Annotated[int, typer.Option(help="Local port (0: any free one).", min=0, max=65535)] = 0,
     view: Annotated[bool, typer.Option("--view", help="View only: no input reaches it.")] = False,
     spice: Annotated[
         bool, typer.Option("--spice", help="SPICE (VMs with protocol spice) instead of VNC.")
+    ] = False,
+    rdp: Annotated[
+        bool, typer.Option("--rdp", help="RDP (specs with protocol rdp) instead of VNC.")
     ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help='Print {"port": P, "protocol": ...} once listening.')
@@ -327,9 +330,11 @@ def connect(
 
     from genos import connect as bridge  # noqa: PLC0415
 
-    protocol = "spice" if spice else "vnc"
-    if spice and view:
-        raise InputError("--view works with VNC only (SPICE input cannot be filtered)")
+    if spice and rdp:
+        raise InputError("choose one of --spice and --rdp")
+    protocol = "spice" if spice else "rdp" if rdp else "vnc"
+    if protocol != "vnc" and view:
+        raise InputError(f"--view works with VNC only ({protocol} input cannot be filtered)")
     with Client() as client:
         ready = bridge.announce(as_json, env_id, protocol)
         permission = "view" if view else "control"

@@ -1,10 +1,11 @@
-"""``genos connect``: a loopback port for a native viewer (VNC, or SPICE for VMs), over WebSocket.
+"""``genos connect``: a loopback port for a native viewer (VNC; SPICE for VMs; RDP), over WebSocket.
 
 Each viewer connection on the local port gets a fresh short-lived display
 token from the API and its own WebSocket to
-``/v1/environments/{id}/display``; bytes flow both ways unchanged (the
-server's gateway speaks RFB with the viewer and checks everything). The port
-listens on 127.0.0.1 only.
+``/v1/environments/{id}/display`` (``/spice``, ``/rdp``); bytes flow both
+ways unchanged (the server's gateway speaks RFB with the viewer and checks
+everything; SPICE and RDP it carries as they are). The port listens on
+127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -114,6 +115,11 @@ def announce(as_json: bool, env_id: str, protocol: str = "vnc") -> Callable[[int
             print(json.dumps({"port": port, "protocol": protocol}), flush=True)
         elif protocol == "spice":
             print(f"{env_id}: run remote-viewer spice://127.0.0.1:{port} (Ctrl-C ends)", flush=True)
+        elif protocol == "rdp":
+            # xrdp takes any user and password (the token authenticated this
+            # connection); without them it asks which session first.
+            print(f"{env_id}: run xfreerdp /v:127.0.0.1:{port} /u:user /p:genos (Ctrl-C ends)",
+                  flush=True)  # fmt: skip
         else:
             print(f"{env_id}: point a VNC viewer at 127.0.0.1:{port} (Ctrl-C ends)", flush=True)
 

@@ -12,6 +12,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from genos.audit import AuditLog
 from genos.gateway.recording import read_recording
 from tests.api.conftest import Api
 
@@ -115,6 +116,23 @@ async def test_forged_wrong_env_and_revoked_tokens_are_refused(
     assert await refused(f"{base}/not-an-id/display?token={good}") == 403
     api_app.service.gateway.revoke(good)
     assert await refused(f"{base}/{env['id']}/display?token={good}") == 403
+
+
+async def test_rdp_needs_a_spec_asking_for_it_and_a_control_token(
+    api: httpx.AsyncClient, api_app: Api, live: str
+) -> None:
+    """RDP and SPICE are carried only with a control token, RDP only where the spec asks."""
+    env = await running_env(api)
+    base = f"ws://{live}/v1/environments/{env['id']}"
+    control = (await token_for(api, env["id"]))["token"]
+    view = (await token_for(api, env["id"], "view"))["token"]
+    assert await refused(f"{base}/rdp?token={control}") == 403  # the spec says vnc
+    assert await refused(f"{base}/rdp?token={view}") == 403
+    assert await refused(f"{base}/spice?token={view}") == 403
+    assert await refused(f"{base}/rdp") == 403
+    outcomes = [r.get("outcome", "") for r in AuditLog(api_app.service.audit_log.path).records()]
+    assert any("its spec does not ask for rdp" in o for o in outcomes), outcomes
+    assert any("needs a control token" in o for o in outcomes), outcomes
 
 
 async def test_a_suspended_environment_refuses_viewers(api: httpx.AsyncClient, live: str) -> None:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import struct
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from genos.api.views import TCG_NOTE
 from genos.runtime.images import ImageStore, Layer
@@ -28,8 +32,11 @@ from tests.api.test_server import (
     start_server,
     stop,
 )
+from tests.api.viewers import agreement, grab, rfb_frame
+from tests.gateway.helpers import run_xvnc
 from tests.sandbox.probes import NOTHING, host_traces
 
+ARTIFACTS = Path(os.environ.get("GENOS_ARTIFACTS", "/tmp/genos-artifacts")) / "rdp"
 pytestmark = [pytest.mark.root, pytest.mark.runc, pytest.mark.server]
 
 
@@ -142,6 +149,61 @@ def test_a_spice_vm_through_the_gateway(real_server: Server, tmp_path: Path) -> 
     assert refused.returncode == 2
     assert "VNC only" in refused.stderr
     assert as_json(genos(real_server, "rm", env["id"], "--json"))["state"] == "terminated"
+
+
+def test_rdp_through_the_gateway_shows_the_desktop(real_server: Server, tmp_path: Path) -> None:
+    """FreeRDP authenticates through genos connect --rdp and shows the same desktop as RFB."""
+    spec = tmp_path / "rdp.json"
+    rdp_spec = {"name": "rdp-e2e", "display": {"protocol": "rdp", "headless": True}}
+    spec.write_text(json.dumps(rdp_spec))
+    env = as_json(genos(real_server, "up", "-f", str(spec), "--json"))
+    assert env["state"] == "running", env
+    refused = genos(real_server, "connect", env["id"], "--rdp", "--view")
+    assert refused.returncode == 2
+    assert "VNC only" in refused.stderr
+    with (
+        run_xvnc(tmp_path, "1280x800") as screen,
+        connected(real_server, env["id"], "--rdp") as rdp,
+        connected(real_server, env["id"]) as vnc,
+    ):
+        assert rdp["protocol"] == "rdp"
+        target = f"/v:127.0.0.1:{rdp['port']}"
+        # xrdp takes any user name and password (the gateway's token is the
+        # authentication); with none it shows its session dialog first.
+        login = ["/u:user", "/p:genos"]
+        auth = subprocess.run(
+            ["xfreerdp", target, "/auth-only", "/cert:ignore", *login],
+            env=screen.env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert auth.returncode == 0, auth.stderr[-2000:]
+        assert "Authentication only, exit status 0" in auth.stderr
+        expected = rfb_frame(vnc["port"])
+        viewer = subprocess.Popen(
+            ["xfreerdp", target, "/cert:ignore", *login, "/f", "/bpp:24", "-wallpaper"],
+            env=screen.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            assert _rdp_matches(screen.display, expected) >= 0.95
+        finally:
+            viewer.terminate()
+            viewer.wait(10)
+    assert as_json(genos(real_server, "rm", env["id"], "--json"))["state"] == "terminated"
+    assert host_traces(env["id"], real_server.root) == NOTHING
+
+
+def _rdp_matches(display: int, expected: Image.Image, timeout: float = 30.0) -> float:
+    """How much of the viewer's screen equals ``expected``, once it does (or at the deadline).
+    Both pictures are kept under ``$GENOS_ARTIFACTS/rdp``."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    expected.save(ARTIFACTS / "rfb.png")
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = grab(display)
+        share = agreement(seen, expected)
+        if share >= 0.95 or time.monotonic() > deadline:
+            seen.save(ARTIFACTS / "rdp.png")
+            return share
+        time.sleep(0.5)
 
 
 def test_a_gateway_of_its_own_serves_tokens_of_the_server(

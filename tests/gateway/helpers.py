@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,33 @@ class XServer:
     def env(self) -> dict[str, str]:
         """Environment for X clients (xclip) talking to this display."""
         return {**os.environ, "DISPLAY": f":{self.display}"}
+
+
+@contextlib.contextmanager
+def run_xvnc(tmp: Path, geometry: str = "640x480") -> Iterator[XServer]:
+    """A TigerVNC Xvnc of our own on a unix socket only (no TCP), security None,
+    always shared; stopped (by its pid) on exit."""
+    if shutil.which("Xvnc") is None:
+        pytest.fail("Xvnc is not installed: run scripts/setup.sh (tigervnc-standalone-server)")
+    sock, log = tmp / "rfb.sock", tmp / "xvnc.log"
+    display = free_display()
+    argv = ["Xvnc", f":{display}", "-rfbunixpath", str(sock), "-rfbport", "-1"]
+    argv += ["-SecurityTypes", "None", "-geometry", geometry, "-AlwaysShared", "-retro"]
+    argv += ["-nolisten", "tcp"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: banner(sock) or proc.poll() is not None, 20, "Xvnc's RFB banner")
+        if proc.poll() is not None:
+            pytest.fail(f"Xvnc exited: {log.read_text(errors='replace')[-2000:]}")
+        yield XServer(display, sock, proc, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def free_display() -> int:

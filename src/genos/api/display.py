@@ -1,5 +1,6 @@
 """The paths to a desktop: ``WS /v1/environments/{id}/display?token=...`` carrying RFB,
-and ``WS .../spice?token=...`` carrying SPICE for VMs that serve it.
+``WS .../spice?token=...`` carrying SPICE for VMs that serve it, and
+``WS .../rdp?token=...`` carrying RDP for environments whose spec asks for it.
 
 The token (from ``POST .../display-token``) is checked before the socket is
 accepted; the display socket is looked up from the registry's environment
@@ -10,7 +11,9 @@ RFB is parsed and policed message by message (see ``genos.gateway``). SPICE
 is carried as it is: the gateway checks the token and the environment, but
 does not parse SPICE's channels, so a SPICE session needs a ``control``
 token (input cannot be filtered out of it) and its clipboard follows the VM's
-agent, which QEMU gets only when the spec allows a clipboard at all.
+agent, which QEMU gets only when the spec allows a clipboard at all. RDP is
+carried the same way (it is TLS from the viewer to the environment's xrdp);
+xrdp there carries no channel at all, so no clipboard, drive or sound.
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ from genos.gateway.session import ProxyOptions, proxy
 from genos.gateway.streams import websocket_stream
 from genos.ids import is_env_id
 from genos.orchestrator.states import State
-from genos.spec import Security
+from genos.spec import Protocol, Security
 
 log = logging.getLogger("genos.api.display")
 router = APIRouter()
 SUBPROTOCOL = "binary"
+SERVER_WAIT = 5.0  # seconds a just-started protocol server may take to listen
 
 
 async def _authorise(svc: Service, env_id: str, token: str) -> Grant:
@@ -61,6 +65,8 @@ async def _admit(
         env = await svc.engine.get(env_id)
         if env.state is not State.RUNNING:
             raise TokenError("not_running", f"the environment is {env.state.value}")
+        if protocol == "rdp" and env.spec.display.protocol is not Protocol.RDP:
+            raise NotFoundError("rdp display (its spec does not ask for rdp) of", env_id)
         target = _endpoint(svc, env_id, protocol)
     except GenOSError as exc:
         svc.audit_log.append(
@@ -96,16 +102,43 @@ async def display(websocket: WebSocket, env_id: str, token: str = "") -> None:
 @router.websocket("/v1/environments/{env_id}/spice")
 async def spice(websocket: WebSocket, env_id: str, token: str = "") -> None:
     """Carry SPICE between a viewer (``genos connect --spice``) and a VM's SPICE server."""
-    admitted = await _admit(websocket, env_id, token, "spice")
+    await _carry(websocket, env_id, token, "spice")
+
+
+@router.websocket("/v1/environments/{env_id}/rdp")
+async def rdp(websocket: WebSocket, env_id: str, token: str = "") -> None:
+    """Carry RDP between a viewer (``genos connect --rdp``) and the environment's xrdp."""
+    await _carry(websocket, env_id, token, "rdp")
+
+
+async def _carry(websocket: WebSocket, env_id: str, token: str, protocol: str) -> None:
+    """Admit, then pipe bytes unchanged to the protocol's server in the environment."""
+    admitted = await _admit(websocket, env_id, token, protocol)
     if admitted is None:
         return
     _svc, _grant, target = admitted
     try:
-        reader, writer = await asyncio.open_unix_connection(str(target))
+        reader, writer = await _open_server(target)
     except OSError as exc:
-        await websocket.close(code=1011, reason=f"the SPICE server is not there: {exc.strerror}")
+        reason = f"the {protocol.upper()} server is not there: {exc.strerror or exc}"
+        await websocket.close(code=1011, reason=reason[:120])
         return
     await _pipe(websocket, reader, writer)
+
+
+async def _open_server(
+    target: Path, wait: float = SERVER_WAIT
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to ``target``; a server that is still starting (xrdp comes up just
+    after the display does) gets ``wait`` seconds to appear."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        try:
+            return await asyncio.open_unix_connection(str(target))
+        except (FileNotFoundError, ConnectionRefusedError):
+            if asyncio.get_running_loop().time() >= deadline:
+                raise
+            await asyncio.sleep(0.05)
 
 
 def _endpoint(svc: Service, env_id: str, protocol: str) -> Path:

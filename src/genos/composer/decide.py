@@ -38,6 +38,8 @@ class Decider:
 
     def base(self) -> dict[str, str]:
         ent = self.ent
+        if ent.user_image is not None:
+            return self._user_image(ent.user_image)
         foreign = [o for o in ent.foreign_os if not (o == "mint" and ent.distribution)]
         release = ent.release or "bookworm"
         for name in foreign:
@@ -80,6 +82,18 @@ class Decider:
             else "Debian 12 (bookworm), the current stable release, is the default.",
         )
         return {"distribution": "debian", "release": release}
+
+    def _user_image(self, name: str) -> dict[str, str]:
+        # The composer sees no host state: whether `name` is registered is
+        # checked where the environment is provisioned (the VM driver).
+        self.note(
+            "base.image",
+            name,
+            f"You asked for your own image ('{self.ent.evidence['user_image']}'): it boots "
+            "as it is, with nothing of GenOS installed into it. It must be registered on "
+            f"the host with `genos images add {name} FILE`; that is checked when it starts.",
+        )
+        return {"distribution": "debian", "release": "bookworm", "image": name}
 
     def network(self, res: Resolved) -> dict[str, Any]:
         ent, said = self.ent, dict(self.ent.network)
@@ -141,6 +155,8 @@ class Decider:
 
     def tier(self, protocol: str, needs: tuple[str, str] | None = None) -> Tier:
         ent = self.ent
+        if ent.user_image is not None:
+            return self._user_image_tier(ent.user_image)
         explicit = Tier(ent.tier) if ent.tier else None
         tier = explicit or Tier.CONTAINER
         reason = (
@@ -148,7 +164,14 @@ class Decider:
             if explicit
             else ("Containers start fastest; nothing asked for a stronger wall.")
         )
-        if ent.tier_hint and _STRENGTH.index(tier) < _STRENGTH.index(Tier.MICROVM):
+        if ent.tier_hint and protocol == "rdp" and tier is Tier.CONTAINER:
+            tier = Tier.GVISOR
+            reason = (
+                f"'{ent.tier_hint}': untrusted content needs a stronger wall than a container; "
+                "RDP is served beside the session, which a microVM does not have, so this "
+                "runs under gVisor's own kernel."
+            )
+        elif ent.tier_hint and _STRENGTH.index(tier) < _STRENGTH.index(Tier.MICROVM):
             tier = Tier.MICROVM
             reason = (
                 f"'{ent.tier_hint}': untrusted content runs behind a microVM's own kernel, "
@@ -162,6 +185,34 @@ class Decider:
             reason = "SPICE is served by QEMU, so this runs as a full VM."
         self.note("tier", tier.value, reason)
         return tier
+
+    def _user_image_tier(self, name: str) -> Tier:
+        if self.ent.tier not in (None, Tier.VM.value):
+            self.refuse(
+                "tier",
+                f"your own image '{name}' boots only in a full VM, not a {self.ent.tier}: "
+                "containers, gVisor and microVMs run only systems GenOS builds",
+            )
+        self.note(
+            "tier",
+            Tier.VM.value,
+            f"Your image '{name}' brings its own operating system and kernel, so it boots "
+            "in a full VM (a q35 machine with devices any OS can drive); containers, gVisor "
+            "and microVMs run only systems GenOS builds.",
+        )
+        return Tier.VM
+
+    def installs_nothing(self, res: Resolved) -> None:
+        """Refuse apps next to a user image: nothing can be installed into it."""
+        name = self.ent.user_image
+        wanted = [app.name for app in res.apps] + [q.field for q in res.questions]
+        if name is not None and wanted:
+            self.refuse(
+                "apps",
+                f"nothing can be installed into your own image '{name}' (asked: "
+                f"{', '.join(wanted)}): GenOS cannot add software to an operating system "
+                "it did not build; install it inside the VM",
+            )
 
     def resources(self, host: HostLimits) -> dict[str, Any]:
         ent, out = self.ent, {}

@@ -34,9 +34,7 @@ from genos.ids import is_env_id
 from genos.paths import data_dir
 from genos.runtime import lifecycle, ocienv, ociruntime
 from genos.runtime.driver import EnvState, Inspection, Usage
-from genos.runtime.images import (
-    ImageStore,
-)
+from genos.runtime.images import RDP_SOCKET, ImageStore
 from genos.runtime.lifecycle import Verb
 from genos.runtime.ocienv import EnvPaths
 from genos.runtime.ociprovision import STEPS, LayerSource, Provision, StepHook
@@ -266,6 +264,19 @@ class OCIDriver:
         if not paths.root.is_dir():
             raise NotFoundError("environment", env_id)
         return paths.socket
+
+    def endpoint(self, env_id: str, protocol: str) -> Path:
+        """The socket of a display protocol: ``vnc`` (rfb.sock) or ``rdp`` (rdp.sock,
+        served by xrdp when the spec asks for RDP; it may appear just after rfb.sock).
+
+        Raises:
+            NotFoundError: no such environment, or no such protocol here.
+        """
+        if protocol == "vnc":
+            return self.display(env_id)
+        if protocol != "rdp":
+            raise NotFoundError(f"{protocol} display of environment", env_id)
+        return self.display(env_id).with_name(RDP_SOCKET)
 
     async def list_ids(self) -> list[str]:
         """Ids with any trace on this host: run dir, runtime state, data dir, cgroup."""

@@ -124,7 +124,7 @@ class TierRouter:
         raise NotFoundError("environment", env_id)
 
     def endpoint(self, env_id: str, protocol: str) -> Path:
-        """The socket of ``protocol`` (``vnc``, ``spice``) where the owning driver serves one.
+        """The socket of ``protocol`` (``vnc``, ``spice``, ``rdp``) if the owning driver serves it.
 
         Raises:
             NotFoundError: unknown environment, or no such protocol there.

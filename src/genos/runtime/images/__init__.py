@@ -22,6 +22,7 @@ from genos.runtime.images.mounts import mount_root, unmount_root
 from genos.runtime.images.recipes import LayerRecipe
 from genos.runtime.images.session import (
     DISPLAY_DIR,
+    RDP_SOCKET,
     RFB_SOCKET,
     SESSION_ARGV,
     USER_UID,
@@ -31,6 +32,7 @@ from genos.runtime.images.store import ImageStore, Progress, ProgressFn
 
 __all__ = [
     "DISPLAY_DIR",
+    "RDP_SOCKET",
     "RFB_SOCKET",
     "SESSION_ARGV",
     "USER_UID",

@@ -10,10 +10,12 @@ and bind-mounts a host directory on :data:`DISPLAY_DIR`.
 from __future__ import annotations
 
 from genos.runtime.images.steps import FileSpec, Step
-from genos.spec import EnvironmentSpec
+from genos.spec import EnvironmentSpec, Protocol
 
 DISPLAY_DIR = "/run/genos-display"
 RFB_SOCKET = "rfb.sock"
+RDP_SOCKET = "rdp.sock"  # xrdp, when the spec asks for RDP
+RDP_CERT = "rdp.crt"  # its TLS certificate (the key stays in the guest)
 SESSION_PATH = "/usr/local/bin/genos-session"
 SESSION_ARGV = ("/usr/bin/tini", "-g", "--", SESSION_PATH)
 USER_NAME = "user"
@@ -32,6 +34,7 @@ SESSION_SCRIPT = r"""#!/bin/sh
 #   GENOS_HEADLESS     1: no window manager and no apps, only a terminal
 #   GENOS_DISPLAY_DIR  where rfb.sock goes (/run/genos-display)
 #   GENOS_RFB_MODE     mode of rfb.sock (0600)
+#   GENOS_RDP          1: also serve RDP (xrdp) on rdp.sock beside rfb.sock
 set -u
 
 start_apps() {
@@ -63,12 +66,74 @@ chmod 1777 /tmp/.X11-unix 2>/dev/null
 chmod 0700 "$XDG_RUNTIME_DIR"
 rm -f "$sock"
 
-# No TCP at all (-rfbport -1, -nolisten tcp); the gateway authenticates.
-Xvnc :0 -rfbunixpath "$sock" -rfbunixmode "${GENOS_RFB_MODE:-0600}" -rfbport -1 \
+# No TCP (-rfbport -1, -nolisten tcp); the gateway authenticates. With RDP,
+# xrdp's VNC module (TCP only) needs the display on the env's own loopback.
+rfbport=-1
+[ "${GENOS_RDP:-0}" = 1 ] && rfbport="5900 -interface 127.0.0.1"
+# shellcheck disable=SC2086 # rfbport is two words with RDP
+Xvnc :0 -rfbunixpath "$sock" -rfbunixmode "${GENOS_RFB_MODE:-0600}" -rfbport $rfbport \
     -nolisten tcp -SecurityTypes None -AlwaysShared -geometry "$resolution" \
     -depth 24 -desktop genos &
 xvnc=$!
-trap 'kill -TERM "$xvnc" 2>/dev/null' TERM INT HUP
+xrdp_pid=
+trap 'kill -TERM "$xvnc" $xrdp_pid 2>/dev/null' TERM INT HUP
+
+# RDP: xrdp on a unix socket beside rfb.sock, TLS with a key made here (no two
+# environments share one), straight into this desktop through Xvnc: the
+# gateway's token is the authentication, as for RFB. No channels are carried
+# (clipboard, drives, sound, printers): nothing crosses but picture and input.
+start_xrdp() {
+    conf=$XDG_RUNTIME_DIR/xrdp
+    mkdir -p "$conf"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=genos \
+        -keyout "$conf/key.pem" -out "$dir/rdp.crt" 2>/dev/null || return
+    cat >"$conf/xrdp.ini" <<EOF
+[Globals]
+ini_version=1
+fork=false
+port=unix://.$dir/rdp.sock
+security_layer=tls
+crypt_level=high
+ssl_protocols=TLSv1.2, TLSv1.3
+certificate=$dir/rdp.crt
+key_file=$conf/key.pem
+autorun=genos
+require_credentials=false
+allow_channels=true
+allow_multimon=false
+bitmap_cache=true
+bitmap_compression=true
+bulk_compression=true
+max_bpp=24
+new_cursors=true
+hidelogwindow=true
+tcp_nodelay=true
+[Logging]
+LogFile=/dev/null
+LogLevel=WARNING
+EnableSyslog=false
+EnableConsole=true
+ConsoleLevel=WARNING
+[Channels]
+rdpdr=false
+rdpsnd=false
+drdynvc=false
+cliprdr=false
+rail=false
+xrdpvr=false
+tcutils=false
+[genos]
+name=GenOS
+lib=libvnc.so
+username=na
+password=na
+ip=127.0.0.1
+port=5900
+EOF
+    rm -f "$dir/rdp.sock"
+    /usr/sbin/xrdp --nodaemon --config "$conf/xrdp.ini" &
+    xrdp_pid=$!
+}
 
 # X clients need the X socket, which Xvnc makes after the RFB one.
 n=0
@@ -77,6 +142,8 @@ while [ ! -S /tmp/.X11-unix/X0 ] && [ "$n" -lt 400 ]; do
     n=$((n + 1))
     sleep 0.05
 done
+
+[ "${GENOS_RDP:-0}" = 1 ] && start_xrdp
 
 cd "$HOME" || cd /
 # D-Bus wants a machine id; each environment gets its own (the image's
@@ -184,6 +251,7 @@ def session_env(spec: EnvironmentSpec) -> dict[str, str]:
         "GENOS_APPS": "\n".join(commands),
         "GENOS_HEADLESS": "1" if spec.display.headless else "0",
         "GENOS_DISPLAY_DIR": DISPLAY_DIR,
+        "GENOS_RDP": "1" if spec.display.protocol is Protocol.RDP else "0",
         "HOME": USER_HOME,
         "USER": USER_NAME,
     }
