@@ -10,8 +10,8 @@ APT_PACKAGES=(
   runc crun runsc mmdebstrap nftables iproute2 uidmap fuse3 gocryptfs tor gcc libc6-dev
   postgresql
   tigervnc-standalone-server tigervnc-tools xclip
-  qemu-system-x86 qemu-utils e2fsprogs
-  chromium websockify freerdp2-x11 x11-apps
+  qemu-system-x86 qemu-utils e2fsprogs grub-pc-bin xorriso mtools
+  chromium websockify freerdp2-x11 virt-viewer x11-apps
 )
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -32,11 +32,11 @@ from tests.api.test_server import (
     start_server,
     stop,
 )
-from tests.api.viewers import agreement, grab, rfb_frame
-from tests.gateway.helpers import run_xvnc
+from tests.api.viewers import agreement, grab, placed_agreement, rfb_frame
+from tests.gateway.helpers import XServer, run_xvnc
 from tests.sandbox.probes import NOTHING, host_traces
 
-ARTIFACTS = Path(os.environ.get("GENOS_ARTIFACTS", "/tmp/genos-artifacts")) / "rdp"
+ARTIFACTS = Path(os.environ.get("GENOS_ARTIFACTS", "/tmp/genos-artifacts")) / "viewers"
 pytestmark = [pytest.mark.root, pytest.mark.runc, pytest.mark.server]
 
 
@@ -138,13 +138,22 @@ def test_a_spice_vm_through_the_gateway(real_server: Server, tmp_path: Path) -> 
     """A spice vm answers a SPICE link through genos connect --spice; --view is refused."""
     spec = tmp_path / "spice.json"
     vm = {"name": "spice-e2e", "tier": "vm", "resources": {"memory_mb": 512},
-          "display": {"protocol": "spice"}}  # fmt: skip
+          "display": {"protocol": "spice", "headless": True}}  # fmt: skip
     spec.write_text(json.dumps(vm))
     env = as_json(genos(real_server, "up", "-f", str(spec), "--json"))
     assert env["state"] == "running", env
-    with connected(real_server, env["id"], "--spice") as announced:
+    with (
+        connected(real_server, env["id"], "--spice") as announced,
+        connected(real_server, env["id"]) as vnc,
+    ):
         assert announced["protocol"] == "spice"
         assert spice_link(announced["port"]) == (2, 0)
+        # remote-viewer, full screen on a screen of the guest's size, shows
+        # what the VNC path shows.
+        expected = _desktop(vnc["port"])
+        with run_xvnc(tmp_path, f"{expected.width}x{expected.height}", retro=False) as screen:
+            argv = ["remote-viewer", "--kiosk", f"spice://127.0.0.1:{announced['port']}"]
+            assert _viewer_shows(screen, argv, expected, "spice") >= 0.95
     refused = genos(real_server, "connect", env["id"], "--spice", "--view")
     assert refused.returncode == 2
     assert "VNC only" in refused.stderr
@@ -162,7 +171,7 @@ def test_rdp_through_the_gateway_shows_the_desktop(real_server: Server, tmp_path
     assert refused.returncode == 2
     assert "VNC only" in refused.stderr
     with (
-        run_xvnc(tmp_path, "1280x800") as screen,
+        run_xvnc(tmp_path, "1280x800", retro=False) as screen,
         connected(real_server, env["id"], "--rdp") as rdp,
         connected(real_server, env["id"]) as vnc,
     ):
@@ -177,33 +186,46 @@ def test_rdp_through_the_gateway_shows_the_desktop(real_server: Server, tmp_path
         )  # fmt: skip
         assert auth.returncode == 0, auth.stderr[-2000:]
         assert "Authentication only, exit status 0" in auth.stderr
-        expected = rfb_frame(vnc["port"])
-        viewer = subprocess.Popen(
-            ["xfreerdp", target, "/cert:ignore", *login, "/f", "/bpp:24", "-wallpaper"],
-            env=screen.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            assert _rdp_matches(screen.display, expected) >= 0.95
-        finally:
-            viewer.terminate()
-            viewer.wait(10)
+        expected = _desktop(vnc["port"])
+        argv = ["xfreerdp", target, "/cert:ignore", *login, "/f", "/bpp:24", "-wallpaper"]
+        assert _viewer_shows(screen, argv, expected, "rdp") >= 0.95
     assert as_json(genos(real_server, "rm", env["id"], "--json"))["state"] == "terminated"
     assert host_traces(env["id"], real_server.root) == NOTHING
 
 
-def _rdp_matches(display: int, expected: Image.Image, timeout: float = 30.0) -> float:
-    """How much of the viewer's screen equals ``expected``, once it does (or at the deadline).
-    Both pictures are kept under ``$GENOS_ARTIFACTS/rdp``."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    expected.save(ARTIFACTS / "rfb.png")
+def _desktop(port: int, timeout: float = 60.0) -> Image.Image:
+    """The environment's screen over RFB, once it shows something (a terminal: mostly white)."""
     deadline = time.monotonic() + timeout
     while True:
-        seen = grab(display)
-        share = agreement(seen, expected)
-        if share >= 0.95 or time.monotonic() > deadline:
-            seen.save(ARTIFACTS / "rdp.png")
-            return share
-        time.sleep(0.5)
+        frame = rfb_frame(port)
+        if agreement(frame, Image.new("RGB", frame.size)) < 0.5 or time.monotonic() > deadline:
+            return frame
+        time.sleep(1)
+
+
+def _viewer_shows(
+    screen: XServer, argv: list[str], expected: Image.Image, name: str, timeout: float = 30.0
+) -> float:
+    """Run a native viewer on ``screen``; how much of the screen equals ``expected`` once it
+    does (or at the deadline). The empty screen must not pass for the desktop, so a viewer
+    showing nothing cannot. Pictures go to ``$GENOS_ARTIFACTS/viewers/<name>-*.png``."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    expected.save(ARTIFACTS / f"{name}-rfb.png")
+    assert placed_agreement(grab(screen.display), expected) < 0.5, "the empty screen passes"
+    viewer = subprocess.Popen(argv, env=screen.env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = grab(screen.display)
+            share = placed_agreement(seen, expected)
+            if share >= 0.95 or time.monotonic() > deadline:
+                seen.save(ARTIFACTS / f"{name}-viewer.png")
+                return share
+            time.sleep(0.5)
+    finally:
+        viewer.terminate()
+        viewer.wait(10)
 
 
 def test_a_gateway_of_its_own_serves_tokens_of_the_server(

@@ -87,3 +87,17 @@ def agreement(one: Image.Image, other: Image.Image, step: int = 8) -> float:
             assert isinstance(pb, tuple)
             same += all(abs(p - q) <= 8 for p, q in zip(pa, pb, strict=True))
     return same / total
+
+
+def placed_agreement(seen: Image.Image, expected: Image.Image, max_offset: int = 64) -> float:
+    """:func:`agreement` of ``expected`` with the same-sized part of ``seen`` that starts
+    0..``max_offset`` rows down (a viewer may put a tool bar above the picture); the
+    rows below the screen's edge count as different."""
+    best = 0.0
+    for top in range(max_offset + 1):
+        window = Image.new("RGB", expected.size, (255, 0, 255))
+        window.paste(seen.crop((0, top, expected.width, top + expected.height)), (0, 0))
+        best = max(best, agreement(window, expected, step=16))
+        if best >= 0.99:
+            break
+    return best

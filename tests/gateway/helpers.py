@@ -57,16 +57,17 @@ class XServer:
 
 
 @contextlib.contextmanager
-def run_xvnc(tmp: Path, geometry: str = "640x480") -> Iterator[XServer]:
+def run_xvnc(tmp: Path, geometry: str = "640x480", *, retro: bool = True) -> Iterator[XServer]:
     """A TigerVNC Xvnc of our own on a unix socket only (no TCP), security None,
-    always shared; stopped (by its pid) on exit."""
+    always shared; stopped (by its pid) on exit. ``retro``: the root window is
+    the classic weave, else plain black."""
     if shutil.which("Xvnc") is None:
         pytest.fail("Xvnc is not installed: run scripts/setup.sh (tigervnc-standalone-server)")
     sock, log = tmp / "rfb.sock", tmp / "xvnc.log"
     display = free_display()
     argv = ["Xvnc", f":{display}", "-rfbunixpath", str(sock), "-rfbport", "-1"]
-    argv += ["-SecurityTypes", "None", "-geometry", geometry, "-AlwaysShared", "-retro"]
-    argv += ["-nolisten", "tcp"]
+    argv += ["-SecurityTypes", "None", "-geometry", geometry, "-AlwaysShared", "-nolisten", "tcp"]
+    argv += ["-retro"] if retro else []
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     try:
