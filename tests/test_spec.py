@@ -15,7 +15,7 @@ def test_defaults_are_the_safe_ones() -> None:
     """An empty spec is Debian bookworm in a container with no network, paste-in only."""
     data = dump(EnvironmentSpec())
     assert data["apiVersion"] == "genos/v1"
-    assert data["base"] == {"distribution": "debian", "release": "bookworm"}
+    assert data["base"] == {"distribution": "debian", "release": "bookworm", "image": None}
     assert data["tier"] == "container"
     assert data["network"] == {"mode": "none", "allow": [], "domains": [], "links": []}
     assert data["security"] == {
@@ -82,7 +82,7 @@ def test_round_trip_validates_against_published_schema() -> None:
     spec = parse_spec(
         {
             "name": "lab-1",
-            "tier": "microvm",
+            "tier": "gvisor",
             "apps": [
                 {"name": "GIMP", "packages": ["gimp"], "source": "catalog", "command": "gimp"}
             ],
@@ -100,6 +100,46 @@ def test_round_trip_validates_against_published_schema() -> None:
     assert data["network"]["allow"] == [
         {"cidr": "192.0.2.10/32", "ports": [443], "protocol": "tcp"}
     ]
+
+
+def test_user_image_boots_alone_in_a_vm() -> None:
+    """base.image is a name, kept through a dump and accepted by the published schema."""
+    spec = parse_spec({"tier": "vm", "base": {"image": "win-test"}})
+    data = dump(spec)
+    assert data["base"] == {"distribution": "debian", "release": "bookworm", "image": "win-test"}
+    jsonschema.Draft202012Validator(json_schema()).validate(data)
+    assert parse_spec(data) == spec
+    assert (
+        "genos images add" in json_schema()["$defs"]["Base"]["properties"]["image"]["description"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("patch", "field", "message"),
+    [
+        (
+            {"tier": "container"},
+            "spec",
+            "boots only in tier 'vm' (its own OS and kernel), not 'container'",
+        ),
+        ({"tier": "microvm"}, "spec", "not 'microvm'"),
+        (
+            {"apps": [{"name": "GIMP", "packages": ["gimp"]}]},
+            "spec",
+            "takes no apps or extra_packages",
+        ),
+        ({"extra_packages": ["curl"]}, "spec", "cannot install anything into an operating system"),
+        ({"base": {"image": "Win Test"}}, "base.image", "String should match pattern"),
+        ({"base": {"image": "../etc/shadow"}}, "base.image", "String should match pattern"),
+    ],
+)
+def test_user_image_refusals(patch: dict[str, Any], field: str, message: str) -> None:
+    """A user image outside tier vm, with anything to install, or with a bad name is refused."""
+    data: dict[str, Any] = {"tier": "vm", "base": {"image": "win-test"}, **patch}
+    with pytest.raises(SpecError) as caught:
+        parse_spec(data)
+    assert caught.value.problems[0][0] == field
+    assert message in caught.value.problems[0][1]
 
 
 def test_schema_rejects_unknown_fields() -> None:

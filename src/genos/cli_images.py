@@ -1,4 +1,10 @@
-"""``genos images``: the layer store from the command line."""
+"""``genos images``: the layer store and the user images from the command line.
+
+Layers are built from Debian's archive (``build``, ``gc``); user images are
+the owners' own qcow2 or ISO files for tier ``vm`` (``add``, see
+:mod:`genos.runtime.userimages`). ``ls`` and ``rm`` cover both: ``rm`` takes
+a user image's name, else a layer's digest.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +16,16 @@ import typer
 import yaml
 from rich.console import Console
 
-from genos.errors import InputError
+from genos.errors import InputError, NotFoundError
 
 if TYPE_CHECKING:
     from genos.runtime.images import ImageStore, Progress
+    from genos.runtime.userimages import UserImage, UserImages
     from genos.spec import EnvironmentSpec
 
 images_app = typer.Typer(
-    help="Root filesystem layers (base -> desktop -> apps).", no_args_is_help=True
+    help="Root filesystem layers (base -> desktop -> apps) and user disk images.",
+    no_args_is_help=True,
 )
 out = Console(highlight=False, soft_wrap=True)
 
@@ -47,6 +55,24 @@ def _store() -> ImageStore:
     return ImageStore()
 
 
+def _user_images() -> UserImages:
+    from genos.runtime.userimages import UserImages  # noqa: PLC0415
+
+    return UserImages()
+
+
+def _describe(image: UserImage) -> str:
+    added = time.strftime("%Y-%m-%d %H:%M", time.localtime(image.added))
+    return (
+        f"{image.name:20} {image.format:5} {_size(image.size):>9}  disk {_size(image.virtual_size)}"
+        f"  sha256 {image.digest[:12]}  added {added}"
+    )
+
+
+def _size(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
+
+
 def _show(p: Progress) -> None:
     if p.event == "line":
         out.print(f"    [dim]{p.text[:120]}[/]")
@@ -67,9 +93,22 @@ def build(
         out.print(f"{layer.kind:8} {layer.digest[:12]}  {len(layer.meta.packages)} packages")
 
 
+@images_app.command("add")
+def add(
+    name: Annotated[str, typer.Argument(help="The name a spec's base.image will use.")],
+    path: Annotated[Path, typer.Argument(help="A qcow2 or ISO file.")],
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="qcow2 or iso (default: from the file).")
+    ] = None,
+) -> None:
+    """Register your own disk image (qcow2 or ISO) for VMs to boot (tier vm)."""
+    image = _user_images().add(name, path, fmt)
+    out.print(f"added {_describe(image)}")
+
+
 @images_app.command("ls")
 def ls() -> None:
-    """List the cached layers."""
+    """List the cached layers, then the user images."""
     for layer in _store().ls():
         meta = layer.meta
         age = (time.time() - layer.last_used) / 3600
@@ -77,14 +116,31 @@ def ls() -> None:
             f"{meta.digest[:12]}  {meta.kind:8} {meta.release:9} {meta.size / 2**20:8.0f} MiB"
             f"  used {age:.1f} h ago  {' '.join(meta.packages)[:60]}"
         )
+    user = _user_images().ls()
+    if user:
+        out.print("user images (base.image, tier vm):")
+    for image in user:
+        out.print(f"  {_describe(image)}")
 
 
 @images_app.command("rm")
-def rm(digest: Annotated[str, typer.Argument(help="A layer digest or unique prefix.")]) -> None:
-    """Remove a layer and the layers built on it."""
+def rm(
+    target: Annotated[str, typer.Argument(help="A user image's name, or a layer digest/prefix.")],
+) -> None:
+    """Remove a user image (refused while an environment uses it), or a layer and the
+    layers built on it."""
+    user = _user_images()
+    if target in {image.name for image in user.ls()}:
+        gone = user.rm(target)
+        out.print(f"removed user image {gone.name} ({gone.digest[:12]})")
+        return
     store = _store()
-    for gone in store.rm(store.get(digest).digest):
-        out.print(f"removed {gone[:12]}")
+    try:
+        layer = store.get(target)
+    except NotFoundError:
+        raise NotFoundError("layer or user image", target) from None
+    for digest in store.rm(layer.digest):
+        out.print(f"removed {digest[:12]}")
 
 
 @images_app.command("gc")

@@ -98,8 +98,17 @@ class PersistenceMode(StrEnum):
 
 
 class Base(_Model):
+    """What the environment boots: Debian built by GenOS, or the owner's own disk image."""
+
     distribution: Literal["debian"] = "debian"
     release: Literal["bookworm", "trixie"] = "bookworm"
+    image: Name | None = Field(
+        default=None,
+        description=(
+            "A disk image registered with `genos images add` (qcow2 or ISO). The environment "
+            "boots it instead of Debian: tier vm only, no apps or extra packages."
+        ),
+    )
 
 
 class App(_Model):
@@ -245,6 +254,32 @@ class EnvironmentSpec(_Model):
             if expected is not None and given != expected:
                 raise ValueError("packages must equal the apps' packages plus extra_packages")
         return data
+
+    @model_validator(mode="after")
+    def _rdp_needs_xrdp_tier(self) -> EnvironmentSpec:
+        # xrdp runs beside the session's Xvnc; a VM's display is QEMU's own.
+        if self.display.protocol is Protocol.RDP and self.tier in (Tier.MICROVM, Tier.VM):
+            raise ValueError(
+                f"display.protocol 'rdp' is served in container and gvisor tiers, not {self.tier}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _user_image_boots_alone(self) -> EnvironmentSpec:
+        # An image GenOS did not build has no package manager GenOS knows and
+        # no kernel a container could share: it boots whole, in a full VM.
+        name = self.base.image
+        if name is not None and self.tier is not Tier.VM:
+            raise ValueError(
+                f"base.image {name!r} boots only in tier 'vm' (its own OS and kernel), "
+                f"not {self.tier.value!r}"
+            )
+        if name is not None and (self.apps or self.extra_packages):
+            raise ValueError(
+                f"base.image {name!r} takes no apps or extra_packages: GenOS cannot install "
+                "anything into an operating system it did not build"
+            )
+        return self
 
     @computed_field  # type: ignore[prop-decorator]
     @property

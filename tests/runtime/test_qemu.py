@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,18 +40,6 @@ def vm_spec(tier: str, **extra: object) -> EnvironmentSpec:
     return EnvironmentSpec.model_validate(
         {"name": f"{tier}-test", "tier": tier, "resources": {"memory_mb": MEMORY_MB}, **extra}
     )
-
-
-@pytest.fixture(scope="module")
-def roots() -> Iterator[tuple[Path, Path]]:
-    """A run root and a data root QEMU's own user can reach (pytest's tmp dirs are 0700)."""
-    run_root = Path(tempfile.mkdtemp(prefix="genos-qemu-test-", dir="/run"))
-    data_root = Path(tempfile.mkdtemp(prefix="genos-qemu-test-", dir="/var/tmp"))
-    for path in (run_root, data_root):
-        path.chmod(0o711)
-    yield run_root / "qemu", data_root
-    shutil.rmtree(run_root, ignore_errors=True)
-    shutil.rmtree(data_root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -50,6 +50,7 @@ function network(net) {
 }
 
 function apps(spec) {
+  if (spec.base?.image) return `Your own image ${spec.base.image}, as it is (nothing is installed into it)`;
   const names = (spec.apps ?? []).map((a) => `${a.name} (${a.packages.join(', ')})`);
   const extra = spec.extra_packages ?? [];
   const parts = [names.join(', ') || (spec.display?.headless ? 'A terminal' : 'A desktop, no apps')];
@@ -73,6 +74,7 @@ function desktop(spec) {
   const d = spec.display ?? {};
   const r = d.resolution ?? {};
   const shell = d.headless ? 'terminal only' : d.window_manager;
+  if (spec.base?.image) return `Your image ${spec.base.image}, ${String(d.protocol).toUpperCase()}`;
   return `${RELEASES[spec.base?.release] ?? spec.base?.release}, ${shell}, ${r.width}x${r.height}, ${String(d.protocol).toUpperCase()}`;
 }
 

@@ -22,18 +22,20 @@ from genos.composer.lexicon import (
     NET_INTERNET,
     NET_NONE,
     NET_TOR,
+    NOT_IMAGE_NAMES,
     OS_NAMES,
     PERSIST,
     PROTOCOLS,
     TIER_HINTS,
     TIERS,
     TLDS,
+    USER_IMAGE,
     WINDOW_MANAGERS,
     first,
     pick,
 )
 from genos.composer.matcher import Match, PhraseMatcher
-from genos.composer.normalise import Normalised
+from genos.composer.normalise import Normalised, tokenize
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(
@@ -84,6 +86,7 @@ class Entities:
     apps: list[Match] = field(default_factory=list)
     candidates: list[str] = field(default_factory=list)
     foreign_os: list[str] = field(default_factory=list)
+    user_image: str | None = None
     distribution: str | None = None
     release: str | None = None
     network: dict[str, str] = field(default_factory=dict)
@@ -116,7 +119,7 @@ class Entities:
 def extract(norm: Normalised, matcher: PhraseMatcher) -> Entities:
     """Run every extractor over the folded prompt."""
     ent = Entities()
-    text = norm.text
+    text = _user_image(norm.text, ent)  # first: its name is no one else's word
     text = _lifetime(text, ent)
     text = _resources(text, ent)
     _network(text, ent)
@@ -128,8 +131,19 @@ def extract(norm: Normalised, matcher: PhraseMatcher) -> Entities:
     _policy(text, ent)
     ent.escalation = first(ESCALATION, text)
     ent.injection = first(INJECTION, text)
-    ent.apps, ent.candidates = matcher.scan(norm.tokens)
+    ent.apps, ent.candidates = matcher.scan(tokenize(text) if ent.user_image else norm.tokens)
     return ent
+
+
+def _user_image(text: str, ent: Entities) -> str:
+    """The owner's image a request names; the words naming it are blanked out."""
+    for pattern in USER_IMAGE:
+        for found in re.finditer(pattern, text):
+            if found.group(1) not in NOT_IMAGE_NAMES:
+                ent.user_image = found.group(1)
+                ent.evidence["user_image"] = found.group(0)
+                return text.replace(found.group(0), " ")
+    return text
 
 
 def _seconds(amount: str, unit: str) -> int:

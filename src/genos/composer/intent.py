@@ -2,7 +2,8 @@
 
 A request names something GenOS provides: an environment word ("desktop",
 "sandbox", "vm"), an app or kind of app from the catalog, an operating system,
-or a network, isolation or protocol wish. Anything else ("what's the weather
+the owner's own disk image ("boot my image win-test"), or a network,
+isolation or protocol wish. Anything else ("what's the weather
 today?") is refused as not a request. Asking for the host (mount it, run
 privileged, take its network) is refused whatever else the text says.
 """
@@ -21,6 +22,7 @@ from genos.composer.lexicon import (
     OS_NAMES,
     PROTOCOLS,
     TIERS,
+    USER_IMAGE,
     first,
 )
 from genos.composer.matcher import PhraseMatcher
@@ -33,6 +35,7 @@ _SIGNALS = (
     *OS_NAMES.values(),
     *PROTOCOLS.values(),
     *TIERS.values(),
+    *USER_IMAGE,
     # Work on untrusted content asks for a (strong) environment too; a mere
     # question about malware does not.
     r"\b(?:analy[sz]\w*|open\w*|run\w*|inspect\w*|examin\w*|detonat\w*|test\w*|"

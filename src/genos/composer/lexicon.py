@@ -95,6 +95,22 @@ TIERS = {
     ),
     "container": r"\bcontainers?\b",
 }
+# The owner's own disk image, registered with `genos images add`: group 1 is
+# its name ("boot my windows image win-test", "run the iso called rescue").
+USER_IMAGE = (
+    r"\b(?:my|our|own|registered|user)\s+(?:[a-z0-9.]+\s+){0,2}?"
+    r"(?:disk image|vm image|os image|image|iso|qcow2)\s+(?:(?:named|called)\s+)?"
+    r"['\"]?([a-z0-9][a-z0-9-]*)",
+    r"\b(?:boot|run|start|launch)\s+(?:up\s+)?(?:the\s+)?(?:disk\s+)?(?:image|iso)\s+"
+    r"(?:(?:named|called)\s+)?['\"]?([a-z0-9][a-z0-9-]*)",
+)
+# Words after "my image" that are not a name ("my image editor", "my image files").
+NOT_IMAGE_NAMES = frozenset(
+    """
+    a an the and or with for in on of to from into using that which please file files
+    editor editors viewer viewers
+    """.split()
+)
 TIER_HINTS = (
     r"\bmalware\b|\bmalicious\b|\bvirus(?:es)?\b|\bransomware\b|\btrojan\b|\bexploits?\b",
     r"\bsuspicious\b|\buntrusted\b|\bsketchy\b|\bdodgy\b|\binfected\b|\bphishing\b",

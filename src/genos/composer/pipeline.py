@@ -74,10 +74,11 @@ def _result(
     norm: Normalised, decider: Decider, res: Resolved, base: dict[str, str], host: HostLimits
 ) -> Result:
     display = _display(decider.ent, decider)
+    decider.installs_nothing(res)
     spec_data: dict[str, Any] = {
         "base": base,
         "tier": decider.tier(display["protocol"], res.min_tier).value,
-        "apps": [app.model_dump() for app in res.apps],
+        "apps": [] if decider.ent.user_image else [app.model_dump() for app in res.apps],
         "display": display,
         "network": decider.network(res),
         "resources": decider.resources(host),

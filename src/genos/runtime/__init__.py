@@ -7,6 +7,9 @@
   ``ociruntime`` detects which runtimes work here; ``ociprovision``,
   ``ocienv``, ``ociteardown``: the create steps, an environment's host paths,
   graceful-then-forceful teardown.
+- ``qemu``: VMs (tiers ``microvm`` and ``vm``) in QEMU; the ``qemu*`` modules
+  are its parts (see its docstring). ``userimages``: the owners' own qcow2 and
+  ISO images a ``vm`` boots (``base.image``), checked by ``diskimage``.
 - ``volumes``: named per-owner volumes mounted at the environment user's
   home, optionally encrypted with gocryptfs.
 - ``fake``: the in-memory driver (a real RFB banner on a unix socket) for

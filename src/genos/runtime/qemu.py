@@ -11,8 +11,15 @@ migration to a file only root can read) and ends QEMU, ``resume`` then
 starts a new QEMU that loads it. ``destroy`` powers off gracefully, then
 forcefully, and removes everything.
 
+With ``base.image`` the VM boots a user image instead (registered with
+``genos images add``, see :mod:`.userimages`): no image is built, the disk
+is an overlay on the image's qcow2 or a blank disk beside its ISO, there is
+no GenOS guest (no console mark, no agent, so no ``exec``), and the VM is
+ready when QEMU's VNC socket answers; the other verbs are the same.
+
 How the pieces split: :mod:`.qemuimage` (the image), :mod:`.qemuguest` (the
 guest's init), :mod:`.qemucmd` (QEMU's command line, the display choice),
+:mod:`.userimages` and :mod:`.diskimage` (user images),
 :mod:`.qemuhost` (paths, uid, cgroup, tap), :mod:`.qemuqmp` (QMP and the
 guest command channel), :mod:`.qemustop` (launch, stop, release),
 :mod:`.qemuaccel` (KVM or TCG).
@@ -29,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from genos.errors import (
+    CapabilityError,
     ClosedError,
     ExternalError,
     GenOSError,
@@ -43,12 +51,12 @@ from genos.runtime.driver import EnvState, Inspection, Usage
 from genos.runtime.images import ImageStore
 from genos.runtime.lifecycle import Verb
 from genos.runtime.oci import ExecResult
-from genos.runtime.ocienv import log_tail, wait_banner
 from genos.runtime.qemuaccel import Accelerator, accelerator
 from genos.runtime.qemucmd import Machine, qemu_argv, wrapper
 from genos.runtime.qemuguest import READY_MARK
 from genos.runtime.qemuhost import RUN_ROOT, VmPaths
 from genos.runtime.qemuprovision import Provision
+from genos.runtime.userimages import UserImages
 from genos.sandbox.network import NetworkSandbox
 from genos.spec import EnvironmentSpec
 
@@ -67,7 +75,8 @@ class QemuDriver:
         network: the network sandbox for modes other than ``none``.
         run_root: per-VM state, sockets and logs (``/run/genos-qemu``).
         data_root: disks and saved states go under ``<data_root>/vms``.
-        cache_dir: built VM images (default ``<images.root>/qemu``).
+        cache_dir: built VM images (default ``<images.root>/qemu``); user images
+            (``base.image``) are those registered under ``<images.root>/user``.
         accel: force ``kvm`` or ``tcg`` (default: probe once, see :mod:`.qemuaccel`).
         max_memory_mb: cap on the guest memory a spec may ask for.
         stop_timeout: seconds the guest gets to power off before QEMU is ended.
@@ -92,6 +101,7 @@ class QemuDriver:
         self.run_root = run_root
         self.data_root = data_root if data_root is not None else data_dir()
         self.cache_dir = cache_dir if cache_dir is not None else self.images.root / "qemu"
+        self.user_images = UserImages(self.images.root / "user")
         self._accel = accel
         self.max_memory_mb = max_memory_mb
         self.stop_timeout = stop_timeout
@@ -114,6 +124,7 @@ class QemuDriver:
             InputError: ``env_id`` is not an environment id.
             StateError: ``env_id`` already exists.
             CapabilityError: the spec's tier is not a VM tier, or QEMU is missing.
+            NotFoundError: ``base.image`` names no registered user image.
             ExternalError: a step failed; nothing of the environment is left.
         """
         self._check(env_id)
@@ -128,7 +139,7 @@ class QemuDriver:
                 memory = min(memory, self.max_memory_mb)
             job = Provision(paths, spec, accel=accel, memory_mb=memory, images=self.images,
                             cache_dir=self.cache_dir, run_root=self.run_root,
-                            network=self._network)  # fmt: skip
+                            network=self._network, user_images=self.user_images)  # fmt: skip
             try:
                 await job.run()
             except BaseException:
@@ -151,7 +162,8 @@ class QemuDriver:
             record = self._record(env_id)
             lifecycle.require(await self._current(env_id, record), Verb.START)
             pid = await self._launch(env_id, record, incoming=False)
-            await self._wait_ready(env_id, pid, timeout)
+            mark = None if record.get("machine", {}).get("image") else READY_MARK
+            await qemustop.wait_ready(self.paths(env_id), pid, timeout, mark)
 
     async def suspend(self, env_id: str, *, to_disk: bool = False) -> None:
         """Pause the guest (``stop``), or save it to disk and end QEMU (``to_disk``).
@@ -271,10 +283,14 @@ class QemuDriver:
 
         Raises:
             StateError: not ``running``.
+            CapabilityError: the VM boots a user image (it has no GenOS agent).
             ExternalError: the guest did not answer.
         """
         self._check(env_id)
-        lifecycle.require(await self._current(env_id, self._record(env_id)), Verb.EXEC)
+        record = self._record(env_id)
+        lifecycle.require(await self._current(env_id, record), Verb.EXEC)
+        if record.get("machine", {}).get("image"):
+            raise CapabilityError(f"{env_id} boots a user image: no GenOS agent runs in it")
         code, out = await qemuqmp.agent_run(self.paths(env_id).agent, command, timeout)
         return ExecResult(code, out, "")
 
@@ -289,26 +305,13 @@ class QemuDriver:
         paths = self.paths(env_id)
         machine = Machine(**record["machine"])
         argv = wrapper(record["uid"], machine.accel, record.get("netns"))
-        argv += qemu_argv(machine, paths, incoming=incoming)
-        pid = await qemustop.launch(argv, paths)
+        with qemustop.image_fd(machine.image) as fd:
+            argv += qemu_argv(machine, paths, incoming=incoming, image_fd=fd)
+            pid = await qemustop.launch(argv, paths, pass_fds=() if fd is None else (fd,))
         qemuhost.write_record(paths, {**record, "pid": pid, "phase": "booted"})
         memory = (machine.memory_mb + CGROUP_OVERHEAD_MB) << 20
         qemuhost.join_cgroup(env_id, pid, memory, machine.cpus, 256)
         return pid
-
-    async def _wait_ready(self, env_id: str, pid: int, timeout: float) -> None:
-        paths = self.paths(env_id)
-        deadline = time.monotonic() + timeout
-        while not _console_says(paths.console, READY_MARK):
-            if qemustop.qemu_pid(paths, pid) is None:
-                tail = log_tail(paths.qemu_log) or log_tail(paths.console)
-                raise ExternalError(f"{env_id}: QEMU exited while booting", detail=tail)
-            if time.monotonic() > deadline:
-                raise ExternalError(f"{env_id}: the guest's display did not come up in "
-                                    f"{timeout:g}s", detail=log_tail(paths.console))  # fmt: skip
-            await asyncio.sleep(0.05)
-        await wait_banner(paths.vnc, pid, max(deadline - time.monotonic(), 1.0))
-        _tighten_sockets(paths)
 
     async def _save(self, env_id: str, record: dict[str, Any]) -> None:
         paths = self.paths(env_id)
@@ -347,7 +350,7 @@ class QemuDriver:
         finally:
             os.close(fd)
         paths.state.unlink(missing_ok=True)
-        _tighten_sockets(paths)
+        qemustop.tighten_sockets(paths)
 
     async def _release(self, env_id: str) -> None:
         paths = self.paths(env_id)
@@ -364,6 +367,7 @@ class QemuDriver:
             network=network,
             graceful=self.stop_timeout,
         )
+        self.user_images.release(env_id)
         if problems:
             raise ExternalError(f"destroy of {env_id} incomplete", detail="; ".join(problems))
 
@@ -412,17 +416,3 @@ class QemuDriver:
             with contextlib.suppress(OSError):
                 found.update(p.name for p in place.iterdir())
         return sorted(name for name in found if is_env_id(name))
-
-
-def _console_says(console: Path, mark: str) -> bool:
-    try:
-        return mark in console.read_text(errors="replace")
-    except OSError:
-        return False
-
-
-def _tighten_sockets(paths: VmPaths) -> None:
-    """Sockets QEMU made under umask 077 are 0700; no one needs to execute them: 0600."""
-    for sock in (paths.qmp, paths.vnc, paths.agent, paths.spice):
-        with contextlib.suppress(FileNotFoundError):
-            sock.chmod(0o600)

@@ -14,6 +14,12 @@ in the guest bridged through vsock or virtio-serial because it needs no
 proxy process on the host, survives viewers reconnecting, and is the same
 for both tiers.
 
+A ``vm`` booting a user image (``base.image``) has no kernel or agent of
+ours and devices any OS drives without extra drivers: its disk (and an ISO
+as a CD-ROM, booted first) on q35's AHCI controller, standard VGA, the PS/2
+keyboard, a USB tablet, an ``e1000e`` NIC; it may reboot (an installer
+does), so ``-no-reboot`` is left out. See :func:`user_disks`.
+
 The wrapper: ``nsenter --net`` into the environment's namespace (``unshare
 --net`` for network mode ``none``: a namespace with nothing in it), then
 ``setpriv`` to QEMU's own uid with no capabilities, no groups (``kvm`` only
@@ -54,6 +60,8 @@ class Machine:
     spice: bool
     mac: str
     spice_agent: bool = False  # the clipboard channel (the spec allows a clipboard)
+    image: str = ""  # a user image's file (no kernel, no agent); "": GenOS's own image
+    image_format: str = ""  # the user image's format: qcow2 or iso
 
 
 def smp(cpus: float) -> int:
@@ -61,49 +69,89 @@ def smp(cpus: float) -> int:
     return max(1, min(math.ceil(cpus), os.cpu_count() or 1))
 
 
-def qemu_argv(machine: Machine, paths: VmPaths, *, incoming: bool = False) -> list[str]:
+def qemu_argv(
+    machine: Machine, paths: VmPaths, *, incoming: bool = False, image_fd: int | None = None
+) -> list[str]:
     """The full QEMU command line of a VM.
 
     Args:
         machine: the VM's settings.
         paths: its host paths.
         incoming: start paused, waiting for a saved state (``migrate-incoming``).
+        image_fd: for a user image, the descriptor QEMU inherits it as (read-only).
 
     Returns:
         argv, starting with ``qemu-system-x86_64``.
     """
     micro = machine.tier == "microvm"
     bus = "device" if micro else "pci"
+    own = not machine.image
     argv = [QEMU, "-name", f"genos-{paths.env_id}", "-nodefaults", "-no-user-config",
-            "-display", "none", "-no-reboot", "-sandbox", SANDBOX,
-            *_accel(machine.accel), "-m", str(machine.memory_mb), "-smp", str(smp(machine.cpus)),
-            "-kernel", machine.kernel, "-initrd", machine.initrd,
-            "-append", kernel_args(machine),
-            "-drive", f"id=root,file={paths.disk},format=qcow2,if=none,discard=unmap",
-            "-device", f"virtio-blk-{bus},drive=root",
-            "-vnc", f"unix:{paths.vnc}",
-            "-device", f"virtio-keyboard-{bus}", "-device", f"virtio-tablet-{bus}",
-            "-device", f"virtio-serial-{bus}",
-            "-chardev", f"socket,id=agent,path={paths.agent},server=on,wait=off",
-            "-device", f"virtserialport,chardev=agent,name={AGENT_PORT}",
-            "-chardev", f"file,id=console,path={paths.console}", "-serial", "chardev:console",
-            "-fw_cfg", f"name={FW_CFG_NAME},file={paths.guest_cfg}",
-            "-qmp", f"unix:{paths.qmp},server=on,wait=off"]  # fmt: skip
+            "-display", "none", *(["-no-reboot"] if own else []), "-sandbox", SANDBOX,
+            *_accel(machine.accel), "-m", str(machine.memory_mb),
+            "-smp", str(smp(machine.cpus))]  # fmt: skip
+    if own:
+        argv += ["-kernel", machine.kernel, "-initrd", machine.initrd,
+                 "-append", kernel_args(machine),
+                 "-drive", f"id=root,file={paths.disk},format=qcow2,if=none,discard=unmap",
+                 "-device", f"virtio-blk-{bus},drive=root"]  # fmt: skip
+    else:
+        argv += user_disks(machine, paths, image_fd)
+    argv += ["-vnc", f"unix:{paths.vnc}"]
+    if own:
+        argv += ["-device", f"virtio-keyboard-{bus}", "-device", f"virtio-tablet-{bus}",
+                 "-device", f"virtio-serial-{bus}",
+                 "-chardev", f"socket,id=agent,path={paths.agent},server=on,wait=off",
+                 "-device", f"virtserialport,chardev=agent,name={AGENT_PORT}"]  # fmt: skip
+    else:  # the PS/2 keyboard is built into q35; a USB tablet points without a driver of ours
+        argv += ["-device", "qemu-xhci,id=uxhci", "-device", "usb-tablet,bus=uxhci.0"]
+    argv += ["-chardev", f"file,id=console,path={paths.console}", "-serial", "chardev:console"]
+    if own:
+        argv += ["-fw_cfg", f"name={FW_CFG_NAME},file={paths.guest_cfg}"]
+    argv += ["-qmp", f"unix:{paths.qmp},server=on,wait=off"]
     size = f"xres={machine.width},yres={machine.height}"
     if micro:
         argv += ["-M", "microvm,acpi=on,rtc=on,isa-serial=on,x-option-roms=off",
                  "-global", "virtio-mmio.force-legacy=false",
                  "-device", f"virtio-gpu-device,{size}"]  # fmt: skip
     else:
-        argv += ["-M", "q35", "-device", f"virtio-vga,{size}"]
+        argv += ["-M", "q35", "-device", f"{'virtio-vga' if own else 'VGA'},{size}"]
         if machine.spice:
             argv += spice_argv(paths.spice, agent=machine.spice_agent)
     if machine.nic:
+        model = f"virtio-net-{bus}" if own else "e1000e"
         argv += ["-netdev", "tap,id=net0,ifname=tap0,script=no,downscript=no",
-                 "-device", f"virtio-net-{bus},netdev=net0,mac={machine.mac}"]  # fmt: skip
+                 "-device", f"{model},netdev=net0,mac={machine.mac}"]  # fmt: skip
     if incoming:
         argv += ["-S", "-incoming", "defer"]
     return argv
+
+
+def user_disks(machine: Machine, paths: VmPaths, image_fd: int | None) -> list[str]:
+    """The drives of a VM booting a user image, on q35's built-in AHCI controller.
+
+    The image comes in as an inherited descriptor (``-add-fd``), read-only,
+    with its format named; a qcow2 image is the explicit backing node of the
+    VM's overlay (so QEMU never opens the path written in the overlay's
+    header), an ISO is a CD-ROM booted first, beside the VM's blank disk.
+
+    Raises:
+        ValueError: no descriptor for the image.
+    """
+    if image_fd is None:
+        raise ValueError("a user image VM needs the image's descriptor")
+    iso = machine.image_format == "iso"
+    argv = ["-add-fd", f"fd={image_fd},set=1,opaque=user-image",
+            "-blockdev", "driver=file,node-name=image-file,filename=/dev/fdset/1,read-only=on",
+            "-blockdev", f"driver={'raw' if iso else 'qcow2'},node-name=image,file=image-file,"
+            "read-only=on",
+            "-blockdev", f"driver=file,node-name=disk-file,filename={paths.disk},discard=unmap",
+            "-blockdev", "driver=qcow2,node-name=disk,file=disk-file,discard=unmap"
+            + ("" if iso else ",backing=image")]  # fmt: skip
+    if iso:
+        return [*argv, "-device", "ide-cd,drive=image,bus=ide.1,bootindex=0",
+                "-device", "ide-hd,drive=disk,bus=ide.0,bootindex=1"]  # fmt: skip
+    return [*argv, "-device", "ide-hd,drive=disk,bus=ide.0,bootindex=0"]
 
 
 def spice_argv(socket: Path, *, agent: bool) -> list[str]:

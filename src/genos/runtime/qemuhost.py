@@ -12,6 +12,7 @@
     /run/genos-qemu/ids/<slot>       QEMU user slots (one uid per VM)
     <data dir>/vms/<id>/             0711 root
         disk.qcow2                   0600 QEMU's user; the overlay on the cached root.ext4
+                                     (a user image: on its qcow2, or blank beside its ISO)
         state.vmstate                0600 root; a deep suspend (opened by us, passed as an fd)
 
 These roots are apart from the OCI driver's (``/run/genos``, ``<data>/envs``,
@@ -170,10 +171,18 @@ def run_tool(argv: list[str], what: str) -> str:
     return done.stdout
 
 
-def create_overlay(base: Path, disk: Path, uid: int) -> None:
-    """The VM's own qcow2 on the shared raw root image, owned by QEMU's user."""
-    run_tool(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw",
+def create_overlay(base: Path, disk: Path, uid: int, base_format: str = "raw") -> None:
+    """The VM's own qcow2 on a shared read-only image, owned by QEMU's user."""
+    run_tool(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", base_format,
               str(disk)], "qemu-img create")  # fmt: skip
+    os.chown(disk, uid, uid)
+    disk.chmod(0o600)
+
+
+def create_blank(disk: Path, size_mb: int, uid: int) -> None:
+    """An empty qcow2 disk of ``size_mb`` (grows as the guest writes), owned by QEMU's user."""
+    run_tool(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), f"{size_mb}M"],
+             "qemu-img create")  # fmt: skip
     os.chown(disk, uid, uid)
     disk.chmod(0o600)
 

@@ -7,6 +7,12 @@
 - ``network``: unless mode ``none``, the sandbox's namespace and a tap bridged there;
 - ``guest``: the fw_cfg settings file and the final record.
 
+With ``base.image`` (a user image) the image is looked up first (an unknown
+name fails before anything is made), claimed for this environment after
+``dirs``, and ``image``, ``disk`` and ``guest`` become one step: an overlay
+on the image's qcow2 (backing format explicit), or a blank qcow2 of
+``resources.disk_mb`` beside its ISO. Nothing of GenOS goes into the guest.
+
 The caller rolls back with :func:`genos.runtime.qemustop.release` on failure.
 """
 
@@ -28,6 +34,7 @@ from genos.runtime.qemucmd import Machine, mac_for
 from genos.runtime.qemuguest import guest_config
 from genos.runtime.qemuhost import VmPaths
 from genos.runtime.qemuimage import BootFiles, ensure_boot_files, vm_spec
+from genos.runtime.userimages import UserImage, UserImages
 from genos.sandbox.network import NetHandle, NetworkSandbox
 from genos.spec import EnvironmentSpec, NetworkMode, Protocol, Tier
 
@@ -47,6 +54,7 @@ class Provision:
         cache_dir: where VM images are cached.
         run_root: the driver's run root (uid slots live there).
         network: makes the network sandbox (asked unless the mode is ``none``).
+        user_images: the registry ``base.image`` names an image of.
     """
 
     def __init__(
@@ -60,10 +68,11 @@ class Provision:
         cache_dir: Path,
         run_root: Path,
         network: Callable[[], NetworkSandbox],
+        user_images: UserImages,
     ) -> None:
         self.paths, self.spec, self.accel, self.memory_mb = paths, spec, accel, memory_mb
         self.images, self.cache_dir, self.run_root = images, cache_dir, run_root
-        self.network = network
+        self.network, self.user_images = network, user_images
         self.env_id = paths.env_id
         self.record: dict[str, Any] = {
             "env_id": self.env_id,
@@ -78,21 +87,47 @@ class Provision:
 
         Raises:
             CapabilityError: not a VM tier, or a host tool is missing.
+            NotFoundError: ``base.image`` names no registered image.
             GenOSError: a step failed (the caller releases what was made).
         """
         _check_host(self.spec)
+        name = self.spec.base.image
+        if name is not None:
+            self.user_images.get(name)
         for place in (self.paths.data.parent, self.cache_dir, self.run_root):
             _check_reachable(place)
         uid = self._make_dirs()
+        boot: BootFiles | UserImage
+        if name is not None:
+            boot = await self._user_disk(name, uid)
+        else:
+            boot = await self._own_disk(uid)
+        address, handle = await self._network(uid)
+        if name is None:
+            self._write_guest_config(uid, address, handle)
+        self.record["machine"] = asdict(self._machine(boot, nic=handle is not None))
+        self.record["phase"] = "created"
+        qemuhost.write_record(self.paths, self.record)
+
+    async def _own_disk(self, uid: int) -> BootFiles:
         layers = await asyncio.to_thread(self.images.ensure, vm_spec(self.spec))
         boot = await asyncio.to_thread(ensure_boot_files, self.cache_dir, layers)
         self.record["image"] = boot.key
         await asyncio.to_thread(qemuhost.create_overlay, boot.root, self.paths.disk, uid)
-        address, handle = await self._network(uid)
-        self._write_guest_config(uid, address, handle)
-        self.record["machine"] = asdict(self._machine(boot, nic=handle is not None))
-        self.record["phase"] = "created"
-        qemuhost.write_record(self.paths, self.record)
+        return boot
+
+    async def _user_disk(self, name: str, uid: int) -> UserImage:
+        # Claimed once the dirs exist: `genos images rm` sees the claim as long as they do.
+        image = self.user_images.claim(name, self.env_id, (self.paths.root, self.paths.data))
+        self.record["user_image"] = {"name": name, "digest": image.digest,
+                                     "format": image.format}  # fmt: skip
+        if image.format == "qcow2":
+            await asyncio.to_thread(qemuhost.create_overlay, image.path, self.paths.disk, uid,
+                                    "qcow2")  # fmt: skip
+        else:
+            disk_mb = self.spec.resources.disk_mb
+            await asyncio.to_thread(qemuhost.create_blank, self.paths.disk, disk_mb, uid)
+        return image
 
     def _make_dirs(self) -> int:
         self.run_root.mkdir(mode=0o711, parents=True, exist_ok=True)
@@ -129,8 +164,12 @@ class Provision:
             fh.write(text)
         os.chown(path, uid, uid)
 
-    def _machine(self, boot: BootFiles, *, nic: bool) -> Machine:
+    def _machine(self, boot: BootFiles | UserImage, *, nic: bool) -> Machine:
         display = self.spec.display
+        if isinstance(boot, BootFiles):
+            kernel, initrd, image, image_format = str(boot.kernel), str(boot.initrd), "", ""
+        else:
+            kernel, initrd, image, image_format = "", "", str(boot.path), boot.format
         return Machine(
             tier=self.spec.tier.value,
             accel=self.accel,
@@ -138,12 +177,14 @@ class Provision:
             cpus=self.spec.resources.cpus,
             width=display.resolution.width,
             height=display.resolution.height,
-            kernel=str(boot.kernel),
-            initrd=str(boot.initrd),
+            kernel=kernel,
+            initrd=initrd,
             nic=nic,
             spice=display.protocol is Protocol.SPICE and self.spec.tier is Tier.VM,
             mac=mac_for(self.env_id),
             spice_agent=self.spec.security.clipboard.value != "none",
+            image=image,
+            image_format=image_format,
         )
 
 

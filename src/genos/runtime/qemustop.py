@@ -2,7 +2,9 @@
 
 Launch: the wrapper of :mod:`genos.runtime.qemucmd` plus QEMU's argv, umask
 077 (its sockets are 0600), its own session, stdout and stderr to
-``qemu.log``; the pid goes into the VM's cgroup at once. Stop: graceful, then
+``qemu.log``; the pid goes into the VM's cgroup at once. Ready: the guest's
+mark on the serial console (GenOS's own images), then the RFB banner on
+QEMU's VNC socket. Stop: graceful, then
 forceful - ACPI power button (the guest powers off cleanly), QMP ``quit``,
 SIGKILL - each step bounded by a deadline. Release: the process, anything
 left in the cgroup, the network namespace, the cgroup, the directories (disk
@@ -20,11 +22,12 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from genos.errors import ExternalError, GenOSError
 from genos.runtime import qemuhost, qemuqmp
-from genos.runtime.ocienv import alive, log_tail
+from genos.runtime.ocienv import alive, log_tail, wait_banner
 from genos.runtime.qemuhost import VmPaths
 from genos.sandbox.network import NetworkSandbox
 
@@ -32,12 +35,15 @@ logger = logging.getLogger("genos.runtime.qemu")
 QUIT_TIMEOUT = 5.0
 
 
-async def launch(argv: list[str], paths: VmPaths, timeout: float = 30.0) -> int:
+async def launch(
+    argv: list[str], paths: VmPaths, timeout: float = 30.0, *, pass_fds: tuple[int, ...] = ()
+) -> int:
     """Start QEMU detached (see the module docstring); its pid once it has written it.
 
     ``setsid --fork`` leaves QEMU to init, so it outlives the control plane
     and nobody here has to reap it (``-daemonize`` would fork after the
-    seccomp sandbox forbids it).
+    seccomp sandbox forbids it). ``pass_fds`` are inherited by QEMU under the
+    same numbers (a user image it may not open by path).
 
     Raises:
         ExternalError: it could not be started or exited at once (its log in ``detail``).
@@ -47,7 +53,7 @@ async def launch(argv: list[str], paths: VmPaths, timeout: float = 30.0) -> int:
     try:
         starter = await asyncio.create_subprocess_exec(
             "setsid", "--fork", *argv, "-pidfile", str(paths.pidfile),
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, umask=0o077,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, umask=0o077, pass_fds=pass_fds,
         )  # fmt: skip
     except OSError as exc:
         raise ExternalError(f"cannot start QEMU: {exc}") from exc
@@ -60,6 +66,64 @@ async def launch(argv: list[str], paths: VmPaths, timeout: float = 30.0) -> int:
         await asyncio.sleep(0.01)
     await starter.wait()
     return pid
+
+
+async def wait_ready(paths: VmPaths, pid: int, timeout: float, mark: str | None) -> None:
+    """Wait for the guest's ``mark`` on the serial console (if any), then the RFB banner.
+
+    A user image has no mark to give: its display is ready when QEMU's VNC
+    server answers. Afterwards QEMU's sockets are made 0600.
+
+    Raises:
+        ExternalError: QEMU exited, or the display did not come up in ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while mark is not None and not _console_says(paths.console, mark):
+        if qemu_pid(paths, pid) is None:
+            tail = log_tail(paths.qemu_log) or log_tail(paths.console)
+            raise ExternalError(f"{paths.env_id}: QEMU exited while booting", detail=tail)
+        if time.monotonic() > deadline:
+            raise ExternalError(f"{paths.env_id}: the guest's display did not come up in "
+                                f"{timeout:g}s", detail=log_tail(paths.console))  # fmt: skip
+        await asyncio.sleep(0.05)
+    await wait_banner(paths.vnc, pid, max(deadline - time.monotonic(), 1.0))
+    tighten_sockets(paths)
+
+
+def _console_says(console: Path, mark: str) -> bool:
+    try:
+        return mark in console.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def tighten_sockets(paths: VmPaths) -> None:
+    """Sockets QEMU made under umask 077 are 0700; no one needs to execute them: 0600."""
+    for sock in (paths.qmp, paths.vnc, paths.agent, paths.spice):
+        with contextlib.suppress(FileNotFoundError):
+            sock.chmod(0o600)
+
+
+@contextlib.contextmanager
+def image_fd(image: str) -> Iterator[int | None]:
+    """A read-only descriptor of a user image for QEMU to inherit (None: no user image).
+
+    QEMU's own user may not open the image by path; it is root's, 0600.
+
+    Raises:
+        ExternalError: the image cannot be opened.
+    """
+    if not image:
+        yield None
+        return
+    try:
+        fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ExternalError(f"cannot open the user image {image}", detail=str(exc)) from exc
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _read_pid(path: Path) -> int | None:
