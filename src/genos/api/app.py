@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genos import __version__
 from genos.api import display, errors, metrics, routes_account, routes_envs
@@ -68,25 +70,37 @@ def create_app(
     for module in modules:
         app.include_router(module.router)
     app.add_middleware(errors.BodyLimit)
-    app.middleware("http")(_headers)
+    app.add_middleware(SecurityHeaders)
     if not gateway_only:
         _mount_web(app, web_dir or DEFAULT_WEB)
     return app
 
 
-async def _headers(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    response = await call_next(request)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    if response.headers.get("content-type", "").startswith("text/html"):
-        response.headers["Content-Security-Policy"] = CSP
-    if request.url.path.startswith("/v1/"):
-        response.headers.setdefault("Cache-Control", "no-store")
-    else:  # the client's file names do not change between releases: always revalidate
-        response.headers.setdefault("Cache-Control", "no-cache")
-    return response
+class SecurityHeaders:
+    """ASGI middleware: nosniff, no referrer, the CSP on HTML, and caching rules
+    (API answers are never stored; the web client always revalidates). Plain
+    ASGI, so a request costs a header edit, not a task and a stream."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        api = str(scope.get("path", "")).startswith("/v1/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("Referrer-Policy", "no-referrer")
+                if headers.get("content-type", "").startswith("text/html"):
+                    headers["Content-Security-Policy"] = CSP
+                headers.setdefault("Cache-Control", "no-store" if api else "no-cache")
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def _mount_web(app: FastAPI, web_dir: Path) -> None:

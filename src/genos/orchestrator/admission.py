@@ -104,7 +104,9 @@ class Admission:
                 life.logger(env.id).warning("provisioning failed: %s", reason)
                 with contextlib.suppress(StateError):  # terminated meanwhile
                     await life.fail(env.id, State.PROVISIONING, reason)
-        await self.admit()
+            else:
+                return  # running holds what provisioning held: nothing new fits
+        await self.admit()  # a failure freed its share of the host
 
     async def _steps(self, env: Environment) -> None:
         life = self._life

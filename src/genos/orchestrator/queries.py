@@ -8,12 +8,14 @@ planes, or a cancelled task and a user's verb, can never both win.
 
 from __future__ import annotations
 
+import json
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Text, cast, func, literal, select, tuple_, update
+from sqlalchemy import Row, Table, Text, cast, func, insert, literal, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from genos import spec as spec_mod
@@ -60,6 +62,10 @@ QUEUE_ORDER = (
     EnvironmentRow.id.asc(),
 )
 IS_WAITING = EnvironmentRow.state.in_([s.value for s in WAITING])
+# The hot writes are Core inserts of plain rows: no unit of work to flush.
+INSERT_ENVIRONMENT = insert(typing.cast(Table, EnvironmentRow.__table__))
+INSERT_TRANSITION = insert(typing.cast(Table, TransitionRow.__table__))
+INSERT_EVENT = insert(typing.cast(Table, EventRow.__table__))
 
 
 def to_environment(row: Row[*tuple[Any, ...]], position: int | None = None) -> Environment:
@@ -94,19 +100,21 @@ def environments(
     """
     query = select(*ENVIRONMENT_COLUMNS).where(*where)
     if after is not None:
-        mark = session.execute(
-            select(EnvironmentRow.created).where(EnvironmentRow.id == after)
-        ).scalar_one_or_none()
+        mark = (
+            session.connection()
+            .execute(select(EnvironmentRow.created).where(EnvironmentRow.id == after))
+            .scalar_one_or_none()
+        )
         if mark is None:
             raise NotFoundError("cursor", after)
         key = tuple_(EnvironmentRow.created, EnvironmentRow.id)
         query = query.where(key > tuple_(literal(mark, UTCDateTime()), literal(after)))
     query = query.order_by(EnvironmentRow.created, EnvironmentRow.id)
-    rows = session.execute(query if limit is None else query.limit(limit)).all()
+    rows = session.connection().execute(query if limit is None else query.limit(limit)).all()
     positions: dict[str, int] = {}
     if any(State(row.state) in WAITING for row in rows):
         order = select(EnvironmentRow.id).where(IS_WAITING).order_by(*QUEUE_ORDER)
-        positions = {env_id: n for n, env_id in enumerate(session.scalars(order), 1)}
+        positions = {env_id: n for n, env_id in enumerate(session.connection().scalars(order), 1)}
     return [to_environment(row, positions.get(row.id)) for row in rows]
 
 
@@ -116,7 +124,8 @@ def load(session: Session, env_id: str) -> Environment:
     Raises:
         NotFoundError: no such environment.
     """
-    row = session.execute(select(*ENVIRONMENT_COLUMNS).where(EnvironmentRow.id == env_id)).first()
+    query = select(*ENVIRONMENT_COLUMNS).where(EnvironmentRow.id == env_id)
+    row = session.connection().execute(query).first()
     if row is None:
         raise NotFoundError("environment", env_id)
     if State(row.state) not in WAITING:
@@ -125,14 +134,14 @@ def load(session: Session, env_id: str) -> Environment:
     ahead = tuple_(-EnvironmentRow.priority, EnvironmentRow.created, EnvironmentRow.id) < tuple_(
         -key[0], key[1], key[2]
     )
-    count = session.execute(select(func.count()).where(IS_WAITING, ahead)).scalar_one()
+    count = session.connection().execute(select(func.count()).where(IS_WAITING, ahead)).scalar_one()
     return to_environment(row, int(count) + 1)
 
 
 def queue(session: Session) -> list[Environment]:
     """Waiting environments in the order they will be served, with their positions."""
     query = select(*ENVIRONMENT_COLUMNS).where(IS_WAITING).order_by(*QUEUE_ORDER)
-    return [to_environment(row, n) for n, row in enumerate(session.execute(query), 1)]
+    return [to_environment(row, n) for n, row in enumerate(session.connection().execute(query), 1)]
 
 
 def to_event(row: EventRow) -> Event:
@@ -171,7 +180,7 @@ def insert_environment(
     # Lock the owner's row: one owner's requests are checked one at a time,
     # across control planes too (SQLite's BEGIN IMMEDIATE already serialises).
     owner = select(UserRow.id).where(UserRow.id == new.owner).with_for_update()
-    if session.execute(owner).scalar_one_or_none() is None:
+    if session.connection().execute(owner).scalar_one_or_none() is None:
         raise NotFoundError("user", new.owner)
     if new.request_id is not None:
         existing = find_request(session, new.owner, new.request_id)
@@ -180,39 +189,47 @@ def insert_environment(
     resources = new.spec.resources
     if quota is not None:
         quota.check(owner_usage(session, new.owner), resources.cpus, resources.memory_mb)
-    session.add(_new_row(new, now))
-    session.add(_event_row(new.env_id, 1, now, (EventType.STATE, State.REQUESTED, "requested"), {}))
-    session.flush()
-    return load(session, new.env_id), True
+    row = _new_row(new, now)
+    session.connection().execute(INSERT_ENVIRONMENT, row)
+    requested = (EventType.STATE, State.REQUESTED, "requested")
+    session.connection().execute(INSERT_EVENT, _event_row(new.env_id, 1, now, requested, {}))
+    # What was just written, without reading it back (a new request waits
+    # behind everything already waiting; its position is found on reads).
+    env = Environment(
+        id=new.env_id, owner=new.owner, name=new.spec.name, state=State.REQUESTED,
+        spec_json=json.dumps(row["spec"]), priority=new.priority, request_id=new.request_id,
+        created=now, updated=now, cpus=row["cpus"], memory_mb=row["memory_mb"],
+    )  # fmt: skip
+    return env, True
 
 
-def _new_row(new: NewEnvironment, now: datetime) -> EnvironmentRow:
+def _new_row(new: NewEnvironment, now: datetime) -> dict[str, Any]:
     resources = new.spec.resources
-    return EnvironmentRow(
-        id=new.env_id,
-        owner_id=new.owner,
-        name=new.spec.name,
-        state=State.REQUESTED.value,
-        spec=spec_mod.dump(new.spec),
-        priority=new.priority,
-        request_id=new.request_id,
-        cpus=resources.cpus,
-        memory_mb=resources.memory_mb,
-        created=now,
-        updated=now,
-        last_seq=1,
-    )
+    return {
+        "id": new.env_id,
+        "owner_id": new.owner,
+        "name": new.spec.name,
+        "state": State.REQUESTED.value,
+        "spec": spec_mod.dump(new.spec),
+        "priority": new.priority,
+        "request_id": new.request_id,
+        "cpus": resources.cpus,
+        "memory_mb": resources.memory_mb,
+        "created": now,
+        "updated": now,
+        "last_seq": 1,
+    }
 
 
-def find_request(session: Session, owner: str, request_id: str) -> EnvironmentRow | None:
-    """The environment ``owner`` made with ``request_id``, if any."""
-    query = select(EnvironmentRow).where(
+def find_request(session: Session, owner: str, request_id: str) -> Row[Any] | None:
+    """The environment ``owner`` made with ``request_id`` (its id, request id and spec), if any."""
+    query = select(EnvironmentRow.id, EnvironmentRow.request_id, EnvironmentRow.spec).where(
         EnvironmentRow.owner_id == owner, EnvironmentRow.request_id == request_id
     )
-    return session.scalars(query).one_or_none()
+    return session.connection().execute(query).one_or_none()
 
 
-def same_request(row: EnvironmentRow, spec: spec_mod.EnvironmentSpec) -> str:
+def same_request(row: Row[Any], spec: spec_mod.EnvironmentSpec) -> str:
     """The environment id of a repeated request, if the repeat asks for the same spec.
 
     Raises:
@@ -222,7 +239,7 @@ def same_request(row: EnvironmentRow, spec: spec_mod.EnvironmentSpec) -> str:
         raise ConflictError(
             f"request id {row.request_id!r} was used for another spec (environment {row.id})"
         )
-    return row.id
+    return str(row.id)
 
 
 def owner_usage(session: Session, owner: str) -> Usage:
@@ -241,7 +258,7 @@ def _usage(session: Session, where: Any, in_states: Iterable[State]) -> Usage:
         func.coalesce(func.sum(EnvironmentRow.cpus), 0.0),
         func.coalesce(func.sum(EnvironmentRow.memory_mb), 0),
     ).where(where, EnvironmentRow.state.in_([s.value for s in in_states]))
-    count, cpus, memory = session.execute(query).one()
+    count, cpus, memory = session.connection().execute(query).one()
     return Usage(int(count), float(cpus), int(memory))
 
 
@@ -280,20 +297,23 @@ def transition(
         update(EnvironmentRow)
         .where(EnvironmentRow.id == env_id, EnvironmentRow.state == old.value)
         .values(**_moved(new, reason, now, host))
-        .returning(EnvironmentRow.last_seq)
+        # The new row comes back whole: no second read (unless it waits in the queue).
+        .returning(EnvironmentRow.last_seq, *ENVIRONMENT_COLUMNS)
         .execution_options(synchronize_session=False)
     )
-    seq = session.execute(statement).scalar_one_or_none()
-    if seq is None:
+    moved = session.connection().execute(statement).first()
+    if moved is None:
         current = State(get_row(session, env_id).state)
         raise StateError(current.value, [old.value], f"move to {new.value}")
-    step = TransitionRow(env_id=env_id, seq=seq, from_state=old.value, to_state=new.value,
-                         actor=actor, reason=reason, time=now)  # fmt: skip
+    seq = moved.last_seq
+    step = {"env_id": env_id, "seq": seq, "from_state": old.value, "to_state": new.value,
+            "actor": actor, "reason": reason, "time": now}  # fmt: skip
     data = {"from": old.value, "to": new.value, "actor": actor, "reason": reason}
     event = _event_row(env_id, seq, now, (EventType.STATE, new, f"{new.value}: {reason}"), data)
-    session.add_all([step, event])
-    session.flush()
-    return load(session, env_id), to_event(event)
+    session.connection().execute(INSERT_TRANSITION, step)
+    session.connection().execute(INSERT_EVENT, event)
+    env = load(session, env_id) if new in WAITING else to_environment(moved)
+    return env, _to_event(event)
 
 
 def _moved(new: State, reason: str, now: datetime, host: str | None) -> dict[str, Any]:
@@ -331,25 +351,22 @@ def add_event(
         .returning(EnvironmentRow.last_seq, EnvironmentRow.state)
         .execution_options(synchronize_session=False)
     )
-    found = session.execute(statement).one_or_none()
+    found = session.connection().execute(statement).one_or_none()
     if found is None:
         raise NotFoundError("environment", env_id)
     row = _event_row(env_id, found[0], now, (kind, State(found[1]), message), data)
-    session.add(row)
-    session.flush()
-    return to_event(row)
+    session.connection().execute(INSERT_EVENT, row)
+    return _to_event(row)
 
 
 def _event_row(
     env_id: str, seq: int, now: datetime, what: tuple[EventType, State, str], data: dict[str, Any]
-) -> EventRow:
+) -> dict[str, Any]:
     kind, state, message = what
-    return EventRow(
-        env_id=env_id,
-        seq=seq,
-        time=now,
-        type=kind.value,
-        state=state.value,
-        message=message,
-        data=data,
-    )
+    return {"env_id": env_id, "seq": seq, "time": now, "type": kind.value,
+            "state": state.value, "message": message, "data": data}  # fmt: skip
+
+
+def _to_event(row: dict[str, Any]) -> Event:
+    return Event(row["env_id"], row["seq"], row["time"], EventType(row["type"]),
+                 State(row["state"]), row["message"], row["data"])  # fmt: skip
