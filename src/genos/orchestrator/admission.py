@@ -17,6 +17,7 @@ from genos.errors import StateError
 from genos.orchestrator import provision
 from genos.orchestrator.capacity import Capacity
 from genos.orchestrator.lifecycle import SYSTEM, Lifecycle
+from genos.orchestrator.queries import Note
 from genos.orchestrator.records import Environment, EventType
 from genos.orchestrator.states import State
 
@@ -75,6 +76,7 @@ class Admission:
     async def _start(self, env: Environment) -> bool:
         life = self._life
         try:
+            creating: Note = (EventType.PROGRESS, "creating sandbox", {"driver": life.driver.name})
             env = await life.move(
                 env.id,
                 env.state,
@@ -82,6 +84,7 @@ class Admission:
                 actor=SYSTEM,
                 reason="admitted",
                 host=life.host_name,
+                after=[creating],  # stored with the move: one commit
             )
         except StateError:
             return False  # cancelled, or admitted by another control plane
@@ -115,14 +118,15 @@ class Admission:
         async def report(message: str, data: dict[str, object]) -> None:
             await life.emit(env.id, EventType.PROGRESS, message, data)
 
-        await report("creating sandbox", {"driver": driver.name})
+        # "creating sandbox" was stored with the move to provisioning.
         async with provision.Progress(report) as progress:
             await life.call(
                 "create", provision.create(driver, env.id, env.spec, progress, env.owner)
             )
         await report("sandbox ready", {})
         await life.call("start", driver.start(env.id))
-        await report("display ready", {})
+        ready: Note = (EventType.PROGRESS, "display ready", {})
         await life.move(
-            env.id, State.PROVISIONING, State.RUNNING, actor=SYSTEM, reason="provisioned"
-        )
+            env.id, State.PROVISIONING, State.RUNNING, actor=SYSTEM, reason="provisioned",
+            before=[ready],  # stored with the move: one commit
+        )  # fmt: skip

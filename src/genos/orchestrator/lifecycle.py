@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 from genos.errors import ExternalError, GenOSError
 from genos.orchestrator.events import EventBus
 from genos.orchestrator.provision import describe
+from genos.orchestrator.queries import Note
 from genos.orchestrator.records import Environment, Event, EventType
 from genos.orchestrator.registry import Registry
 from genos.orchestrator.states import State
@@ -58,16 +59,24 @@ class Lifecycle:
         actor: str,
         reason: str,
         host: str | None = None,
+        before: Sequence[Note] = (),
+        after: Sequence[Note] = (),
     ) -> Environment:
         """Record ``old -> new`` in the registry, then tell readers and the log.
+        ``before`` and ``after``: events stored with it (one commit), around its own.
 
         Raises:
             StateError: not allowed, or the environment is no longer in ``old``.
         """
         env, _ = await self.registry.transition(
-            env_id, old, new, actor=actor, reason=reason, host=host
+            env_id, old, new, actor=actor, reason=reason, host=host, around=(before, after)
         )
-        self.logger(env_id).info("%s -> %s by %s: %s", old.value, new.value, actor, reason)
+        log = self.logger(env_id)
+        for kind, message, _data in before:
+            log.info("%s: %s", kind.value, message)
+        log.info("%s -> %s by %s: %s", old.value, new.value, actor, reason)
+        for kind, message, _data in after:
+            log.info("%s: %s", kind.value, message)
         self.bus.publish(env_id)
         return env
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +25,8 @@ from genos.orchestrator.capacity import Quota, Usage
 from genos.orchestrator.models import EnvironmentRow, EventRow, TransitionRow, UserRow, UTCDateTime
 from genos.orchestrator.records import Environment, Event, EventType, Transition
 from genos.orchestrator.states import HOLDING, LIVE, WAITING, State
+
+Note = tuple[EventType, str, dict[str, Any]]  # an event's kind, message and data
 
 
 @dataclass(frozen=True)
@@ -282,8 +284,13 @@ def transition(
     why: tuple[str, str],
     now: datetime,
     host: str | None = None,
+    around: tuple[Sequence[Note], Sequence[Note]] = ((), ()),
 ) -> tuple[Environment, Event]:
     """Move ``env_id`` from ``change[0]`` to ``change[1]`` and record it (actor, reason).
+
+    ``around``: events stored in the same transaction just before the state
+    event (in the old state) and just after it (in the new one), so a step's
+    progress and the move it ends cost one commit.
 
     Raises:
         StateError: the transition is not in the lifecycle, or the environment
@@ -293,10 +300,11 @@ def transition(
     old, new = change
     actor, reason = why
     states.check(old, new)
+    before, after = around
     statement = (
         update(EnvironmentRow)
         .where(EnvironmentRow.id == env_id, EnvironmentRow.state == old.value)
-        .values(**_moved(new, reason, now, host))
+        .values(**_moved(new, reason, now, host, 1 + len(before) + len(after)))
         # The new row comes back whole: no second read (unless it waits in the queue).
         .returning(EnvironmentRow.last_seq, *ENVIRONMENT_COLUMNS)
         .execution_options(synchronize_session=False)
@@ -305,21 +313,28 @@ def transition(
     if moved is None:
         current = State(get_row(session, env_id).state)
         raise StateError(current.value, [old.value], f"move to {new.value}")
-    seq = moved.last_seq
+    seq = moved.last_seq - len(after)
     step = {"env_id": env_id, "seq": seq, "from_state": old.value, "to_state": new.value,
             "actor": actor, "reason": reason, "time": now}  # fmt: skip
     data = {"from": old.value, "to": new.value, "actor": actor, "reason": reason}
     event = _event_row(env_id, seq, now, (EventType.STATE, new, f"{new.value}: {reason}"), data)
+    rows = [_event_row(env_id, seq - len(before) + n, now, (kind, old, text), extra)
+            for n, (kind, text, extra) in enumerate(before)]  # fmt: skip
+    rows.append(event)
+    rows += [_event_row(env_id, seq + 1 + n, now, (kind, new, text), extra)
+             for n, (kind, text, extra) in enumerate(after)]  # fmt: skip
     session.connection().execute(INSERT_TRANSITION, step)
-    session.connection().execute(INSERT_EVENT, event)
+    session.connection().execute(INSERT_EVENT, rows)
     env = load(session, env_id) if new in WAITING else to_environment(moved)
     return env, _to_event(event)
 
 
-def _moved(new: State, reason: str, now: datetime, host: str | None) -> dict[str, Any]:
-    """The column values an environment entering ``new`` gets."""
+def _moved(
+    new: State, reason: str, now: datetime, host: str | None, events: int = 1
+) -> dict[str, Any]:
+    """The column values an environment entering ``new`` gets (with ``events`` events)."""
     values: dict[str, Any] = {"state": new.value, "updated": now}
-    values["last_seq"] = EnvironmentRow.last_seq + 1
+    values["last_seq"] = EnvironmentRow.last_seq + events
     if new is State.RUNNING:  # TTL counts from the first start; idle from now
         values["started"] = func.coalesce(EnvironmentRow.started, literal(now, UTCDateTime()))
         values["last_activity"] = now

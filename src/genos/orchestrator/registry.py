@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
@@ -235,6 +235,7 @@ class Registry:
         actor: str,
         reason: str,
         host: str | None = None,
+        around: tuple[Sequence[queries.Note], Sequence[queries.Note]] = ((), ()),
     ) -> tuple[Environment, Event]:
         """Record ``old -> new`` (compare-and-set) with its event, in one transaction.
 
@@ -245,6 +246,7 @@ class Registry:
             actor: who asked (a user id, ``system``, ``reconcile``).
             reason: why, in words; for ``failed`` it becomes the failure reason.
             host: the host it is placed on (given when entering ``provisioning``).
+            around: events to store with it, before and after its own (one commit).
 
         Returns:
             The environment after the move and the event announcing it.
@@ -256,7 +258,9 @@ class Registry:
         now = self.clock.now()
         change, why = (old, new), (actor, reason)
         return await self.run(
-            lambda s: queries.transition(s, env_id, change=change, why=why, now=now, host=host),
+            lambda s: queries.transition(
+                s, env_id, change=change, why=why, now=now, host=host, around=around
+            ),
             write=True,
         )
 
