@@ -32,6 +32,10 @@ class Admission:
         self._served = 0  # asks covered by a finished pass
         self._life = life
         self._capacity = capacity
+        # Requests waiting for a pass, and what the pass made of theirs (so a
+        # request answers with its admitted environment without reading it back).
+        self.wanted: set[str] = set()
+        self.admitted: dict[str, Environment] = {}
 
     async def admit(self) -> None:
         """Start what fits, in queue order; mark the rest ``queued``.
@@ -88,6 +92,8 @@ class Admission:
             )
         except StateError:
             return False  # cancelled, or admitted by another control plane
+        if env.id in self.wanted:
+            self.admitted[env.id] = env
         task = asyncio.create_task(self._provision(env), name=f"genos-provision-{env.id}")
         life.tasks[env.id] = task
         task.add_done_callback(lambda done: self._forget(env.id, done))
@@ -121,7 +127,7 @@ class Admission:
         # "creating sandbox" was stored with the move to provisioning.
         async with provision.Progress(report) as progress:
             await life.call(
-                "create", provision.create(driver, env.id, env.spec, progress, env.owner)
+                "create", provision.create(driver, env.id, life.spec_of(env), progress, env.owner)
             )
         await report("sandbox ready", {})
         await life.call("start", driver.start(env.id))

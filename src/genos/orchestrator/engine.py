@@ -146,11 +146,18 @@ class Engine:
         self.capacity.check_possible(spec.resources.cpus, spec.resources.memory_mb)
         new = NewEnvironment(new_env_id(), owner, spec, priority, request_id)
         env, created = await self.registry.create(new, self.quotas(owner))
-        if created:
-            self._life.logger(env.id).info("requested by %s", owner)
-            self._life.bus.publish(env.id)
+        if not created:
+            return await self.registry.get(env.id)
+        self._life.keep_spec(env.id, spec)
+        self._life.logger(env.id).info("requested by %s", owner)
+        self._life.bus.publish(env.id)
+        self._admission.wanted.add(env.id)
+        try:
             await self._admit()
-        return await self.registry.get(env.id)
+        finally:
+            self._admission.wanted.discard(env.id)
+            admitted = self._admission.admitted.pop(env.id, None)
+        return admitted if admitted is not None else await self.registry.get(env.id)
 
     async def get(self, env_id: str) -> Environment:
         """One environment.

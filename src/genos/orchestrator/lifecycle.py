@@ -9,6 +9,7 @@ a timer and reconcile never act on the same environment at once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import weakref
 from collections.abc import Awaitable, Sequence
@@ -22,9 +23,11 @@ from genos.orchestrator.records import Environment, Event, EventType
 from genos.orchestrator.registry import Registry
 from genos.orchestrator.states import State
 from genos.runtime.driver import Driver
+from genos.spec import EnvironmentSpec
 
 log = logging.getLogger("genos.orchestrator")
 SYSTEM = "system"
+KEPT_SPECS = 4096  # specs kept between request and provisioning
 T = TypeVar("T")
 
 
@@ -37,7 +40,21 @@ class Lifecycle:
         self.bus = bus
         self.host_name = host_name
         self.tasks: dict[str, asyncio.Task[None]] = {}  # provisioning in flight here
+        # Specs of environments requested here, parsed already: provisioning
+        # takes its own from here instead of parsing the stored JSON again.
+        self._specs: collections.OrderedDict[str, EnvironmentSpec] = collections.OrderedDict()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def keep_spec(self, env_id: str, spec: EnvironmentSpec) -> None:
+        """Remember a just-requested environment's spec (the newest few thousand)."""
+        self._specs[env_id] = spec
+        if len(self._specs) > KEPT_SPECS:
+            self._specs.popitem(last=False)
+
+    def spec_of(self, env: Environment) -> EnvironmentSpec:
+        """``env``'s spec: the one kept at request time (once), else parsed from the registry."""
+        kept = self._specs.pop(env.id, None)
+        return kept if kept is not None else env.spec
 
     def logger(self, env_id: str) -> logging.Logger:
         """The environment's own logger (``genos.orchestrator.<env_id>``)."""

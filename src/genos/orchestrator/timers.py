@@ -19,6 +19,7 @@ from genos.errors import GenOSError
 from genos.orchestrator.lifecycle import Lifecycle
 from genos.orchestrator.records import Environment, EventType
 from genos.orchestrator.states import State
+from genos.spec import Lifetime
 
 Act = Callable[[str, str, str], Awaitable[object]]
 """Performs ``action`` (``suspend``/``terminate``) on an environment with a reason."""
@@ -50,6 +51,7 @@ class Timers:
         self._persist_every = timedelta(seconds=persist_every)
         self._activity: dict[str, datetime] = {}
         self._stored: dict[str, datetime] = {}
+        self._lifetimes: dict[str, Lifetime] = {}
         self._warned: set[tuple[str, str, datetime]] = set()
 
     async def activity(self, env_id: str, now: datetime) -> None:
@@ -79,7 +81,9 @@ class Timers:
     def deadlines(self, env: Environment) -> list[Deadline]:
         """The timed actions ahead of ``env``, soonest first."""
         found: list[Deadline] = []
-        lifetime = env.spec.lifetime
+        lifetime = self._lifetimes.get(env.id)
+        if lifetime is None:  # a spec never changes: parse it once, not every tick
+            lifetime = self._lifetimes[env.id] = env.spec.lifetime
         if env.started is not None:
             at = env.started + timedelta(seconds=lifetime.ttl_seconds)
             found.append(Deadline("ttl", "terminate", at, f"ttl: {lifetime.ttl_seconds}s reached"))
@@ -116,6 +120,6 @@ class Timers:
 
     def _forget(self, gone: Callable[[str], bool]) -> None:
         self._warned = {key for key in self._warned if not gone(key[0])}
-        for table in (self._activity, self._stored):
+        for table in (self._activity, self._stored, self._lifetimes):
             for env_id in [e for e in table if gone(e)]:
                 del table[env_id]
