@@ -56,10 +56,10 @@ class Admission:
             self._served = max(self._served, covers)
 
     async def _pass(self) -> None:
-        used = await self._life.registry.host_usage(self._life.host_name)
+        used, waiting = await self._life.registry.usage_and_queue(self._life.host_name)
         admit: list[Environment] = []
         wait: list[Environment] = []
-        for env in await self._life.registry.queue():
+        for env in waiting:
             if not wait and self._capacity.fits(used, env.cpus, env.memory_mb):
                 admit.append(env)
                 used = used.plus(env.cpus, env.memory_mb)

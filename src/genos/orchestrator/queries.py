@@ -8,6 +8,7 @@ planes, or a cancelled task and a user's verb, can never both win.
 
 from __future__ import annotations
 
+import functools
 import json
 import typing
 from collections.abc import Iterable, Sequence
@@ -15,7 +16,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Table, Text, cast, func, insert, literal, select, tuple_, update
+from sqlalchemy import (
+    Integer,
+    Row,
+    Table,
+    Text,
+    Update,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from genos import spec as spec_mod
@@ -301,15 +316,11 @@ def transition(
     actor, reason = why
     states.check(old, new)
     before, after = around
-    statement = (
-        update(EnvironmentRow)
-        .where(EnvironmentRow.id == env_id, EnvironmentRow.state == old.value)
-        .values(**_moved(new, reason, now, host, 1 + len(before) + len(after)))
-        # The new row comes back whole: no second read (unless it waits in the queue).
-        .returning(EnvironmentRow.last_seq, *ENVIRONMENT_COLUMNS)
-        .execution_options(synchronize_session=False)
-    )
-    moved = session.connection().execute(statement).first()
+    events = 1 + len(before) + len(after)
+    params = {"p_id": env_id, "p_old": old.value, "p_new": new.value, "p_now": now,
+              "p_events": events, "p_reason": reason, "p_host": host}  # fmt: skip
+    statement = _move_statement(new is State.RUNNING, new is State.FAILED, host is not None)
+    moved = session.connection().execute(statement, params).first()
     if moved is None:
         current = State(get_row(session, env_id).state)
         raise StateError(current.value, [old.value], f"move to {new.value}")
@@ -329,20 +340,33 @@ def transition(
     return env, _to_event(event)
 
 
-def _moved(
-    new: State, reason: str, now: datetime, host: str | None, events: int = 1
-) -> dict[str, Any]:
-    """The column values an environment entering ``new`` gets (with ``events`` events)."""
-    values: dict[str, Any] = {"state": new.value, "updated": now}
-    values["last_seq"] = EnvironmentRow.last_seq + events
-    if new is State.RUNNING:  # TTL counts from the first start; idle from now
-        values["started"] = func.coalesce(EnvironmentRow.started, literal(now, UTCDateTime()))
+@functools.cache
+def _move_statement(running: bool, failed: bool, placed: bool) -> Update:
+    """The compare-and-set ``UPDATE`` of a move, built once per shape (it is hot).
+
+    Parameters: ``p_id``, ``p_old``, ``p_new``, ``p_now``, ``p_events`` (how many
+    events the move stores), ``p_reason``, ``p_host``. The new row comes back
+    whole, so the move needs no second read (unless it waits in the queue).
+    """
+    now = bindparam("p_now", type_=UTCDateTime())
+    values: dict[str, Any] = {
+        "state": bindparam("p_new"),
+        "updated": now,
+        "last_seq": EnvironmentRow.last_seq + bindparam("p_events", type_=Integer()),
+    }
+    if running:  # TTL counts from the first start; idle from now
+        values["started"] = func.coalesce(EnvironmentRow.started, now)
         values["last_activity"] = now
-    if new is State.FAILED:
-        values["failure_reason"] = reason
-    if host is not None:
-        values["host"] = host
-    return values
+    if failed:
+        values["failure_reason"] = bindparam("p_reason")
+    if placed:
+        values["host"] = bindparam("p_host")
+    return (
+        update(EnvironmentRow)
+        .where(EnvironmentRow.id == bindparam("p_id"), EnvironmentRow.state == bindparam("p_old"))
+        .values(**values)
+        .returning(EnvironmentRow.last_seq, *ENVIRONMENT_COLUMNS)
+    )
 
 
 def add_event(

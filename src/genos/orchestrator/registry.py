@@ -222,6 +222,12 @@ class Registry:
         """Waiting (requested or queued) environments, in the order they will be served."""
         return await self.run(queries.queue, write=False)
 
+    async def usage_and_queue(self, host: str) -> tuple[Usage, builtins.list[Environment]]:
+        """:meth:`host_usage` and :meth:`queue` read together (one snapshot, one round trip)."""
+        return await self.run(
+            lambda s: (queries.host_usage(s, host), queries.queue(s)), write=False
+        )
+
     async def host_usage(self, host: str) -> Usage:
         """What environments placed on ``host`` hold (provisioning, running, suspended)."""
         return await self.run(lambda s: queries.host_usage(s, host), write=False)
