@@ -38,7 +38,7 @@ from genos.errors import ConflictError, NotFoundError, StateError
 from genos.orchestrator import states
 from genos.orchestrator.capacity import Quota, Usage
 from genos.orchestrator.models import EnvironmentRow, EventRow, TransitionRow, UserRow, UTCDateTime
-from genos.orchestrator.records import Environment, Event, EventType, Transition
+from genos.orchestrator.records import Clocks, Environment, Event, EventType, Transition
 from genos.orchestrator.states import HOLDING, LIVE, WAITING, State
 
 Note = tuple[EventType, str, dict[str, Any]]  # an event's kind, message and data
@@ -153,6 +153,28 @@ def load(session: Session, env_id: str) -> Environment:
     )
     count = session.connection().execute(select(func.count()).where(IS_WAITING, ahead)).scalar_one()
     return to_environment(row, int(count) + 1)
+
+
+def clocks(session: Session, states: list[str], host: str) -> list[Clocks]:
+    """:class:`Clocks` of the environments in ``states`` placed on ``host``."""
+    query = select(
+        EnvironmentRow.id, EnvironmentRow.state, EnvironmentRow.started,
+        EnvironmentRow.last_activity,
+    ).where(EnvironmentRow.state.in_(states), EnvironmentRow.host == host)  # fmt: skip
+    rows = session.connection().execute(query.order_by(EnvironmentRow.created))
+    return [Clocks(row.id, State(row.state), row.started, row.last_activity) for row in rows]
+
+
+def lifetimes(session: Session, ids: list[str]) -> dict[str, spec_mod.Lifetime]:
+    """The ``lifetime`` part of each spec among ``ids`` (only that part is validated)."""
+    out: dict[str, spec_mod.Lifetime] = {}
+    for start in range(0, len(ids), 500):  # bounded IN lists
+        chunk = ids[start : start + 500]
+        query = select(EnvironmentRow.id, cast(EnvironmentRow.spec, Text).label("spec_json"))
+        for row in session.connection().execute(query.where(EnvironmentRow.id.in_(chunk))):
+            data = json.loads(row.spec_json).get("lifetime") or {}
+            out[row.id] = spec_mod.Lifetime.model_validate(data)
+    return out
 
 
 def queue(session: Session) -> list[Environment]:

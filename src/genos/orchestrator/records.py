@@ -57,6 +57,16 @@ class Environment:
 
 
 @dataclass(frozen=True)
+class Clocks:
+    """What the timers need of an environment: its state and when it started and was used."""
+
+    id: str
+    state: State
+    started: datetime | None
+    last_activity: datetime | None
+
+
+@dataclass(frozen=True)
 class Event:
     """Something that happened to an environment; ``seq`` orders them per environment."""
 

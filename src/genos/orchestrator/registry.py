@@ -32,8 +32,9 @@ from genos.orchestrator.clock import Clock, SystemClock
 from genos.orchestrator.groupcommit import GroupWriter
 from genos.orchestrator.models import EnvironmentRow, EventRow, TransitionRow
 from genos.orchestrator.queries import NewEnvironment
-from genos.orchestrator.records import Environment, Event, EventType, Transition
+from genos.orchestrator.records import Clocks, Environment, Event, EventType, Transition
 from genos.orchestrator.states import State
+from genos.spec import Lifetime
 
 T = TypeVar("T")
 
@@ -221,6 +222,16 @@ class Registry:
     async def queue(self) -> builtins.list[Environment]:
         """Waiting (requested or queued) environments, in the order they will be served."""
         return await self.run(queries.queue, write=False)
+
+    async def clocks(self, states: Iterable[State], host: str) -> builtins.list[Clocks]:
+        """State, start and last activity of the environments in ``states`` on ``host``."""
+        wanted = [s.value for s in states]
+        return await self.run(lambda s: queries.clocks(s, wanted, host), write=False)
+
+    async def lifetimes(self, ids: Iterable[str]) -> dict[str, Lifetime]:
+        """The spec's ``lifetime`` of each of ``ids`` that exists."""
+        wanted = builtins.list(ids)
+        return await self.run(lambda s: queries.lifetimes(s, wanted), write=False)
 
     async def usage_and_queue(self, host: str) -> tuple[Usage, builtins.list[Environment]]:
         """:meth:`host_usage` and :meth:`queue` read together (one snapshot, one round trip)."""

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from genos.errors import GenOSError
 from genos.orchestrator.lifecycle import Lifecycle
-from genos.orchestrator.records import Environment, EventType
+from genos.orchestrator.records import Clocks, EventType
 from genos.orchestrator.states import State
 from genos.spec import Lifetime
 
@@ -70,7 +70,13 @@ class Timers:
             act: performs a suspend or terminate.
         """
         wanted = [State.RUNNING, State.SUSPENDED]
-        envs = await self._life.registry.list(states=wanted, host=self._life.host_name)
+        registry = self._life.registry
+        # Only the clock columns of every environment; a spec's lifetime is read
+        # once per environment (a tick must not re-read and re-parse every spec).
+        envs = await registry.clocks(wanted, self._life.host_name)
+        missing = [env.id for env in envs if env.id not in self._lifetimes]
+        if missing:
+            self._lifetimes.update(await registry.lifetimes(missing))
         for env in envs:
             for deadline in self.deadlines(env):
                 if await self._check(env, deadline, now, act):
@@ -78,12 +84,12 @@ class Timers:
         live = {env.id for env in envs}
         self._forget(lambda env_id: env_id not in live)
 
-    def deadlines(self, env: Environment) -> list[Deadline]:
+    def deadlines(self, env: Clocks) -> list[Deadline]:
         """The timed actions ahead of ``env``, soonest first."""
         found: list[Deadline] = []
         lifetime = self._lifetimes.get(env.id)
-        if lifetime is None:  # a spec never changes: parse it once, not every tick
-            lifetime = self._lifetimes[env.id] = env.spec.lifetime
+        if lifetime is None:  # gone meanwhile: nothing to time
+            return found
         if env.started is not None:
             at = env.started + timedelta(seconds=lifetime.ttl_seconds)
             found.append(Deadline("ttl", "terminate", at, f"ttl: {lifetime.ttl_seconds}s reached"))
@@ -96,7 +102,7 @@ class Timers:
                 found.append(Deadline("idle", lifetime.on_idle, at, reason))
         return sorted(found, key=lambda d: d.at)
 
-    async def _check(self, env: Environment, deadline: Deadline, now: datetime, act: Act) -> bool:
+    async def _check(self, env: Clocks, deadline: Deadline, now: datetime, act: Act) -> bool:
         if now < deadline.at - self._lead:
             return False
         key = (env.id, deadline.kind, deadline.at)
@@ -111,7 +117,7 @@ class Timers:
             self._life.logger(env.id).info("%s %s skipped: %s", deadline.kind, deadline.action, exc)
         return True
 
-    async def _warn(self, env: Environment, deadline: Deadline, now: datetime) -> None:
+    async def _warn(self, env: Clocks, deadline: Deadline, now: datetime) -> None:
         left = max(0, round((deadline.at - now).total_seconds()))
         verb = "terminating" if deadline.action == "terminate" else "suspending"
         data = {"action": deadline.action, "at": deadline.at.isoformat(), "in_seconds": left}
