@@ -1,10 +1,13 @@
 """API figures: create throughput and latency, list latency at 10,000, 20 concurrent ``genos up``.
 
 1. Creates (fake driver, a real ``genos serve`` process on loopback): N
-   ``POST /v1/environments`` with a spec, C at a time; accepted per second and
-   p50/p99 latency. Baseline in the same run: ``GET /healthz`` with the same
-   client and concurrency (the HTTP floor of this server), so the ratio is what
-   a create costs over an empty request.
+   ``POST /v1/environments`` with a spec, C at a time, for C in 4, 8, 16 (a
+   fresh server each); accepted per second, p50/p99 latency and the server's
+   CPU per call (its provisioning in the background included). Baseline in
+   the same run: ``GET /healthz`` with the same client and concurrency (the
+   HTTP floor of this server), so the ratio is what a create costs over an
+   empty request. Every environment must end ``running``. The client runs
+   on the same machine and takes CPU from the server.
 2. List with 10,000 environments in the registry, SQLite and PostgreSQL 15
    side by side (a throwaway cluster): ``GET /v1/environments`` first page of
    100, a page of 100 from the middle (cursor), and all 10,000 in pages of
@@ -14,7 +17,7 @@
    ``genos up -f desktop.yaml --json`` against ``genos serve --driver oci``,
    time until all are running; baseline one ``genos up`` alone, same run.
 
-Run: .venv/bin/python bench/api.py [--creates 1000] [--real]
+Run: .venv/bin/python bench/api.py [--creates 2000] [--concurrency 4 8 16] [--real]
 """
 
 from __future__ import annotations
@@ -76,33 +79,66 @@ async def timed_calls(
         return time.perf_counter() - start, latencies
 
 
-def creates(n: int, conc: int) -> None:
-    root = Path(tempfile.mkdtemp(prefix="genos-bench-api-")) / "data"
-    process, url = start_server(
-        root, "--driver", "fake", "--cpus", "1000000", "--memory-mb", "1000000000"
-    )
-    token = (root / "api" / "admin.token").read_text().strip()
+def server_cpu(pid: int) -> float:
+    """User plus system CPU seconds the process has used (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def states_of(url: str, token: str) -> dict[str, int]:
+    """How many environments are in each state (every page)."""
+    counts: dict[str, int] = {}
+    cursor = None
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
+        while True:
+            params: dict[str, Any] = {"limit": 1000} | ({"cursor": cursor} if cursor else {})
+            page = client.get("/v1/environments", params=params).json()
+            for env in page["items"]:
+                counts[env["state"]] = counts.get(env["state"], 0) + 1
+            cursor = page["next"]
+            if cursor is None:
+                return counts
+
+
+def creates(n: int, levels: list[int]) -> None:
+    """For each concurrency, a fresh server: healthz baseline, then ``n`` creates."""
+    print(f"\n## Creates, fake driver, {n} requests per concurrency")
+    print("| concurrency | call | per second | p50 ms | p99 ms | server CPU ms/call |")
+    print("| --- | --- | --- | --- | --- | --- |")
     spec = dump(EnvironmentSpec(name="bench", resources=Resources(cpus=0.25, memory_mb=256)))
-    try:
 
-        def health(c: httpx.AsyncClient, _i: int) -> Any:
-            return c.get("/healthz")
+    def health(c: httpx.AsyncClient, _i: int) -> Any:
+        return c.get("/healthz")
 
-        def create(c: httpx.AsyncClient, i: int) -> Any:
-            return c.post("/v1/environments", json={"spec": spec, "request_id": f"b{i}"})
+    def create(c: httpx.AsyncClient, i: int) -> Any:
+        return c.post("/v1/environments", json={"spec": spec, "request_id": f"b{i}"})
 
-        asyncio.run(timed_calls(url, token, 50, conc, health))  # warm-up
-        h_wall, h_lat = asyncio.run(timed_calls(url, token, n, conc, health))
-        c_wall, c_lat = asyncio.run(timed_calls(url, token, n, conc, create))
-    finally:
-        stop(process)
-    print(f"\n## Creates, fake driver, {n} requests, concurrency {conc}")
-    print("| call | per second | p50 ms | p99 ms |")
-    print("| --- | --- | --- | --- |")
-    rows = [("GET /healthz (baseline)", h_wall, h_lat), ("POST /v1/environments", c_wall, c_lat)]
-    for name, wall, lat in rows:
-        print(f"| {name} | {n / wall:.0f} | {pct(lat, 0.5):.1f} | {pct(lat, 0.99):.1f} |")
-    print(f"ratio create/healthz p50: {pct(c_lat, 0.5) / pct(h_lat, 0.5):.2f}")
+    for conc in levels:
+        root = Path(tempfile.mkdtemp(prefix="genos-bench-api-")) / "data"
+        process, url = start_server(
+            root, "--driver", "fake", "--cpus", "1000000", "--memory-mb", "1000000000"
+        )
+        token = (root / "api" / "admin.token").read_text().strip()
+        try:
+            asyncio.run(timed_calls(url, token, 50, conc, health))  # warm-up
+            rows = []
+            for name, call in (
+                ("GET /healthz (baseline)", health),
+                ("POST /v1/environments", create),
+            ):
+                cpu0 = server_cpu(process.pid)
+                wall, lat = asyncio.run(timed_calls(url, token, n, conc, call))
+                time.sleep(1)  # provisioning in the background finishes
+                rows.append((name, wall, lat, (server_cpu(process.pid) - cpu0) / n * 1000))
+            states = states_of(url, token)
+        finally:
+            stop(process)
+        for name, wall, lat, cpu in rows:
+            print(f"| {conc} | {name} | {n / wall:.0f} | {pct(lat, 0.5):.1f} | "
+                  f"{pct(lat, 0.99):.1f} | {cpu:.2f} |")  # fmt: skip
+        assert states == {"running": n}, states
+        create_p50, health_p50 = pct(rows[1][2], 0.5), pct(rows[0][2], 0.5)
+        print(f"| {conc} | ratio create/healthz p50 | {create_p50 / health_p50:.2f} | | | |")
 
 
 async def seed(url: str, owner: str, count: int) -> None:
@@ -238,8 +274,10 @@ def real_ups(count: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--creates", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--creates", type=int, default=2000)
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[4, 8, 16], help="levels to measure"
+    )
     parser.add_argument("--list-size", type=int, default=10_000)
     parser.add_argument(
         "--real", action="store_true", help="also 20 concurrent genos up (root, runc)"

@@ -228,7 +228,8 @@ def insert_environment(
     resources = new.spec.resources
     if quota is not None:
         quota.check(owner_usage(session, new.owner), resources.cpus, resources.memory_mb)
-    row = _new_row(new, now)
+    spec_json = new.spec.model_dump_json()
+    row = _new_row(new, now, json.loads(spec_json))
     session.connection().execute(INSERT_ENVIRONMENT, row)
     requested = (EventType.STATE, State.REQUESTED, "requested")
     session.connection().execute(INSERT_EVENT, _event_row(new.env_id, 1, now, requested, {}))
@@ -236,20 +237,20 @@ def insert_environment(
     # behind everything already waiting; its position is found on reads).
     env = Environment(
         id=new.env_id, owner=new.owner, name=new.spec.name, state=State.REQUESTED,
-        spec_json=json.dumps(row["spec"]), priority=new.priority, request_id=new.request_id,
+        spec_json=spec_json, priority=new.priority, request_id=new.request_id,
         created=now, updated=now, cpus=row["cpus"], memory_mb=row["memory_mb"],
     )  # fmt: skip
     return env, True
 
 
-def _new_row(new: NewEnvironment, now: datetime) -> dict[str, Any]:
+def _new_row(new: NewEnvironment, now: datetime, spec: dict[str, Any]) -> dict[str, Any]:
     resources = new.spec.resources
     return {
         "id": new.env_id,
         "owner_id": new.owner,
         "name": new.spec.name,
         "state": State.REQUESTED.value,
-        "spec": spec_mod.dump(new.spec),
+        "spec": spec,  # what spec.dump gives
         "priority": new.priority,
         "request_id": new.request_id,
         "cpus": resources.cpus,
