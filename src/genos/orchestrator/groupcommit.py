@@ -7,7 +7,10 @@ disk's fsync rate. :class:`GroupWriter` runs every write on one thread: it
 takes whatever work is waiting (up to :data:`MAX_BATCH`), runs each piece in
 its own SAVEPOINT inside one transaction, and commits once. A piece that
 raises is rolled back to its savepoint and its caller gets the exception;
-the others commit. Each caller's future resolves only after the commit, so
+the others commit. A piece alone needs no savepoint (its transaction is
+one), and the savepoints are plain SQL on the driver's connection: the hot
+pieces are a few Core statements, and SQLAlchemy's nested transactions
+would cost more than they do. Each caller's future resolves only after the commit, so
 "stored before the side effect" still holds.
 """
 
