@@ -39,6 +39,17 @@ def _rewrite(path: Path, edit: int, change: dict[str, object] | None) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def test_records_longer_than_the_tail_read_still_chain(tmp_path: Path) -> None:
+    """A record far longer than the 4 KiB tail read is still found as the last one."""
+    log = AuditLog(tmp_path / "a.jsonl")
+    log.append(action="short")
+    long = log.append(action="long", detail="x" * 50_000)
+    after = log.append(action="after")
+    assert after["prev"] == long["hash"]
+    assert after["seq"] == 3
+    assert log.verify().ok
+
+
 def test_tampering_is_found_at_the_changed_record(tmp_path: Path) -> None:
     """Editing a field of record 3 makes verify fail at record 3."""
     log = AuditLog(tmp_path / "a.jsonl")

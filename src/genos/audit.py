@@ -98,8 +98,12 @@ def _last_record(fd: int) -> dict[str, Any] | None:
     size = os.lseek(fd, 0, os.SEEK_END)
     if size == 0:
         return None
-    chunk = min(size, 65536)
-    os.lseek(fd, size - chunk, os.SEEK_SET)
-    tail = os.read(fd, chunk).rstrip(b"\n")
+    chunk = 4096  # a record is far smaller; read more only when the line is longer
+    while True:
+        chunk = min(chunk, size)
+        tail = os.pread(fd, chunk, size - chunk).rstrip(b"\n")
+        if b"\n" in tail or chunk == size:
+            break
+        chunk *= 4
     last: dict[str, Any] = json.loads(tail.rsplit(b"\n", 1)[-1])
     return last
