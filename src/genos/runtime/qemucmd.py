@@ -12,7 +12,11 @@ The display is QEMU's own VNC server (and SPICE for ``protocol: spice`` on
 keyboard and tablet it feeds are virtio-input devices. Chosen over an Xvnc
 in the guest bridged through vsock or virtio-serial because it needs no
 proxy process on the host, survives viewers reconnecting, and is the same
-for both tiers.
+for both tiers. SPICE's agent channel (the clipboard) is there only when the
+spec allows a clipboard both ways (:func:`genos.runtime.qemuguest.spice_agent`);
+the pointer never goes through the agent (``agent-mouse=off``: it stays on
+the tablet, and GenOS's guest has no input device for the agent to drive),
+and the agent's file transfer is off.
 
 A ``vm`` booting a user image (``base.image``) has no kernel or agent of
 ours and devices any OS drives without extra drivers: its disk (and an ISO
@@ -36,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genos.runtime.qemuaccel import QEMU, Accelerator
-from genos.runtime.qemuguest import AGENT_PORT, FW_CFG_NAME
+from genos.runtime.qemuguest import AGENT_PORT, FW_CFG_NAME, SPICE_PORT
 from genos.runtime.qemuhost import VmPaths
 
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
@@ -59,7 +63,7 @@ class Machine:
     nic: bool
     spice: bool
     mac: str
-    spice_agent: bool = False  # the clipboard channel (the spec allows a clipboard)
+    spice_agent: bool = False  # SPICE's agent channel (qemuguest.spice_agent)
     image: str = ""  # a user image's file (no kernel, no agent); "": GenOS's own image
     image_format: str = ""  # the user image's format: qcow2 or iso
 
@@ -156,8 +160,9 @@ def user_disks(machine: Machine, paths: VmPaths, image_fd: int | None) -> list[s
 
 def spice_argv(socket: Path, *, agent: bool) -> list[str]:
     """QEMU's SPICE server on a unix socket, with audio and USB redirection channels,
-    and the agent's channel (clipboard) when ``agent``."""
-    argv = ["-spice", f"unix=on,addr={socket},disable-ticketing=on",
+    and the agent's channel (the clipboard, no file transfer) when ``agent``."""
+    argv = ["-spice", f"unix=on,addr={socket},disable-ticketing=on,agent-mouse=off,"
+            "disable-agent-file-xfer=on",
             "-audiodev", "spice,id=snd0", "-device", "ich9-intel-hda",
             "-device", "hda-output,audiodev=snd0",
             "-device", "qemu-xhci,id=xhci",
@@ -165,7 +170,7 @@ def spice_argv(socket: Path, *, agent: bool) -> list[str]:
             "-device", "usb-redir,chardev=usbredir0,bus=xhci.0"]  # fmt: skip
     if agent:
         argv += ["-chardev", "spicevmc,id=vdagent,name=vdagent",
-                 "-device", "virtserialport,chardev=vdagent,name=com.redhat.spice.0"]  # fmt: skip
+                 "-device", f"virtserialport,chardev=vdagent,name={SPICE_PORT}"]  # fmt: skip
     return argv
 
 

@@ -16,6 +16,17 @@ then runs the window manager and apps as the unprivileged user. It also
 serves a root command channel on the virtio-serial port
 ``org.genos.agent`` (host side: a unix socket only root can open) and powers
 off cleanly when the ACPI power button is pressed (QMP ``system_powerdown``).
+It names the virtio-serial ports as udev would (``/dev/virtio-ports/NAME``).
+
+SPICE's agent: a ``vm`` whose spec wants it (:func:`spice_agent`) has
+``spice-vdagent`` in its image and the port :data:`SPICE_PORT`; when that port
+is there, the init runs ``spice-vdagentd`` (foreground, no logind: ``-x
+-X``) and the session runs the one ``spice-vdagent`` of the X session, which
+shares the clipboard with the SPICE viewer. The daemon takes a single session
+agent when it cannot ask logind which session is active (a second one makes
+it stop serving both), so the desktop's XDG autostart entry for it is removed.
+The pointer stays on the virtio tablet (QEMU's ``agent-mouse=off``), so the
+daemon's uinput tablet is a fake one on ``/dev/null``.
 """
 
 from __future__ import annotations
@@ -23,10 +34,11 @@ from __future__ import annotations
 import shlex
 
 from genos.runtime.images.session import USER_HOME, USER_NAME, USER_UID
-from genos.spec import EnvironmentSpec
+from genos.spec import Direction, EnvironmentSpec, Protocol, Tier
 
 READY_MARK = "genos: display-ready"
 AGENT_PORT = "org.genos.agent"
+SPICE_PORT = "com.redhat.spice.0"  # the name spice-vdagentd looks for
 AGENT_EXIT = "@genos-exit "
 AGENT_READY = "@genos-ready"
 FW_CFG_NAME = "opt/org.genos/config"
@@ -148,9 +160,24 @@ for dev in /sys/class/input/event*; do
         *Tablet*) pointer=$node ;;
     esac
 done
+# udev's names for the virtio-serial ports (there is no udev).
+mkdir -p /dev/virtio-ports
 for port in /sys/class/virtio-ports/*; do
-    [ "$(cat "$port/name" 2>/dev/null)" = org.genos.agent ] && agent "/dev/${port##*/}" &
+    name=$(cat "$port/name" 2>/dev/null)
+    [ -n "$name" ] && ln -sf "../${port##*/}" "/dev/virtio-ports/$name"
 done
+[ -e /dev/virtio-ports/org.genos.agent ] && agent /dev/virtio-ports/org.genos.agent &
+
+# SPICE's agent daemon, when QEMU gives its port (see the module docstring).
+spice=/dev/virtio-ports/com.redhat.spice.0
+if [ -e "$spice" ] && command -v spice-vdagentd >/dev/null; then
+    rm -f /etc/xdg/autostart/spice-vdagent.desktop
+    mkdir -p /run/spice-vdagentd
+    (while :; do
+        spice-vdagentd -x -X -s "$spice" -f -u /dev/null
+        $bb usleep 1000000
+    done) </dev/null >/run/spice-vdagentd.log 2>&1 &
+fi
 
 conf=/run/genos-xorg.conf
 {
@@ -228,6 +255,13 @@ stop_all
 VM_SESSION = r"""#!/bin/sh
 # genos-vm-session: the window manager and apps of a GenOS VM, as the session user.
 cd "$HOME" || cd /
+# SPICE's session agent (the clipboard), when the guest has its port.
+if [ -e /dev/virtio-ports/com.redhat.spice.0 ] && command -v spice-vdagent >/dev/null; then
+    (while :; do
+        NO_AT_BRIDGE=1 spice-vdagent -x
+        sleep 1
+    done) </dev/null >"$XDG_RUNTIME_DIR/spice-vdagent.log" 2>&1 &
+fi
 if [ "${GENOS_HEADLESS:-0}" = 1 ]; then
     exec xterm -maximized
 fi
@@ -242,6 +276,22 @@ printf '%s\n' "${GENOS_APPS:-}" | while IFS= read -r cmd; do
 done
 wait
 """
+
+
+def spice_agent(spec: EnvironmentSpec) -> bool:
+    """Whether a VM of ``spec`` gets SPICE's agent: the clipboard over SPICE.
+
+    Only a ``vm`` served over SPICE whose clipboard may cross both ways. SPICE
+    has no direction filter: its server can only let the agent's clipboard
+    through or drop it (QEMU's ``disable-copy-paste``), and the agent and
+    viewers share both ways. A one-way policy (``to_env``, ``from_env``)
+    therefore gets no SPICE clipboard rather than one it could not keep.
+    """
+    return (
+        spec.tier is Tier.VM
+        and spec.display.protocol is Protocol.SPICE
+        and spec.security.clipboard is Direction.BOTH
+    )
 
 
 def vm_init() -> str:

@@ -2,8 +2,10 @@
 
 The layers come from the :class:`~genos.runtime.images.ImageStore` for the
 spec plus :data:`VM_PACKAGES` (Debian's kernel, a static busybox, Xorg and its
-libinput driver), which land in the spec's apps layer. From them GenOS makes,
-once per content::
+libinput driver), which land in the spec's apps layer, and
+:data:`SPICE_AGENT_PACKAGES` for a spec that gets SPICE's agent
+(:func:`~genos.runtime.qemuguest.spice_agent`); any other spec's layers stay
+the same. From them GenOS makes, once per content::
 
     <store>/qemu/<key>/root.ext4     the merged layers plus the guest init, as a raw ext4 image
     <store>/qemu/<key>/vmlinuz       the layers' kernel
@@ -38,6 +40,7 @@ from genos.runtime.qemuguest import (
     VM_INIT_PATH,
     VM_SESSION,
     VM_SESSION_PATH,
+    spice_agent,
     vm_init,
 )
 from genos.spec import EnvironmentSpec
@@ -49,6 +52,7 @@ VM_PACKAGES = (
     "xserver-xorg-core",
     "xserver-xorg-input-libinput",
 )
+SPICE_AGENT_PACKAGES = ("spice-vdagent",)
 FREE_MB = 1024  # room for the user's files beyond the image's content
 _TIMEOUT = 600
 
@@ -65,8 +69,10 @@ class BootFiles:
 
 def vm_spec(spec: EnvironmentSpec) -> EnvironmentSpec:
     """``spec`` with the packages a VM guest needs on top of its own."""
-    extra = sorted({*spec.extra_packages, *VM_PACKAGES})
-    return spec.model_copy(update={"extra_packages": extra})
+    extra = {*spec.extra_packages, *VM_PACKAGES}
+    if spice_agent(spec):
+        extra.update(SPICE_AGENT_PACKAGES)
+    return spec.model_copy(update={"extra_packages": sorted(extra)})
 
 
 def image_key(layers: Sequence[HasPath]) -> str:

@@ -2,7 +2,8 @@
 
 - ``dirs``: a uid for QEMU, the run and data dirs, ``env.json`` (so a
   rollback or a later destroy finds everything);
-- ``image``: the spec's layers plus the VM packages, then the boot files;
+- ``image``: the spec's layers plus the VM packages (and SPICE's agent, when
+  the spec wants it), then the boot files;
 - ``disk``: the VM's qcow2 overlay;
 - ``network``: unless mode ``none``, the sandbox's namespace and a tap bridged there;
 - ``guest``: the fw_cfg settings file and the final record.
@@ -31,7 +32,7 @@ from genos.runtime import qemuhost
 from genos.runtime.images import ImageStore
 from genos.runtime.qemuaccel import QEMU, Accelerator
 from genos.runtime.qemucmd import Machine, mac_for
-from genos.runtime.qemuguest import guest_config
+from genos.runtime.qemuguest import guest_config, spice_agent
 from genos.runtime.qemuhost import VmPaths
 from genos.runtime.qemuimage import BootFiles, ensure_boot_files, vm_spec
 from genos.runtime.userimages import UserImage, UserImages
@@ -182,7 +183,7 @@ class Provision:
             nic=nic,
             spice=display.protocol is Protocol.SPICE and self.spec.tier is Tier.VM,
             mac=mac_for(self.env_id),
-            spice_agent=self.spec.security.clipboard.value != "none",
+            spice_agent=spice_agent(self.spec),
             image=image,
             image_format=image_format,
         )

@@ -185,6 +185,8 @@ async def _read_reply(reader: asyncio.StreamReader) -> tuple[int, str]:
     lines: list[str] = []
     while True:
         line = (await reader.readuntil(b"\n")).decode(errors="replace")
-        if line.startswith(AGENT_EXIT):
-            return int(line[len(AGENT_EXIT) :].strip()), "".join(lines)
+        # The status follows the output at once, and output need not end in a newline.
+        output, marker, status = line.rpartition(AGENT_EXIT)
+        if marker and status.strip().isdigit():
+            return int(status), "".join(lines) + output
         lines.append(line)
