@@ -76,12 +76,17 @@ def run_xvnc(tmp: Path, geometry: str = "640x480", *, retro: bool = True) -> Ite
             pytest.fail(f"Xvnc exited: {log.read_text(errors='replace')[-2000:]}")
         yield XServer(display, sock, proc, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        end_process(proc)
+
+
+def end_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Terminate a process we started (by its handle), killing it if it lingers."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
 
 
 def free_display() -> int:

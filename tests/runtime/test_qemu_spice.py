@@ -23,7 +23,7 @@ from genos.runtime.qemuguest import SPICE_PORT, spice_agent
 from genos.runtime.qemuhost import VmPaths
 from genos.runtime.qemuimage import SPICE_AGENT_PACKAGES, VM_PACKAGES, vm_spec
 from genos.spec import EnvironmentSpec
-from tests.gateway.helpers import XServer, run_xvnc
+from tests.gateway.helpers import XServer, end_process, run_xvnc
 from tests.runtime.test_qemu import assert_nothing_left, guest
 
 
@@ -180,12 +180,7 @@ def viewer(xserver: XServer, socket: Path, tmp: Path) -> Iterator[subprocess.Pop
         try:
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            end_process(proc)
 
 
 def viewer_to_guest(
