@@ -30,9 +30,10 @@ fi
 
 # 3. Bundle, unless nothing changed since the last build.
 inputs=(build.sh package.json package-lock.json index.html style.css manifest.webmanifest sw.js
-        icons/icon-192.png icons/icon-512.png)
+        spice-html5.js icons/icon-192.png icons/icon-512.png)
 mapfile -t sources < <(find src -type f -name '*.js' | LC_ALL=C sort)
-want=$(hash_of "${inputs[@]}" "${sources[@]}" node_modules/@novnc/novnc/package.json)
+spice=node_modules/@spice-project/spice-html5
+want=$(hash_of "${inputs[@]}" "${sources[@]}" node_modules/@novnc/novnc/package.json "$spice/package.json")
 if [ "${FORCE:-0}" != 1 ] && [ "$(cat dist/.genos-build 2>/dev/null)" = "$want" ]; then
   echo "web/dist is up to date"
   exit 0
@@ -43,10 +44,18 @@ fi
 tmp=$(mktemp -d dist.tmp.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 node_modules/.bin/esbuild src/main.js --bundle --format=esm --target=es2022 \
-  --minify --sourcemap --legal-comments=linked --log-level=warning --outfile="$tmp/app.js"
-cp index.html style.css manifest.webmanifest sw.js "$tmp/"
+  --minify --sourcemap --legal-comments=linked --log-level=warning --outfile="$tmp/app.js" \
+  --external:./spice-html5.js
+# spice-html5 is LGPL-3.0-or-later: its own files, unmodified, loaded by app.js
+# at run time through spice-html5.js, never bundled (see that file).
+mkdir -p "$tmp/spice-html5/thirdparty"
+cp "$spice"/src/*.js "$tmp/spice-html5/"
+cp "$spice"/src/thirdparty/*.js "$tmp/spice-html5/thirdparty/"
+cp index.html style.css manifest.webmanifest sw.js spice-html5.js "$tmp/"
 mkdir "$tmp/licenses"
 cp node_modules/@novnc/novnc/LICENSE.txt "$tmp/licenses/novnc.txt"
+cp "$spice/COPYING.LESSER" "$tmp/licenses/spice-html5.txt"  # the LGPL-3.0 ...
+cp "$spice/COPYING" "$tmp/licenses/spice-html5-gpl.txt"     # ... and the GPL-3.0 it builds on
 mkdir "$tmp/icons"
 cp icons/icon-192.png icons/icon-512.png "$tmp/icons/"
 echo "$want" >"$tmp/.genos-build"

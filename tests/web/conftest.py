@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from genos.api.security import totp
+from genos.runtime.images import ImageStore, Layer
 from tests.api.test_server import start_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,9 +97,8 @@ def server(web_dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     yield from _serve(tmp_path_factory.mktemp("genos-web"), *fake, artifact="serve.log")
 
 
-@pytest.fixture
-def user(server: Server) -> User:
-    """A fresh user with a password (and its API token from signing in)."""
+def new_user(server: Server) -> User:
+    """Make a user with a password on ``server`` and sign it in (for its API token)."""
     name = f"u{secrets.token_hex(4)}"
     with server.client() as api:
         made = api.post("/v1/users", json={"name": name, "password": PASSWORD, "role": "user"})
@@ -105,6 +106,12 @@ def user(server: Server) -> User:
         login = api.post("/v1/login", json={"username": name, "password": PASSWORD})
         assert login.status_code == 200, login.text
     return User(name, PASSWORD, login.json()["token"], made.json()["id"])
+
+
+@pytest.fixture
+def user(server: Server) -> User:
+    """A fresh user with a password (and its API token from signing in)."""
+    return new_user(server)
 
 
 def totp_now(secret: str, at: float | None = None) -> str:
@@ -202,9 +209,22 @@ def _terminate_all(server: Server) -> None:
 @pytest.fixture
 def user_oci(oci_server: Server) -> User:
     """A fresh user on the oci server."""
-    name = f"u{secrets.token_hex(4)}"
-    with oci_server.client() as api:
-        made = api.post("/v1/users", json={"name": name, "password": PASSWORD, "role": "user"})
-        assert made.status_code == 201, made.text
-        login = api.post("/v1/login", json={"username": name, "password": PASSWORD})
-    return User(name, PASSWORD, login.json()["token"], made.json()["id"])
+    return new_user(oci_server)
+
+
+@pytest.fixture(scope="module")
+def vm_server(
+    web_dist: Path, image_store: ImageStore, desktop_layers: list[Layer]
+) -> Iterator[Server]:
+    """A ``genos serve --driver oci`` that also runs VMs (QEMU), for one module."""
+    # Under /var/tmp: QEMU's own user must traverse every parent (pytest's are 0700).
+    top = Path(tempfile.mkdtemp(prefix="genos-web-vm-", dir="/var/tmp"))
+    top.chmod(0o711)
+    real = ["--driver", "oci", "--cpus", "2", "--memory-mb", "4096"]
+    try:
+        for server in _serve(top, *real, "--images-dir", str(image_store.root),
+                             artifact="serve-vm.log"):  # fmt: skip
+            yield server
+            _terminate_all(server)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)

@@ -128,4 +128,6 @@ export const routes = {
   replayToken: (id, name) =>
     api('POST', `${env(id)}/recordings/${encodeURIComponent(name)}/token`),
   displayPath: (id, token) => `${env(id)}/display?token=${encodeURIComponent(token)}`,
+  /** The SPICE path for the `websocket` of a display-token answer (same token, control only). */
+  spicePath: (websocket) => websocket.replace('/display?', '/spice?'),
 };

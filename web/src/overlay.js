@@ -1,25 +1,32 @@
 // The bars around the desktop: environment and connection state, live viewer
 // figures, and the actions (keyboard, input mode, clipboard, Ctrl-Alt-Del,
-// screenshot, fullscreen, share, suspend, resume, terminate).
+// screenshot, fullscreen, share, suspend, resume, terminate). A SPICE desktop
+// (spice.js) gets Ctrl-Alt-Del, screenshot, fullscreen, reconnect and the
+// lifecycle actions, and says why it has no share link.
 
 import { describeError, routes } from './api.js';
 import { flash, h, replace } from './dom.js';
 import { ScreenKeyboard } from './keyboard.js';
 
 const MODE_KEY = 'genos.inputMode';
+// Share links are view-only, and SPICE is carried unparsed (input cannot be
+// held back), so the gateway gives SPICE to control tokens only.
+const SPICE_NO_SHARE = 'No share link: SPICE has no view-only mode, so every viewer could type and click.';
 
 /**
- * @param {import('./desktop.js').DesktopSession} desktop
- * @param {{envId: string, viewOnly: boolean, onAction?: (verb: string) => Promise<void>}} options
+ * @param {import('./desktop.js').DesktopSession|import('./spice.js').SpiceSession} desktop
+ * @param {{envId: string, viewOnly: boolean, spice?: boolean,
+ *   onAction?: (verb: string) => Promise<void>}} options
+ *   spice: `desktop` is a SpiceSession (no keyboard, touch modes, clipboard or share link).
  *   onAction: runs `suspend`, `resume` or `terminate` (the page owns the API call and the state).
  * @returns {{top: HTMLElement, bottom: HTMLElement, setEnvState: Function, setStats: Function}}
  */
-export function createOverlay(desktop, { envId, viewOnly, onAction }) {
+export function createOverlay(desktop, { envId, viewOnly, spice = false, onAction }) {
   const envState = h('span', { class: 'badge', testid: 'env-state' }, '');
   const conn = h('span', { class: 'conn', testid: 'conn-state' }, 'connecting');
   const stats = h('span', { class: 'stats', testid: 'overlay-stats' }, viewOnly ? 'view only' : '');
   const panel = h('div', { class: 'panel overlay-ui', testid: 'overlay-panel', hidden: true });
-  const keyboard = new ScreenKeyboard(() => desktop.rfb);
+  const keyboard = spice ? null : new ScreenKeyboard(() => desktop.rfb);
   const received = { text: '' };
   const buttons = {};
 
@@ -61,6 +68,7 @@ export function createOverlay(desktop, { envId, viewOnly, onAction }) {
     const { state, reason } = ev.detail;
     conn.textContent = reason && state !== 'connected' ? `${state}: ${reason}` : state;
     conn.dataset.state = state;
+    if (buttons.reconnect) buttons.reconnect.classList.toggle('primary', state === 'closed');
   });
   desktop.addEventListener('clipboard', (ev) => {
     received.text = ev.detail.text;
@@ -68,14 +76,17 @@ export function createOverlay(desktop, { envId, viewOnly, onAction }) {
     if (out) out.textContent = received.text;
   });
 
-  const mode = localStorage.getItem(MODE_KEY) === 'trackpad' ? 'trackpad' : 'direct';
-  desktop.touch.mode = mode;
-  const modeButton = button('mode', modeLabel(mode), () => {
-    const next = desktop.touch.mode === 'direct' ? 'trackpad' : 'direct';
-    desktop.touch.mode = next;
-    localStorage.setItem(MODE_KEY, next);
-    modeButton.textContent = modeLabel(next);
-  }, 'Touch input: direct or trackpad', 'touch-only');
+  const modeButton = () => {
+    const mode = localStorage.getItem(MODE_KEY) === 'trackpad' ? 'trackpad' : 'direct';
+    desktop.touch.mode = mode;
+    const b = button('mode', modeLabel(mode), () => {
+      const next = desktop.touch.mode === 'direct' ? 'trackpad' : 'direct';
+      desktop.touch.mode = next;
+      localStorage.setItem(MODE_KEY, next);
+      b.textContent = modeLabel(next);
+    }, 'Touch input: direct or trackpad', 'touch-only');
+    return b;
+  };
 
   const clipboardPanel = () => {
     const text = h('textarea', { testid: 'clipboard-send-text', rows: '3', placeholder: 'Text to paste into the desktop' });
@@ -117,21 +128,32 @@ export function createOverlay(desktop, { envId, viewOnly, onAction }) {
       onclick: () => document.body.classList.toggle('bars-hidden'),
     }, '⤢'));
 
-  const tools = viewOnly
-    ? [button('screenshot', 'Screenshot', () => screenshot(desktop, envId)),
-      button('fullscreen', 'Fullscreen', fullscreen)]
-    : [button('keyboard', 'Keyboard', () => keyboard.toggle(), 'On-screen keyboard', 'touch-only'),
-      modeButton,
+  const lifecycle = () => [button('suspend', 'Suspend', act('suspend')),
+    button('resume', 'Resume', act('resume')),
+    button('terminate', 'Terminate', act('terminate'))];
+  const common = () => [button('screenshot', 'Screenshot', () => screenshot(desktop, envId)),
+    button('fullscreen', 'Fullscreen', fullscreen)];
+  let tools;
+  if (viewOnly) {
+    tools = common();
+  } else if (spice) {
+    stats.textContent = 'SPICE';
+    tools = [button('cad', 'Ctrl-Alt-Del', () => desktop.sendCtrlAltDel()),
+      ...common(),
+      button('reconnect', 'Reconnect', () => desktop.reconnect(), 'Open the SPICE connection again'),
+      h('span', { class: 'tools-note', testid: 'share-unavailable' }, SPICE_NO_SHARE),
+      ...lifecycle()];
+  } else {
+    tools = [button('keyboard', 'Keyboard', () => keyboard.toggle(), 'On-screen keyboard', 'touch-only'),
+      modeButton(),
       button('clipboard', 'Clipboard', () => togglePanel('clipboard', clipboardPanel)),
       button('cad', 'Ctrl-Alt-Del', () => desktop.rfb?.sendCtrlAltDel()),
-      button('screenshot', 'Screenshot', () => screenshot(desktop, envId)),
-      button('fullscreen', 'Fullscreen', fullscreen),
+      ...common(),
       button('share', 'Share', () => togglePanel('share', sharePanel)),
-      button('suspend', 'Suspend', act('suspend')),
-      button('resume', 'Resume', act('resume')),
-      button('terminate', 'Terminate', act('terminate'))];
+      ...lifecycle()];
+  }
   const bottom = h('div', { class: 'desk-bottom overlay-ui' },
-    keyboard.keys, panel, keyboard.input, h('div', { class: 'tools', testid: 'overlay-tools' }, tools));
+    keyboard?.keys, panel, keyboard?.input, h('div', { class: 'tools', testid: 'overlay-tools' }, tools));
 
   return {
     top,

@@ -6,6 +6,7 @@ import { flash, h, replace } from '../dom.js';
 import { followEvents } from '../events.js';
 import { createOverlay } from '../overlay.js';
 import { go } from '../router.js';
+import { SpiceSession } from '../spice.js';
 
 const FINAL = new Set(['terminated', 'failed']);
 const DESKTOP = new Set(['running', 'suspended']);
@@ -26,7 +27,7 @@ export function envPage(root, { id }, ctx) {
   function reconcile() {
     if (ctx.signal.aborted || !view.state) return;
     if (DESKTOP.has(view.state)) {
-      if (!desk) desk = mountDesktop(root, id, ctx, setState, early);
+      if (!desk) desk = mountDesktop(root, id, ctx, setState, { early, spice: servesSpice(view.env) });
       early = null;
       desk.show(view.state);
     } else {
@@ -133,21 +134,32 @@ function progressCard(id) {
   };
 }
 
-/** The desktop view: noVNC, the overlay, connection figures; `show(state)` follows the env. */
-function mountDesktop(root, id, ctx, setState, early = null) {
+/** A `vm` whose spec asks for SPICE: its desktop opens in spice-html5, not noVNC. */
+export function servesSpice(env) {
+  return env?.spec?.tier === 'vm' && env.spec.display?.protocol === 'spice';
+}
+
+/**
+ * The desktop view: noVNC (or spice-html5 for a SPICE VM), the overlay,
+ * connection figures; `show(state)` follows the env.
+ */
+function mountDesktop(root, id, ctx, setState, { early = null, spice = false } = {}) {
   const container = h('div', { class: 'desktop', testid: 'desktop' });
   const veil = h('div', { class: 'veil', testid: 'veil', hidden: true });
   let prefetched = early;
-  const desktop = new DesktopSession(container, {
-    getPath: async () => {
-      const ready = prefetched && (await prefetched);
-      prefetched = null;
-      return (ready ?? (await routes.displayToken(id, 'control'))).websocket;
-    },
-  });
+  const getPath = async () => {
+    let ready = prefetched && (await prefetched);
+    prefetched = null;
+    // Fetched when the page opened: a long provisioning may have outlived it.
+    if (ready && !(Date.parse(ready.expires) - Date.now() > 30_000)) ready = null;
+    const path = (ready ?? (await routes.displayToken(id, 'control'))).websocket;
+    return spice ? routes.spicePath(path) : path;
+  };
+  const desktop = spice ? new SpiceSession(container, { getPath }) : new DesktopSession(container, { getPath });
   const overlay = createOverlay(desktop, {
     envId: id,
     viewOnly: false,
+    spice,
     async onAction(verb) {
       const env = await routes[verb](id);
       setState(env);
@@ -159,7 +171,7 @@ function mountDesktop(root, id, ctx, setState, early = null) {
   document.body.classList.add('desktop-mode');
 
   const me = session.user;
-  let polling = true;
+  let polling = !spice; // the gateway's figures are of RFB viewers; SPICE passes through unparsed
   const poll = async () => {
     if (!polling || desktop.state !== 'connected') return;
     try {
