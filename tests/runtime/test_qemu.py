@@ -15,6 +15,7 @@ import pytest
 
 from genos.errors import CapabilityError, InputError, NotFoundError, StateError
 from genos.ids import new_env_id
+from genos.runtime import qemuqmp
 from genos.runtime.driver import EnvState
 from genos.runtime.images import ImageStore
 from genos.runtime.qemu import QemuDriver
@@ -253,3 +254,41 @@ def test_vm_guest_takes_over_the_namespace_address(
     finally:
         runner.run(driver.destroy(env_id))
     assert_nothing_left(driver, env_id)
+
+
+# QMP qcodes for the characters typed below.
+QCODES = {" ": "spc", "/": "slash", "\n": "ret"}
+
+
+def test_keys_at_the_console_reach_the_guest_desktop(
+    driver: QemuDriver, runner: asyncio.Runner
+) -> None:
+    """Keys QEMU's console sends reach Xorg in the guest: the headless xterm runs what is typed."""
+    env_id = new_env_id()
+    try:
+        runner.run(driver.create(env_id, vm_spec("microvm", display={"headless": True})))
+        runner.run(driver.start(env_id))
+        runner.run(_typed_command_runs(driver, env_id))
+    finally:
+        runner.run(driver.destroy(env_id))
+    assert_nothing_left(driver, env_id)
+
+
+async def _typed_command_runs(driver: QemuDriver, env_id: str) -> None:
+    await _until(driver, env_id, "pidof xterm")
+    xorg_log = await guest(driver, env_id, "cat /run/Xorg.log")
+    assert "PreInit returned" not in xorg_log  # both input devices were taken
+    async with qemuqmp.monitor(driver.paths(env_id).qmp) as qmp:
+        for char in "touch /tmp/typed\n":
+            key = {"type": "qcode", "data": QCODES.get(char, char)}
+            await qemuqmp.call(qmp, "send-key", {"keys": [key]})
+            await asyncio.sleep(0.05)
+    await _until(driver, env_id, "test -e /tmp/typed")
+
+
+async def _until(driver: QemuDriver, env_id: str, command: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while (await driver.exec(env_id, command)).code != 0:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{command!r} still fails in the guest")
+        await asyncio.sleep(0.5)

@@ -149,6 +149,12 @@ watch_button() {
     $bb head -c 24 "$1" >/dev/null && stop_all
 }
 
+# Xorg's libinput refuses a device udev has not initialised, and there is no
+# udev: write the udev database entries it would (only what libinput reads).
+udev_entry() {
+    mkdir -p /run/udev/data
+    printf 'I:1\nE:ID_INPUT=1\n%b' "$2" >"/run/udev/data/c$(cat "$1/dev")"
+}
 keyboard= pointer=
 for dev in /sys/class/input/event*; do
     [ -e "$dev" ] || continue
@@ -156,8 +162,13 @@ for dev in /sys/class/input/event*; do
     node=/dev/input/${dev##*/}
     case $name in
         *"Power Button"*) watch_button "$node" & ;;
-        *Keyboard*) keyboard=$node ;;
-        *Tablet*) pointer=$node ;;
+        *Keyboard*)
+            keyboard=$node
+            udev_entry "$dev" 'E:ID_INPUT_KEY=1\nE:ID_INPUT_KEYBOARD=1\n' ;;
+        *Tablet*)
+            pointer=$node
+            # QEMU's tablet is an absolute mouse (no pen): udev calls it a mouse.
+            udev_entry "$dev" 'E:ID_INPUT_MOUSE=1\n' ;;
     esac
 done
 # udev's names for the virtio-serial ports (there is no udev).
