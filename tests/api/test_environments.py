@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from genos.api.views import TCG_NOTE
 from genos.spec import EnvironmentSpec, Resources, dump
 from tests.api.conftest import Api, AsUser
 
@@ -66,6 +67,24 @@ async def test_compose_endpoint_matches_the_cli_shape(api: httpx.AsyncClient) ->
     assert set(body) == {"outcome", "spec", "clarifications", "violations"}
     assert body["outcome"] == "spec"
     assert body["spec"]["apps"][0]["name"] == "Tor Browser"
+
+
+async def test_a_vm_tier_composed_on_tcg_says_it_is_no_hardware_boundary(
+    api: httpx.AsyncClient, api_app: Api
+) -> None:
+    """Under TCG the composer's tier rationale says the VM is software emulation; under KVM not."""
+    prompt = {"prompt": "I need to analyse malware safely"}
+
+    def tier_reason(answer: dict[str, Any]) -> str:
+        decisions = answer["spec"]["provenance"]["decisions"]
+        return str(next(d["rationale"] for d in decisions if d["field"] == "tier"))
+
+    api_app.service.accelerator = "tcg"
+    on_tcg = (await api.post("/v1/compose", json=prompt)).json()
+    assert on_tcg["spec"]["tier"] == "microvm"
+    assert TCG_NOTE in tier_reason(on_tcg)
+    api_app.service.accelerator = "kvm"
+    assert TCG_NOTE not in tier_reason((await api.post("/v1/compose", json=prompt)).json())
 
 
 async def test_request_id_makes_retries_safe(api: httpx.AsyncClient) -> None:

@@ -25,6 +25,7 @@ from genos.gateway.metrics import REGISTRY
 from genos.gateway.policy import Permission
 from genos.orchestrator.records import Environment
 from genos.orchestrator.states import HOLDING, WAITING, State
+from genos.spec import dump, parse_spec
 
 router = APIRouter(prefix="/v1", responses={401: {"model": ErrorBody}, 422: {"model": ErrorBody}})
 ENV: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}}
@@ -51,9 +52,14 @@ def respond(data: Any, status: int = 200) -> JSONResponse:
 
 
 @router.post("/compose", response_model=schemas.ComposeOut)
-async def compose_route(body: schemas.ComposeRequest, _who: CallerDep) -> JSONResponse:
+async def compose_route(
+    body: schemas.ComposeRequest, svc: ServiceDep, _who: CallerDep
+) -> JSONResponse:
     """Compose a spec from words: a spec, questions to ask back, or why it is refused."""
-    return respond(to_json(compose(body.prompt, answers=body.answers)))
+    answer = to_json(compose(body.prompt, answers=body.answers))
+    if answer["spec"] is not None:
+        answer["spec"] = views.with_tier_note(answer["spec"], accelerator(svc))
+    return respond(answer)
 
 
 @router.post(
@@ -76,6 +82,8 @@ async def create(
         if not isinstance(result, Composed):
             return respond(to_json(result))
         spec = result.spec
+        if views.tier_note(spec.tier.value, accelerator(svc)) is not None:
+            spec = parse_spec(views.with_tier_note(dump(spec), accelerator(svc)))
     env = await svc.engine.request(
         who.user.id, spec, request_id=body.request_id, priority=body.priority
     )

@@ -26,6 +26,22 @@ def tier_note(tier: str, accelerator: str | None) -> str | None:
     return None
 
 
+def with_tier_note(spec: dict[str, Any], accelerator: str | None) -> dict[str, Any]:
+    """``spec`` (JSON) whose ``tier`` decision says so when this host cannot keep the
+    VM promise (TCG): the composer must not claim hardware isolation it lacks."""
+    note = tier_note(str(spec.get("tier")), accelerator)
+    decisions = spec.get("provenance", {}).get("decisions", [])
+    if note is None or not any(d.get("field") == "tier" for d in decisions):
+        return spec
+    marked = [
+        {**d, "rationale": f"{d['rationale']} On this host: {note}."}
+        if d.get("field") == "tier" and note not in d.get("rationale", "")
+        else d
+        for d in decisions
+    ]
+    return {**spec, "provenance": {**spec["provenance"], "decisions": marked}}
+
+
 def _when(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
