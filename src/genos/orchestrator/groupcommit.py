@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 T = TypeVar("T")
 MAX_BATCH = 64
+GATHER = 0.003  # seconds a batch waits for company under load (see _loop)
 log = logging.getLogger("genos.orchestrator.groupcommit")
 
 
@@ -69,22 +70,28 @@ class GroupWriter:
         self._thread.join()
 
     def _loop(self) -> None:
+        busy = False
         while True:
             first = self._queue.get()
             if first is None:
                 return
             batch = [first]
             stop = False
+            # Under load (the last batch had company) a moment for more writers,
+            # whose commit this one then shares; a lone writer never waits.
+            linger = GATHER if busy else 0.0
             while len(batch) < MAX_BATCH:
                 try:
-                    more = self._queue.get_nowait()
+                    more = self._queue.get(timeout=linger) if linger else self._queue.get_nowait()
                 except queue.Empty:
                     break
+                linger = 0.0
                 if more is None:
                     stop = True
                     break
                 batch.append(more)
             self._commit(batch)
+            busy = len(batch) > 1
             if stop:
                 return
 
