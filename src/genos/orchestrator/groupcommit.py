@@ -10,8 +10,11 @@ raises is rolled back to its savepoint and its caller gets the exception;
 the others commit. A piece alone needs no savepoint (its transaction is
 one), and the savepoints are plain SQL on the driver's connection: the hot
 pieces are a few Core statements, and SQLAlchemy's nested transactions
-would cost more than they do. Each caller's future resolves only after the commit, so
-"stored before the side effect" still holds.
+would cost more than they do. Under load (the last batch had more than one
+piece) the writer waits up to :data:`GATHER` for company before it commits,
+so moderate concurrency shares commits too; a lone writer, such as one
+person's ``genos up``, never waits. Each caller's future resolves only
+after the commit, so "stored before the side effect" still holds.
 """
 
 from __future__ import annotations
