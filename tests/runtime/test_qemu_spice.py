@@ -126,6 +126,11 @@ def test_viewer_and_guest_share_the_clipboard_both_ways(
         wait_for_guest(driver, runner, env_id, both_agents)
         autostart = "test -e /etc/xdg/autostart/spice-vdagent.desktop; echo $?"
         assert runner.run(guest(driver, env_id, autostart)) == "1\n"
+        # SPICE's audio and USB redirection channels have their devices in the guest.
+        cards = runner.run(guest(driver, env_id, "cat /proc/asound/cards"))
+        assert "HDA-Intel" in cards, cards
+        hubs = runner.run(guest(driver, env_id, "cat /sys/bus/usb/devices/usb*/product"))
+        assert "xHCI Host Controller" in hubs, hubs
         with (
             run_xvnc(tmp_path, "800x600", retro=False) as xserver,
             viewer(xserver, driver.endpoint(env_id, "spice"), tmp_path),

@@ -179,6 +179,18 @@ for port in /sys/class/virtio-ports/*; do
 done
 [ -e /dev/virtio-ports/org.genos.agent ] && agent /dev/virtio-ports/org.genos.agent &
 
+# The drivers of the sound card and USB controller QEMU adds for SPICE (its
+# audio and USB redirection channels); a VM without them loads nothing.
+mods=
+for dev in /sys/bus/pci/devices/*; do
+    case $(cat "$dev/class" 2>/dev/null) in
+        0x0403*) mods="$mods snd_hda_intel" ;;
+        0x0c0330) mods="$mods xhci_pci" ;;
+    esac
+done
+# shellcheck disable=SC2086 # one module per word
+[ -n "$mods" ] && { modprobe -a $mods || $bb modprobe -a $mods; } >/run/modprobe.log 2>&1
+
 # SPICE's agent daemon, when QEMU gives its port (see the module docstring).
 spice=/dev/virtio-ports/com.redhat.spice.0
 if [ -e "$spice" ] && command -v spice-vdagentd >/dev/null; then
