@@ -82,7 +82,7 @@ def test_round_trip_validates_against_published_schema() -> None:
     spec = parse_spec(
         {
             "name": "lab-1",
-            "tier": "gvisor",
+            "tier": "container",
             "apps": [
                 {"name": "GIMP", "packages": ["gimp"], "source": "catalog", "command": "gimp"}
             ],
@@ -164,3 +164,11 @@ def test_schema_rejects_unknown_fields() -> None:
 def test_release_from(word: str, release: str | None) -> None:
     """Release numbers and codenames map to the supported codenames only."""
     assert release_from(word) == release
+
+
+def test_rdp_is_served_in_the_container_tier_only() -> None:
+    """xrdp reaches the session's display over the env's loopback: no VM, no gVisor."""
+    assert parse_spec({"display": {"protocol": "rdp"}}).tier.value == "container"
+    for tier in ("gvisor", "microvm", "vm"):
+        with pytest.raises(SpecError, match="container tier only"):
+            parse_spec({"tier": tier, "display": {"protocol": "rdp"}})

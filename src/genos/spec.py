@@ -257,10 +257,12 @@ class EnvironmentSpec(_Model):
 
     @model_validator(mode="after")
     def _rdp_needs_xrdp_tier(self) -> EnvironmentSpec:
-        # xrdp runs beside the session's Xvnc; a VM's display is QEMU's own.
-        if self.display.protocol is Protocol.RDP and self.tier in (Tier.MICROVM, Tier.VM):
+        # xrdp runs beside the session's Xvnc and reaches it over the env's own
+        # loopback: a VM's display is QEMU's own, and under gVisor that
+        # loopback connection does not come up.
+        if self.display.protocol is Protocol.RDP and self.tier is not Tier.CONTAINER:
             raise ValueError(
-                f"display.protocol 'rdp' is served in container and gvisor tiers, not {self.tier}"
+                f"display.protocol 'rdp' is served in the container tier only, not {self.tier}"
             )
         return self
 

@@ -164,14 +164,7 @@ class Decider:
             if explicit
             else ("Containers start fastest; nothing asked for a stronger wall.")
         )
-        if ent.tier_hint and protocol == "rdp" and tier is Tier.CONTAINER:
-            tier = Tier.GVISOR
-            reason = (
-                f"'{ent.tier_hint}': untrusted content needs a stronger wall than a container; "
-                "RDP is served beside the session, which a microVM does not have, so this "
-                "runs under gVisor's own kernel."
-            )
-        elif ent.tier_hint and _STRENGTH.index(tier) < _STRENGTH.index(Tier.MICROVM):
+        if ent.tier_hint and _STRENGTH.index(tier) < _STRENGTH.index(Tier.MICROVM):
             tier = Tier.MICROVM
             reason = (
                 f"'{ent.tier_hint}': untrusted content runs behind a microVM's own kernel, "
