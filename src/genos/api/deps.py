@@ -12,8 +12,11 @@ from genos.ids import is_env_id
 from genos.orchestrator.records import Environment
 
 
-def service(request: Request) -> Service:
-    """The process's :class:`Service` (set on ``app.state`` by ``create_app``)."""
+async def service(request: Request) -> Service:
+    """The process's :class:`Service` (set on ``app.state`` by ``create_app``).
+
+    ``async`` although it awaits nothing: FastAPI runs a plain ``def``
+    dependency on a worker thread, a thread hop on every request."""
     svc: Service = request.app.state.service
     return svc
 
