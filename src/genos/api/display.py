@@ -35,6 +35,7 @@ from genos.gateway.session import ProxyOptions, proxy
 from genos.gateway.streams import websocket_stream
 from genos.ids import is_env_id
 from genos.orchestrator.states import State
+from genos.runtime.driver import endpoint
 from genos.spec import Protocol, Security
 
 log = logging.getLogger("genos.api.display")
@@ -67,7 +68,7 @@ async def _admit(
             raise TokenError("not_running", f"the environment is {env.state.value}")
         if protocol == "rdp" and env.spec.display.protocol is not Protocol.RDP:
             raise NotFoundError("rdp display (its spec does not ask for rdp) of", env_id)
-        target = _endpoint(svc, env_id, protocol)
+        target = endpoint(svc.engine.driver, env_id, protocol)
     except GenOSError as exc:
         svc.audit_log.append(
             action=protocol, env_id=env_id[:40], client=client, outcome=str(exc)[:200]
@@ -139,16 +140,6 @@ async def _open_server(
             if asyncio.get_running_loop().time() >= deadline:
                 raise
             await asyncio.sleep(0.05)
-
-
-def _endpoint(svc: Service, env_id: str, protocol: str) -> Path:
-    if protocol == "vnc":
-        return svc.engine.driver.display(env_id)
-    endpoint = getattr(svc.engine.driver, "endpoint", None)
-    if endpoint is None:
-        raise NotFoundError(f"{protocol} display of environment", env_id)
-    path: Path = endpoint(env_id, protocol)
-    return path
 
 
 async def _pipe(

@@ -19,6 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from genos.errors import NotFoundError
 from genos.spec import EnvironmentSpec
 
 
@@ -98,3 +99,20 @@ class Driver(Protocol):
     async def aclose(self) -> None:
         """Release the driver's own resources (not the environments')."""
         ...
+
+
+def endpoint(driver: Driver, env_id: str, protocol: str) -> Path:
+    """The socket of display ``protocol`` (``vnc``, ``spice``, ``rdp``) of ``env_id``:
+    VNC is every driver's :meth:`Driver.display`; the others come from the
+    driver's own ``endpoint`` where it has one.
+
+    Raises:
+        NotFoundError: unknown environment, or the driver does not serve ``protocol``.
+    """
+    if protocol == "vnc":
+        return driver.display(env_id)
+    served = getattr(driver, "endpoint", None)
+    if served is None:
+        raise NotFoundError(f"{protocol} display of environment", env_id)
+    path: Path = served(env_id, protocol)
+    return path

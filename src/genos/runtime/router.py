@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from genos.errors import CapabilityError, NotFoundError, StateError
-from genos.runtime.driver import Driver, Inspection
+from genos.runtime.driver import Driver, Inspection, endpoint
 from genos.spec import EnvironmentSpec, Tier
 
 
@@ -129,14 +129,7 @@ class TierRouter:
         Raises:
             NotFoundError: unknown environment, or no such protocol there.
         """
-        driver = self._holder(env_id)
-        if protocol == "vnc":
-            return driver.display(env_id)
-        endpoint = getattr(driver, "endpoint", None)
-        if endpoint is None:
-            raise NotFoundError(f"{protocol} display of environment", env_id)
-        path: Path = endpoint(env_id, protocol)
-        return path
+        return endpoint(self._holder(env_id), env_id, protocol)
 
     async def list_ids(self) -> list[str]:
         """Every environment any driver has on the host (and who has it, remembered)."""
