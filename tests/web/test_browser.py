@@ -96,6 +96,17 @@ def wait_desktop(page: Any) -> dict[str, int]:
     return pixels
 
 
+def open_desktop(
+    server: Server, user: User, open_page: Any, env_id: str, *, phone: bool = False
+) -> Any:
+    """A signed-in page (desktop or phone viewport) showing ``env_id``'s drawn desktop."""
+    page = open_page(**(PHONE if phone else DESKTOP))
+    sign_in(page, server, user, tap=phone)
+    page.goto(f"{server.url}/#/env/{env_id}")
+    wait_desktop(page)
+    return page
+
+
 def no_horizontal_scroll(page: Any) -> None:
     width = page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= page.viewport_size["width"], f"page is {width}px wide"
@@ -170,10 +181,7 @@ def test_totp_field_appears_when_required(server: Server, user: User, open_page:
 def test_share_link_is_view_only(server: Server, user: User, open_page: Any) -> None:
     """Share hands out a #/view link that shows the desktop, view-only, without signing in."""
     env_id = launch_via_api(server, user)
-    page = open_page(**DESKTOP)
-    sign_in(page, server, user)
-    page.goto(f"{server.url}/#/env/{env_id}")
-    wait_desktop(page)
+    page = open_desktop(server, user, open_page, env_id)
     page.get_by_test_id("action-share").click()
     link = page.get_by_test_id("share-url")
     expect(link).to_have_value(re.compile(rf"#/view/{env_id}/.+"))
@@ -191,10 +199,7 @@ def test_share_link_is_view_only(server: Server, user: User, open_page: Any) -> 
 def test_suspend_resume_terminate(server: Server, user: User, open_page: Any) -> None:
     """Suspend drops the display, resume brings it back, terminate ends it and leaves the list."""
     env_id = launch_via_api(server, user)
-    page = open_page(**DESKTOP)
-    sign_in(page, server, user)
-    page.goto(f"{server.url}/#/env/{env_id}")
-    wait_desktop(page)
+    page = open_desktop(server, user, open_page, env_id)
 
     page.get_by_test_id("action-suspend").click()
     expect(page.get_by_test_id("env-state")).to_have_text("suspended")
@@ -274,10 +279,7 @@ def test_phone_flow_with_taps(server: Server, user: User, open_page: Any) -> Non
 def test_touch_gestures_send_pointer_events(server: Server, user: User, open_page: Any) -> None:
     """Tap, two-finger tap, long press, two-finger drag, pinch and trackpad become RFB input."""
     env_id = launch_via_api(server, user)
-    page = open_page(**PHONE)
-    sign_in(page, server, user, tap=True)
-    page.goto(f"{server.url}/#/env/{env_id}")
-    wait_desktop(page)
+    page = open_desktop(server, user, open_page, env_id, phone=True)
     page.evaluate(RECORD_POINTER)
     box = page.get_by_test_id("desktop").locator("canvas").bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -345,10 +347,7 @@ def test_touch_gestures_send_pointer_events(server: Server, user: User, open_pag
 def test_on_screen_keyboard_sends_keysyms(server: Server, user: User, open_page: Any) -> None:
     """The keyboard's input turns typing, Backspace, Enter and a latched Ctrl into keysyms."""
     env_id = launch_via_api(server, user)
-    page = open_page(**PHONE)
-    sign_in(page, server, user, tap=True)
-    page.goto(f"{server.url}/#/env/{env_id}")
-    wait_desktop(page)
+    page = open_desktop(server, user, open_page, env_id, phone=True)
     page.evaluate("""() => {
       window.genosKeys = [];
       document.addEventListener('genos:key', (e) => window.genosKeys.push(e.detail));
@@ -409,10 +408,7 @@ def test_a_recorded_session_replays_in_the_browser(
     spec = {"name": "recorded", "security": {"recording": True}}
     with server.client(user.token) as api:
         env_id = api.post("/v1/environments", json={"spec": spec, "wait": True}).json()["id"]
-    page = open_page(**DESKTOP)
-    sign_in(page, server, user)
-    page.goto(f"{server.url}/#/env/{env_id}")
-    wait_desktop(page)
+    page = open_desktop(server, user, open_page, env_id)
     page.goto(f"{server.url}/#/envs")  # leaving the desktop ends (and closes) the recording
     page.get_by_test_id("env-action-recordings").first.click()
     recording = page.get_by_test_id("recording")
