@@ -5,14 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(
-  python3 python3-venv python3-dev ca-certificates curl
-  runc crun runsc mmdebstrap nftables iproute2 uidmap fuse3 gocryptfs tor gcc libc6-dev
-  postgresql
-  tigervnc-standalone-server tigervnc-tools xclip
-  qemu-system-x86 qemu-utils e2fsprogs grub-pc-bin xorriso mtools
-  chromium websockify freerdp2-x11 virt-viewer x11-apps
-)
+# The Debian packages, one list (scripts/packages.txt; tests check it covers
+# every host command the code, tests and benchmarks run).
+read -r -a APT_PACKAGES <<<"$(sed -e 's/#.*//' scripts/packages.txt | tr '\n' ' ')"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 

@@ -15,6 +15,7 @@ import pytest
 
 from genos.errors import CapabilityError, ExternalError, NotFoundError, StateError
 from genos.ids import new_env_id
+from genos.runtime import ociruntime
 from genos.runtime.driver import Driver, EnvState
 from genos.runtime.images import ImageStore, Layer
 from genos.runtime.images.mounts import HasPath
@@ -87,6 +88,50 @@ def test_container_tier_chooses_a_working_runtime(runner: asyncio.Runner) -> Non
     runtime = runner.run(for_tier(Tier.CONTAINER, Path("/run/genos/runtime")))
     assert runtime.kind in (RuntimeKind.RUNC, RuntimeKind.CRUN)
     assert Path(runtime.path).is_file()
+
+
+def test_first_probes_at_once_all_find_the_runtime(
+    runner: asyncio.Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight simultaneous first probes on an empty cache share one trial and all find runc."""
+    monkeypatch.setattr(ociruntime, "_MEMO", {})
+    trials: list[str] = []
+    real_trial = ociruntime._trial
+
+    async def counted(runtime: ociruntime.OCIRuntime, id_map: Any = None) -> str | None:
+        trials.append(runtime.kind.value)
+        return await real_trial(runtime, id_map)
+
+    monkeypatch.setattr(ociruntime, "_trial", counted)
+
+    async def probes() -> list[ociruntime.OCIRuntime | BaseException]:
+        return await asyncio.gather(
+            *(detect(RuntimeKind.RUNC, tmp_path) for _ in range(8)), return_exceptions=True
+        )
+
+    found = runner.run(probes())
+    assert [getattr(f, "kind", f) for f in found] == [RuntimeKind.RUNC] * 8
+    assert trials == ["runc"]
+    assert '"kind": "runc"' in (tmp_path / "runtimes.json").read_text()
+
+
+def test_a_failed_trial_is_not_written_down(
+    runner: asyncio.Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runtime whose trial failed is retried by the next process: nothing of it is cached."""
+    monkeypatch.setattr(ociruntime, "_MEMO", {})
+    real_trial = ociruntime._trial
+
+    async def failing(runtime: ociruntime.OCIRuntime, id_map: Any = None) -> str | None:
+        return "the trial failed"
+
+    monkeypatch.setattr(ociruntime, "_trial", failing)
+    with pytest.raises(CapabilityError, match="the trial failed"):
+        runner.run(detect(RuntimeKind.RUNC, tmp_path))
+    assert not (tmp_path / "runtimes.json").exists()
+    monkeypatch.setattr(ociruntime, "_MEMO", {})  # a new process, and the host is fine again
+    monkeypatch.setattr(ociruntime, "_trial", real_trial)
+    assert runner.run(detect(RuntimeKind.RUNC, tmp_path)).kind is RuntimeKind.RUNC
 
 
 def _hybrid_with_v2_controllers() -> bool:

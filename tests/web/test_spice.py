@@ -104,6 +104,12 @@ class GuestInput:
         for node in self.nodes.values():
             in_guest(server, env_id, f"(timeout 120 cat /dev/input/{node} >/tmp/{node} "
                                      "2>/dev/null </dev/null &)")  # fmt: skip
+        # The recorders start in the background: input sent before they read is lost.
+        until(self._recording, timeout=30, what="the guest's input recorders")
+
+    def _recording(self) -> bool:
+        readers = in_guest(self.server, self.env_id, "ls -l /proc/[0-9]*/fd 2>/dev/null")
+        return all(f"/dev/input/{node}" in readers for node in self.nodes.values())
 
     def events(self, device: str) -> list[tuple[int, int, int]]:
         """(type, code, value) of each ``struct input_event`` recorded so far."""

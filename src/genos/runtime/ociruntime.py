@@ -3,9 +3,13 @@
 ``runc`` and ``crun`` run tier ``container``, ``runsc`` (gVisor, ptrace
 platform) runs tier ``gvisor``. Whether one really works on this host (cgroup
 layout, kernel features) is decided by a trial: create and delete an empty
-container once. The answer is cached in memory and in
+container once. A success is cached in memory and in
 ``<state root>/runtimes.json`` (on ``/run``, so it is forgotten at reboot,
-when the kernel or cgroup layout may change).
+when the kernel or cgroup layout may change). A failure is kept in memory
+for :data:`FAILURE_TTL` seconds only and never written down: one bad trial
+(a host busy building images, a runtime upgraded mid-way) must not disable
+a runtime for every later process. Trials in one process run one at a time
+per runtime, each under a container id of its own.
 
 Failures of the runtime's command line are translated here into GenOS errors.
 """
@@ -19,6 +23,9 @@ import logging
 import os
 import shutil
 import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -201,6 +208,37 @@ def container_ids(state_dir: Path) -> set[str]:
 
 
 _MEMO: dict[str, OCIRuntime | str] = {}
+_FAILED_AT: dict[str, float] = {}
+_PROBING: dict[str, asyncio.Lock] = {}
+FAILURE_TTL = 30.0  # seconds a failed trial is believed before the next one
+
+
+def _remembered(key: str, state_root: Path) -> OCIRuntime | str | None:
+    found = _MEMO.get(key)
+    if isinstance(found, str) and found != "ok":
+        if time.monotonic() - _FAILED_AT.get(key, 0.0) < FAILURE_TTL:
+            return found
+        found = None
+    return found or _load_cached(state_root, key)
+
+
+async def _probe_once(
+    key: str, state_root: Path, trial: Callable[[], Awaitable[OCIRuntime | str]]
+) -> OCIRuntime | str:
+    """The cached answer for ``key``, or run ``trial`` (one at a time per key) and keep it."""
+    found = _remembered(key, state_root)
+    if found is not None:
+        return found
+    async with _PROBING.setdefault(key, asyncio.Lock()):
+        found = _remembered(key, state_root)  # another task may have probed meanwhile
+        if found is None:
+            found = await trial()
+            if isinstance(found, str) and found != "ok":
+                _FAILED_AT[key] = time.monotonic()
+            else:
+                _store_cached(state_root, key, found)
+        _MEMO[key] = found
+    return found
 
 
 async def detect(kind: RuntimeKind, state_root: Path) -> OCIRuntime:
@@ -220,11 +258,7 @@ async def detect(kind: RuntimeKind, state_root: Path) -> OCIRuntime:
     if path is None:
         raise CapabilityError(f"{kind} is not installed")
     key = _cache_key(path)
-    found = _MEMO.get(key) or _load_cached(state_root, key)
-    if found is None:
-        found = await _probe(kind, path, state_root / kind.value)
-        _store_cached(state_root, key, found)
-    _MEMO[key] = found
+    found = await _probe_once(key, state_root, lambda: _probe(kind, path, state_root / kind.value))
     if isinstance(found, str):
         raise CapabilityError(f"{kind} cannot run containers on this host: {found}")
     return found
@@ -261,23 +295,22 @@ def _load_cached(state_root: Path, key: str) -> OCIRuntime | str | None:
         return None
     if entry.get("ok"):
         return "ok"
-    if entry.get("error"):
-        return str(entry["error"])
+    if "kind" not in entry:  # a failure an older GenOS wrote down: try again
+        return None
     return OCIRuntime(
         RuntimeKind(entry["kind"]), entry["path"], entry["version"], Path(entry["state_root"])
     )
 
 
 def _store_cached(state_root: Path, key: str, found: OCIRuntime | str) -> None:
+    """Write a success down (``found`` is a runtime, or the string ``ok``)."""
     path = state_root / "runtimes.json"
     try:
         data: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError):
         data = {}
-    if found == "ok":
+    if isinstance(found, str):
         data[key] = {"ok": True}
-    elif isinstance(found, str):
-        data[key] = {"error": found}
     else:
         data[key] = {
             "kind": found.kind.value,
@@ -327,7 +360,7 @@ def _trial_bundle(
 
 async def _trial(runtime: OCIRuntime, id_map: IdMap | None = None) -> str | None:
     """Create and delete an empty container; the runtime's complaint, or None if it worked."""
-    trial_id = f"trial-{runtime.kind}-{os.getpid()}"
+    trial_id = f"trial-{runtime.kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     config = _trial_config(trial_id, id_map)
     with tempfile.TemporaryDirectory(prefix="genos-trial-") as tmp:
         bundle = _trial_bundle(Path(tmp), runtime.state_root, config, id_map)
@@ -358,11 +391,11 @@ async def userns_problem(runtime: OCIRuntime, id_map: IdMap) -> str | None:
     like :func:`detect`'s.
     """
     key = _cache_key(runtime.path) + ":userns"
-    found = _MEMO.get(key) or _load_cached(runtime.state_root.parent, key)
-    if found is None:
-        found = await _trial(runtime, id_map) or "ok"
-        _store_cached(runtime.state_root.parent, key, found)
-    _MEMO[key] = found
+
+    async def trial() -> str:
+        return await _trial(runtime, id_map) or "ok"
+
+    found = await _probe_once(key, runtime.state_root.parent, trial)
     return None if found == "ok" else str(found)
 
 

@@ -52,10 +52,11 @@ from genos.runtime.images import ImageStore
 from genos.runtime.lifecycle import Verb
 from genos.runtime.oci import ExecResult
 from genos.runtime.qemuaccel import Accelerator, accelerator
-from genos.runtime.qemucmd import Machine, qemu_argv, wrapper
+from genos.runtime.qemucmd import Machine, qemu_argv
 from genos.runtime.qemuguest import READY_MARK
 from genos.runtime.qemuhost import RUN_ROOT, VmPaths
 from genos.runtime.qemuprovision import Provision
+from genos.runtime.qemuuser import wrapper
 from genos.runtime.userimages import UserImages
 from genos.sandbox.network import NetworkSandbox
 from genos.spec import EnvironmentSpec
@@ -304,10 +305,12 @@ class QemuDriver:
     async def _launch(self, env_id: str, record: dict[str, Any], *, incoming: bool) -> int:
         paths = self.paths(env_id)
         machine = Machine(**record["machine"])
-        argv = wrapper(record["uid"], machine.accel, record.get("netns"))
-        with qemustop.image_fd(machine.image) as fd:
-            argv += qemu_argv(machine, paths, incoming=incoming, image_fd=fd)
-            pid = await qemustop.launch(argv, paths, pass_fds=() if fd is None else (fd,))
+        scratch = paths.root if machine.accel == "kvm" else None
+        argv = wrapper(record["uid"], record.get("netns"), kvm_scratch=scratch)
+        with qemustop.image_fd(machine.image) as image, qemustop.tap_fd(machine, record) as tap:
+            argv += qemu_argv(machine, paths, incoming=incoming, image_fd=image, tap_fd=tap)
+            inherit = tuple(fd for fd in (image, tap) if fd is not None)
+            pid = await qemustop.launch(argv, paths, pass_fds=inherit)
         qemuhost.write_record(paths, {**record, "pid": pid, "phase": "booted"})
         memory = (machine.memory_mb + CGROUP_OVERHEAD_MB) << 20
         qemuhost.join_cgroup(env_id, pid, memory, machine.cpus, 256)

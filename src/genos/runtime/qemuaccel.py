@@ -5,7 +5,10 @@ few instructions and then hang, or QEMU may abort setting MSRs. So the probe
 boots a 64 KiB firmware of our own (:func:`probe_firmware`) that writes
 ``K`` to the first serial port in an endless, delayed loop, and requires
 :data:`PROBE_BYTES` of them within the timeout; anything less (or an error)
-means TCG. The answer is cached for the life of the process.
+means TCG. The probe runs the way every VM does (:mod:`genos.runtime.qemuuser`:
+its own network namespace, an unprivileged uid of its own, ``/dev/kvm`` as a
+device node made for that uid), so it says whether KVM works for QEMU as
+GenOS runs it, not for root. The answer is cached for the life of the process.
 """
 
 from __future__ import annotations
@@ -20,11 +23,16 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
+from genos.runtime.qemuhost import QEMU_UID_BASE
+from genos.runtime.qemuuser import KVM_DEVICE, wrapper
+from genos.sandbox.idmap import MAX_SLOTS
+
 logger = logging.getLogger("genos.runtime.qemu")
 
 Accelerator = Literal["kvm", "tcg"]
 QEMU = "qemu-system-x86_64"
-KVM_DEVICE = Path("/dev/kvm")
+# One past the VMs' uid range (QEMU_UID_BASE + slot): the probe's own, never a VM's.
+PROBE_UID = QEMU_UID_BASE + MAX_SLOTS
 PROBE_BYTES = 2048
 _FIRMWARE_SIZE = 65536
 # Real mode at 0xF000:0000: mov dx,0x3f8; l: mov al,'K'; out dx,al;
@@ -54,9 +62,18 @@ def guest_progress(accel: Accelerator, timeout: float) -> int:
     if shutil.which(QEMU) is None:
         return 0
     with tempfile.TemporaryDirectory(prefix="genos-kvm-probe-") as tmp:
-        firmware, out = Path(tmp) / "probe.bin", Path(tmp) / "serial.out"
+        Path(tmp).chmod(0o711)  # QEMU's user passes through to its own dir
+        work = Path(tmp) / "work"  # QEMU's: the firmware it reads, the serial file it writes
+        work.mkdir(mode=0o700)
+        firmware, out = work / "probe.bin", work / "serial.out"
         firmware.write_bytes(probe_firmware())
-        argv = [QEMU, "-nodefaults", "-no-user-config", "-display", "none", "-M", "pc",
+        for path in (work, firmware):
+            os.chown(path, PROBE_UID, PROBE_UID)
+        scratch = Path(tmp) / "kvm" if accel == "kvm" else None
+        if scratch is not None:
+            scratch.mkdir(mode=0o700)
+        argv = [*wrapper(PROBE_UID, None, kvm_scratch=scratch),
+                QEMU, "-nodefaults", "-no-user-config", "-display", "none", "-M", "pc",
                 "-accel", accel, "-bios", str(firmware), "-m", "16",
                 "-chardev", f"file,id=s,path={out}", "-device", "isa-serial,chardev=s"]  # fmt: skip
         try:
@@ -88,9 +105,9 @@ def probe_kvm(timeout: float = 3.0) -> bool:
         timeout: seconds the probe guest gets to show progress.
 
     Returns:
-        True if ``/dev/kvm`` is usable and the probe guest kept running under it.
+        True if ``/dev/kvm`` exists and the probe guest, run as VMs are, kept running under it.
     """
-    if not KVM_DEVICE.exists() or not os.access(KVM_DEVICE, os.R_OK | os.W_OK):
+    if not KVM_DEVICE.is_char_device():
         return False
     seen = guest_progress("kvm", timeout)
     logger.info("KVM probe: %d of %d bytes from the guest", seen, PROBE_BYTES)

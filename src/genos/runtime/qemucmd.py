@@ -24,15 +24,13 @@ as a CD-ROM, booted first) on q35's AHCI controller, standard VGA, the PS/2
 keyboard, a USB tablet, an ``e1000e`` NIC; it may reboot (an installer
 does), so ``-no-reboot`` is left out. See :func:`user_disks`.
 
-The wrapper: ``nsenter --net`` into the environment's namespace (``unshare
---net`` for network mode ``none``: a namespace with nothing in it), then
-``setpriv`` to QEMU's own uid with no capabilities, no groups (``kvm`` only
-for KVM) and no new privileges; QEMU adds its seccomp ``-sandbox``.
+QEMU runs under the wrapper of :mod:`genos.runtime.qemuuser`: in the
+environment's network namespace, as its own user, with what it needs handed
+over (the tap and a user image as descriptors, KVM as a device node of its own).
 """
 
 from __future__ import annotations
 
-import grp
 import hashlib
 import math
 import os
@@ -74,7 +72,12 @@ def smp(cpus: float) -> int:
 
 
 def qemu_argv(
-    machine: Machine, paths: VmPaths, *, incoming: bool = False, image_fd: int | None = None
+    machine: Machine,
+    paths: VmPaths,
+    *,
+    incoming: bool = False,
+    image_fd: int | None = None,
+    tap_fd: int | None = None,
 ) -> list[str]:
     """The full QEMU command line of a VM.
 
@@ -83,6 +86,7 @@ def qemu_argv(
         paths: its host paths.
         incoming: start paused, waiting for a saved state (``migrate-incoming``).
         image_fd: for a user image, the descriptor QEMU inherits it as (read-only).
+        tap_fd: for a VM with a NIC, the tap queue QEMU inherits (it opens no device).
 
     Returns:
         argv, starting with ``qemu-system-x86_64``.
@@ -123,8 +127,10 @@ def qemu_argv(
         if machine.spice:
             argv += spice_argv(paths.spice, agent=machine.spice_agent)
     if machine.nic:
+        if tap_fd is None:
+            raise ValueError("a VM with a NIC needs its tap's descriptor")
         model = f"virtio-net-{bus}" if own else "e1000e"
-        argv += ["-netdev", "tap,id=net0,ifname=tap0,script=no,downscript=no",
+        argv += ["-netdev", f"tap,id=net0,fd={tap_fd}",
                  "-device", f"{model},netdev=net0,mac={machine.mac}"]  # fmt: skip
     if incoming:
         argv += ["-S", "-incoming", "defer"]
@@ -205,17 +211,6 @@ def _accel(accel: Accelerator) -> list[str]:
     if accel == "kvm":
         return ["-accel", "kvm", "-cpu", "host"]
     return ["-accel", f"tcg,tb-size={TCG_TB_MB}", "-cpu", "max"]
-
-
-def wrapper(uid: int, accel: Accelerator, netns: str | None) -> list[str]:
-    """The commands QEMU is run under: a network namespace, then its own unprivileged user."""
-    enter = ["nsenter", f"--net=/run/netns/{netns}", "--"] if netns else ["unshare", "--net", "--"]
-    groups = ["--clear-groups"]
-    if accel == "kvm":
-        groups = [f"--groups={grp.getgrnam('kvm').gr_gid}"]
-    drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", *groups, "--inh-caps=-all",
-            "--bounding-set=-all", "--no-new-privs", "--"]  # fmt: skip
-    return [*enter, *drop]
 
 
 def mac_for(env_id: str) -> str:

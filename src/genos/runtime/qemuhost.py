@@ -190,12 +190,14 @@ def create_blank(disk: Path, size_mb: int, uid: int) -> None:
 # -- network: a tap in the environment's namespace, bridged to its uplink --
 
 
-def plumb_tap(netns: str, uid: int) -> str:
+def plumb_tap(netns: str) -> str:
     """Give the namespace's address to the guest: ``tap0`` and ``eth0`` on a bridge.
+
+    ``tap0`` is root's: QEMU gets a queue of it as a descriptor
+    (:func:`genos.sandbox.tap.open_tap`), never the right to attach itself.
 
     Args:
         netns: the environment's network namespace (``genos-<id>``).
-        uid: QEMU's user, who may attach to ``tap0`` without privileges.
 
     Returns:
         The address (with prefix) ``eth0`` had, which the guest takes over.
@@ -210,7 +212,7 @@ def plumb_tap(netns: str, uid: int) -> str:
         raise ExternalError(f"namespace {netns} has no IPv4 address on eth0")
     address = f"{inet[0]['local']}/{inet[0]['prefixlen']}"
     batch = "\n".join([
-        f"tuntap add dev tap0 mode tap user {uid} group {uid}",
+        "tuntap add dev tap0 mode tap",
         "addr flush dev eth0",
         "link add br0 type bridge",
         "link set eth0 master br0",

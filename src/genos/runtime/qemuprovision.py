@@ -103,7 +103,7 @@ class Provision:
             boot = await self._user_disk(name, uid)
         else:
             boot = await self._own_disk(uid)
-        address, handle = await self._network(uid)
+        address, handle = await self._network()
         if name is None:
             self._write_guest_config(uid, address, handle)
         self.record["machine"] = asdict(self._machine(boot, nic=handle is not None))
@@ -138,7 +138,7 @@ class Provision:
         qemuhost.write_record(self.paths, self.record)
         return uid
 
-    async def _network(self, uid: int) -> tuple[str | None, NetHandle | None]:
+    async def _network(self) -> tuple[str | None, NetHandle | None]:
         net = self.spec.network
         if net.mode is NetworkMode.NONE:
             return None, None
@@ -148,7 +148,7 @@ class Provision:
         qemuhost.write_record(self.paths, self.record)
         handle = await asyncio.to_thread(sandbox.setup, self.env_id, net, name=self.spec.name)
         self.record["netns"] = handle.netns
-        address = await asyncio.to_thread(qemuhost.plumb_tap, handle.netns, uid)
+        address = await asyncio.to_thread(qemuhost.plumb_tap, handle.netns)
         return address, handle
 
     def _write_guest_config(self, uid: int, address: str | None, net: NetHandle | None) -> None:

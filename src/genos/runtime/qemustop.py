@@ -24,11 +24,14 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from genos.errors import ExternalError, GenOSError
 from genos.runtime import qemuhost, qemuqmp
 from genos.runtime.ocienv import alive, log_tail, wait_banner
+from genos.runtime.qemucmd import Machine
 from genos.runtime.qemuhost import VmPaths
+from genos.sandbox import tap
 from genos.sandbox.network import NetworkSandbox
 
 logger = logging.getLogger("genos.runtime.qemu")
@@ -120,6 +123,24 @@ def image_fd(image: str) -> Iterator[int | None]:
         fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise ExternalError(f"cannot open the user image {image}", detail=str(exc)) from exc
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def tap_fd(machine: Machine, record: dict[str, Any]) -> Iterator[int | None]:
+    """A queue of the namespace's ``tap0`` for QEMU to inherit (None: the VM has no NIC).
+
+    Raises:
+        ExternalError: the tap cannot be opened.
+    """
+    netns = record.get("netns")
+    if not machine.nic or not netns:
+        yield None
+        return
+    fd = tap.open_tap(netns)
     try:
         yield fd
     finally:
