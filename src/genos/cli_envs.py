@@ -57,6 +57,16 @@ def serve(  # noqa: PLR0917 - Typer parameters
     memory_mb: Annotated[
         int | None, typer.Option(help="Memory environments may reserve (default: host less 1 GiB).")
     ] = None,
+    cpu_overcommit: Annotated[
+        float, typer.Option(help="Requests may add up to this many times the CPUs.", min=0.1)
+    ] = 4.0,
+    memory_overcommit: Annotated[
+        float, typer.Option(help="Requests may add up to this many times the memory.", min=0.1)
+    ] = 1.0,
+    requests: Annotated[
+        Path | None,
+        typer.Option(help="YAML of default requests per kind (container/desktop: {cpus: ...})."),
+    ] = None,
     images_dir: Annotated[
         Path | None, typer.Option(help="The image layer store (default: <data dir>/images).")
     ] = None,
@@ -78,7 +88,12 @@ def serve(  # noqa: PLR0917 - Typer parameters
     if (cpus is not None and cpus <= 0) or (memory_mb is not None and memory_mb < 256):
         raise InputError("--cpus must be positive and --memory-mb at least 256")
     whole = Capacity.from_host()
-    capacity = Capacity(cpus if cpus is not None else whole.cpus, memory_mb or whole.memory_mb)
+    capacity = Capacity(
+        cpus if cpus is not None else whole.cpus,
+        memory_mb or whole.memory_mb,
+        cpu_overcommit=cpu_overcommit,
+        memory_overcommit=memory_overcommit,
+    )
     config = ServeConfig(
         host=host,
         port=port,
@@ -87,12 +102,28 @@ def serve(  # noqa: PLR0917 - Typer parameters
         driver="fake" if driver == "fake" else "oci",
         public_url=public_url,
         capacity=capacity,
+        requests=_requests(requests),
         images_dir=images_dir,
         vnc_port=vnc_port,
         tls_cert=tls_cert,
         tls_key=tls_key,
     )
     run(config)
+
+
+def _requests(path: Path | None) -> Any:
+    """The default requests with an operator's file applied (None: the defaults as they are)."""
+    from genos.orchestrator.capacity import Requests  # noqa: PLC0415
+
+    if path is None:
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"cannot read {path}: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path} must map kinds to requests (container/desktop: {{cpus: 0.02}})")
+    return Requests().with_overrides(data)
 
 
 def gateway(  # noqa: PLR0917 - Typer parameters
@@ -295,16 +326,28 @@ def _print_events(source: Any, as_json: bool) -> None:
 
 
 def host(as_json: JsonOpt = False) -> None:
-    """This host's capacity, what environments hold, the queue, and VM acceleration."""
+    """This host's capacity, what environments request, may use and use, the queue, and VMs."""
     with Client() as client:
         status = client.call("GET", "/v1/host")
     if as_json:
         _print_json(status)
         return
-    cap, used = status["capacity"], status["used"]
-    out.print(f"host {status['host']}: {used['environments']} environments")
-    out.print(f"cpus   {used['cpus']:g} of {cap['cpus']:g} reserved")
-    out.print(f"memory {used['memory_mb']} of {cap['memory_mb']} MB reserved")
+    cap, req, lim, used = status["capacity"], status["requested"], status["limits"], status["used"]
+    out.print(f"host {status['host']}: {req['environments']} environments")
+    out.print(f"{'':8}{'requested':>22}{'limits':>12}{'used now':>12}")
+    cpu_used = "-" if used["cpus"] is None else f"{used['cpus']:.2f}"
+    out.print(
+        f"{'cpus':8}{req['cpus']:>10.2f} of {cap['allocatable_cpus']:<8g}"
+        f"{lim['cpus']:>12g}{cpu_used:>12}   ({cap['cpus']:g} cpus x{cap['cpu_overcommit']:g})"
+    )
+    mem_used = "-" if used["memory_mb"] is None else str(used["memory_mb"])
+    out.print(
+        f"{'memory':8}{req['memory_mb']:>10} of {cap['allocatable_memory_mb']:<8}"
+        f"{lim['memory_mb']:>12}{mem_used:>12}   "
+        f"MB ({cap['memory_mb']} x{cap['memory_overcommit']:g})"
+    )
+    if status.get("memory_pressure"):
+        out.print(f"memory pressure: {status['memory_pressure']}")
     out.print(f"queue  {len(status['queue'])} waiting")
     out.print(
         f"runtimes {', '.join(status['runtimes'])}; VM accelerator {status['accelerator'] or 'n/a'}"

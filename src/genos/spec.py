@@ -177,11 +177,42 @@ class Network(_Model):
         return self
 
 
+class ResourceRequest(_Model):
+    """What the environment is expected to need; its host reserves this, not the limits."""
+
+    cpus: float | None = Field(default=None, ge=0.01, le=256)
+    memory_mb: int | None = Field(default=None, ge=16, le=4 * 1024 * 1024)
+
+
 class Resources(_Model):
+    """The environment's limits (its cgroup ceiling), and optionally its request."""
+
     cpus: float = Field(default=1.0, ge=0.25, le=256)
     memory_mb: int = Field(default=2048, ge=256, le=4 * 1024 * 1024)
     disk_mb: int = Field(default=8192, ge=512, le=16 * 1024 * 1024)
     pids: int = Field(default=1024, ge=64, le=65536, description="Process/thread limit.")
+    request: ResourceRequest | None = Field(
+        default=None,
+        description=(
+            "What the host reserves for the environment (default: measured per tier and "
+            "kind of environment; the operator's settings). At most the limits above."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _request_within_limits(self) -> Resources:
+        wanted = self.request
+        if wanted is not None and wanted.cpus is not None and wanted.cpus > self.cpus:
+            raise ValueError(f"request.cpus {wanted.cpus:g} is more than the limit {self.cpus:g}")
+        if (
+            wanted is not None
+            and wanted.memory_mb is not None
+            and wanted.memory_mb > self.memory_mb
+        ):
+            raise ValueError(
+                f"request.memory_mb {wanted.memory_mb} is more than the limit {self.memory_mb}"
+            )
+        return self
 
 
 class Lifetime(_Model):

@@ -111,6 +111,7 @@ async def _check_running(driver: Driver, env_id: str, seen: list[EnvState]) -> N
     _expect(banner == RFB_BANNER, f"display answered {banner!r}, not the RFB banner")
     usage = (await driver.inspect(env_id)).usage
     _expect(usage is not None, "no usage for a running environment")
+    _expect(driver.usage(env_id) is not None, "usage() has nothing for a running environment")
     await _expect_state_error(driver.start(env_id), EnvState.RUNNING, "created", "start twice")
     await _expect_state_error(
         driver.resume(env_id), EnvState.RUNNING, "suspended", "resume while running"

@@ -9,16 +9,20 @@ import httpx
 import pytest
 
 from genos.api.views import TCG_NOTE
-from genos.spec import EnvironmentSpec, Resources, dump
+from genos.spec import EnvironmentSpec, ResourceRequest, Resources, dump
 from tests.api.conftest import Api, AsUser
 
 pytestmark = pytest.mark.anyio
 PROMPT = "I need a Linux environment with Tor browser for secure browsing"
 
 
-def small_spec(name: str = "desk", memory_mb: int = 1024) -> dict[str, Any]:
-    """A plain desktop spec as JSON."""
-    return dump(EnvironmentSpec(name=name, resources=Resources(cpus=1, memory_mb=memory_mb)))
+def small_spec(
+    name: str = "desk", memory_mb: int = 1024, reserve_mb: int | None = None
+) -> dict[str, Any]:
+    """A plain desktop spec as JSON (``reserve_mb``: an explicit memory request)."""
+    request = None if reserve_mb is None else ResourceRequest(memory_mb=reserve_mb)
+    resources = Resources(cpus=1, memory_mb=memory_mb, request=request)
+    return dump(EnvironmentSpec(name=name, resources=resources))
 
 
 async def create(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
@@ -217,18 +221,26 @@ async def test_quota_and_capacity_errors_are_4xx(api: httpx.AsyncClient) -> None
 
 
 async def test_host_reports_capacity_and_use(api: httpx.AsyncClient) -> None:
-    """GET /v1/host has the capacity, what running environments hold, and the queue."""
+    """GET /v1/host has the capacity, what running environments request and may use side by
+    side, their real use, and the queue."""
     await create(api, wait=True)
     host = (await api.get("/v1/host")).json()
-    assert host["capacity"] == {"cpus": 4.0, "memory_mb": 8192}
-    assert host["used"] == {"environments": 1, "cpus": 1.0, "memory_mb": 1024}
+    assert host["capacity"] == {
+        "cpus": 4.0, "memory_mb": 8192, "cpu_overcommit": 1.0, "memory_overcommit": 1.0,
+        "allocatable_cpus": 4.0, "allocatable_memory_mb": 8192,
+    }  # fmt: skip
+    assert host["requested"] == {"environments": 1, "cpus": 0.02, "memory_mb": 64}
+    assert host["limits"] == {"environments": 1, "cpus": 1.0, "memory_mb": 1024}
+    assert host["used"]["memory_mb"] == 0  # the fake runs nothing
+    assert host["free"] == {"cpus": 3.98, "memory_mb": 8128}
+    assert host["memory_pressure"] is None
     assert host["queue"] == []
     assert host["runtimes"] == ["fake"]
 
 
 async def test_queue_then_cancel(api: httpx.AsyncClient, api_app: Api) -> None:
     """A request that does not fit waits queued with its position and can be cancelled."""
-    big = small_spec(memory_mb=6000)
+    big = small_spec(memory_mb=6000, reserve_mb=6000)
     first = await create(api, spec=big, wait=True, request_id="big1")
     second = await create(api, spec=big, request_id="big2")
     assert first["state"] == "running"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from genos.errors import ExternalError
-from genos.runtime.driver import EnvState, Inspection
+from genos.runtime.driver import EnvState, Inspection, Usage
 from genos.runtime.fake import FakeDriver, FakeEnv
 from genos.spec import EnvironmentSpec, Lifetime, Resources
 
@@ -96,6 +96,9 @@ class HookedDriver:
     async def inspect(self, env_id: str) -> Inspection:
         await self._enter("inspect", env_id)
         return await self.fake.inspect(env_id)
+
+    def usage(self, env_id: str) -> Usage | None:
+        return self.fake.usage(env_id)
 
     def display(self, env_id: str) -> Path:
         return self.fake.display(env_id)

@@ -6,6 +6,7 @@ import pytest
 
 from genos.errors import CapacityError, QuotaError, StateError
 from genos.orchestrator import Capacity, FakeClock, Quota, Registry, State, Usage, User
+from genos.orchestrator.capacity import Requests
 from tests.orchestrator.conftest import MakeEngine
 from tests.orchestrator.doubles import HookedDriver, make_spec
 from tests.orchestrator.helpers import steps
@@ -13,13 +14,15 @@ from tests.orchestrator.helpers import steps
 pytestmark = pytest.mark.anyio
 WAIT = 10.0
 TWO_CPUS = Capacity(cpus=2, memory_mb=8192)
+# Each environment reserves its limits: the queue's arithmetic stays visible in the specs.
+STRICT = Requests.limits()
 
 
 async def test_third_request_waits_and_starts_when_one_ends(
     make_engine: MakeEngine, registry: Registry, alice: User
 ) -> None:
     """With room for two, the third is queued at position 1 and runs once one is terminated."""
-    engine = await make_engine(TWO_CPUS)
+    engine = await make_engine(TWO_CPUS, requests=STRICT)
     first, second, third = [await engine.request(alice.id, make_spec(f"e{n}")) for n in range(3)]
     assert (first.state, second.state) == (State.PROVISIONING, State.PROVISIONING)
     assert (third.state, third.queue_position) == (State.QUEUED, 1)
@@ -42,7 +45,7 @@ async def test_queue_serves_priority_then_age(
     make_engine: MakeEngine, clock: FakeClock, alice: User
 ) -> None:
     """Higher priority first; among equals, the older request first."""
-    engine = await make_engine(Capacity(cpus=1, memory_mb=8192))
+    engine = await make_engine(Capacity(cpus=1, memory_mb=8192), requests=STRICT)
     holder = await engine.request(alice.id, make_spec("holder"))
     waiting = {}
     for name, priority in (("low1", 0), ("high1", 5), ("low2", 0), ("high2", 5)):
@@ -60,7 +63,7 @@ async def test_nothing_overtakes_the_head_of_the_queue(
     make_engine: MakeEngine, clock: FakeClock, alice: User
 ) -> None:
     """A small request behind a large waiting one waits too, even if it would fit."""
-    engine = await make_engine(TWO_CPUS)
+    engine = await make_engine(TWO_CPUS, requests=STRICT)
     holder = await engine.request(alice.id, make_spec("holder", cpus=1))
     big = await engine.request(alice.id, make_spec("big", cpus=2))
     clock.advance(1)
@@ -78,7 +81,7 @@ async def test_cancel_a_queued_request(
     make_engine: MakeEngine, registry: Registry, driver: HookedDriver, alice: User
 ) -> None:
     """Cancelling a queued request terminates it without touching the driver."""
-    engine = await make_engine(Capacity(cpus=1, memory_mb=8192))
+    engine = await make_engine(Capacity(cpus=1, memory_mb=8192), requests=STRICT)
     running = await engine.request(alice.id, make_spec("a"))
     queued = await engine.request(alice.id, make_spec("b"))
     later = await engine.request(alice.id, make_spec("c"))
@@ -96,7 +99,7 @@ async def test_a_request_larger_than_the_host_is_refused(
     make_engine: MakeEngine, alice: User
 ) -> None:
     """A spec that could never fit raises CapacityError and stores nothing."""
-    engine = await make_engine(TWO_CPUS)
+    engine = await make_engine(TWO_CPUS, requests=STRICT)
     with pytest.raises(CapacityError):
         await engine.request(alice.id, make_spec(cpus=4))
     assert await engine.list() == []
@@ -114,7 +117,7 @@ async def test_quota_refuses_the_request_that_exceeds_it(
     make_engine: MakeEngine, alice: User, quota: Quota, limit: str
 ) -> None:
     """Two 1-CPU 1 GiB environments fit the quota; the third is a QuotaError naming the limit."""
-    engine = await make_engine(quota=quota)
+    engine = await make_engine(quota=quota, requests=STRICT)
     first = await engine.request(alice.id, make_spec("a"))
     await engine.request(alice.id, make_spec("b"))
     with pytest.raises(QuotaError) as caught:
@@ -126,7 +129,9 @@ async def test_quota_refuses_the_request_that_exceeds_it(
 
 async def test_queued_requests_count_toward_the_quota(make_engine: MakeEngine, alice: User) -> None:
     """A waiting request already uses the owner's quota."""
-    engine = await make_engine(Capacity(cpus=1, memory_mb=8192), quota=Quota(environments=2))
+    engine = await make_engine(
+        Capacity(cpus=1, memory_mb=8192), quota=Quota(environments=2), requests=STRICT
+    )
     await engine.request(alice.id, make_spec("a"))
     queued = await engine.request(alice.id, make_spec("b"))
     assert queued.state is State.QUEUED

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -16,8 +14,8 @@ from genos.api import schemas, views
 from genos.api.deps import CallerDep, ServiceDep
 from genos.api.routes_envs import accelerator
 from genos.api.service import Service
-from genos.errors import GenOSError
 from genos.gateway.metrics import REGISTRY, ConnectionStats
+from genos.orchestrator.capacity import HostStatus
 from genos.orchestrator.states import State
 
 router = APIRouter()
@@ -77,30 +75,47 @@ async def render(svc: Service) -> str:
     _family(out, "genos_environments", "gauge", "Environments by state.")
     out += [_line("genos_environments", by_state.get(s, 0), state=s.value) for s in State]
     status = await svc.engine.host()
-    _family(out, "genos_host_capacity_cpus", "gauge", "CPUs environments may hold.")
-    out.append(_line("genos_host_capacity_cpus", status.capacity.cpus))
-    _family(out, "genos_host_capacity_memory_bytes", "gauge", "Memory environments may hold.")
-    out.append(_line("genos_host_capacity_memory_bytes", status.capacity.memory_mb << 20))
-    _family(out, "genos_host_reserved_cpus", "gauge", "CPUs held by environments.")
-    out.append(_line("genos_host_reserved_cpus", status.used.cpus))
-    _family(out, "genos_host_reserved_memory_bytes", "gauge", "Memory held by environments.")
-    out.append(_line("genos_host_reserved_memory_bytes", status.used.memory_mb << 20))
-    _family(out, "genos_queue_length", "gauge", "Requests waiting for capacity.")
-    out.append(_line("genos_queue_length", len(status.queue)))
-    await _usage(svc, out, [e.id for e in envs if e.state in {State.RUNNING, State.SUSPENDED}])
+    _host(out, status)
+    _usage(svc, out, [e.id for e in envs if e.state in {State.RUNNING, State.SUSPENDED}])
     _streams(out)
     _family(out, "genos_uptime_seconds", "gauge", "Seconds since this server started.")
     out.append(_line("genos_uptime_seconds", round(time.time() - svc.started, 3)))
     return "\n".join(out) + "\n"
 
 
-async def _usage(svc: Service, out: list[str], env_ids: list[str]) -> None:
-    async def one(env_id: str) -> Any:
-        with contextlib.suppress(GenOSError):
-            return (await svc.engine.driver.inspect(env_id)).usage
-        return None
+def _host(out: list[str], status: HostStatus) -> None:
+    """Capacity, requests, limits and real use side by side (CPUs and bytes)."""
+    cap, mb = status.capacity, 1 << 20
+    measured = status.measured
+    figures = (
+        ("capacity_cpus", "CPUs the host gives environments (before overcommit).", cap.cpus),
+        ("capacity_memory_bytes", "Memory the host gives environments.", cap.memory_mb * mb),
+        ("allocatable_cpus", "CPUs requests may add up to (with overcommit).",
+         cap.allocatable_cpus),
+        ("allocatable_memory_bytes", "Memory requests may add up to.",
+         cap.allocatable_memory_mb * mb),
+        ("requested_cpus", "CPUs the environments here request (reserved).", status.used.cpus),
+        ("requested_memory_bytes", "Memory the environments here request (reserved).",
+         status.used.memory_mb * mb),
+        ("limit_cpus", "CPU limits of the environments here, added up.", status.limits.cpus),
+        ("limit_memory_bytes", "Memory limits of the environments here, added up.",
+         status.limits.memory_mb * mb),
+        ("used_cpus", "Cores the environments here keep busy now.",
+         measured.cpus if measured else 0.0),
+        ("used_memory_bytes", "Working-set memory of the environments here now.",
+         measured.memory_mb * mb if measured else 0),
+        ("memory_pressure", "1 while the host is short of memory.",
+         int(status.pressure is not None)),
+        ("queue_length", "Requests waiting for capacity.", len(status.queue)),
+    )  # fmt: skip
+    for name, text, value in figures:
+        metric = name if name == "queue_length" else f"host_{name}"
+        _family(out, f"genos_{metric}", "gauge", text)
+        out.append(_line(f"genos_{metric}", value))
 
-    usages = await asyncio.gather(*(one(e) for e in env_ids))
+
+def _usage(svc: Service, out: list[str], env_ids: list[str]) -> None:
+    usages = [svc.engine.driver.usage(e) for e in env_ids]
     families = (
         (
             "genos_env_cpu_seconds_total",

@@ -27,10 +27,11 @@ from genos.api.app import create_app
 from genos.api.service import Service
 from genos.errors import CapabilityError, GenOSError, InputError, NotFoundError
 from genos.gateway.fake import FakeDisplay
+from genos.gateway.metrics import REGISTRY
 from genos.gateway.server import serve_tcp, token_preamble
 from genos.gateway.session import ProxyOptions
 from genos.gateway.tokens import TokenAuthority
-from genos.orchestrator.capacity import Capacity
+from genos.orchestrator.capacity import Capacity, Requests
 from genos.orchestrator.engine import Engine
 from genos.orchestrator.registry import Registry
 from genos.orchestrator.states import State
@@ -55,6 +56,7 @@ class ServeConfig:
     public_url: str | None = None
     web_dir: Path | None = None
     capacity: Capacity | None = None
+    requests: Requests | None = None  # what each environment reserves (None: the defaults)
     images_dir: Path | None = None
     vnc_port: int | None = None  # the native RFB listener (viewers send a token line first)
     tls_cert: Path | None = None
@@ -112,11 +114,23 @@ async def build(config: ServeConfig) -> Service:
     config.root.chmod(0o711)
     registry = await Registry.open(config.database_url)  # None: GENOS_DATABASE_URL or SQLite
     driver = make_driver(config)
-    engine = Engine(registry, driver, config.capacity, host_name=socket.gethostname())
+    engine = Engine(
+        registry,
+        driver,
+        config.capacity,
+        requests=config.requests,
+        presence=viewer_connected,
+        host_name=socket.gethostname(),
+    )
     gateway = TokenAuthority.from_data_dir(config.root)
     service = Service(engine, config.root, gateway, public_url=config.public_url)
     _probe_accelerator(service, driver)
     return service
+
+
+def viewer_connected(env_id: str) -> bool:
+    """Whether a viewer is connected to ``env_id`` through this process's gateway now."""
+    return REGISTRY.watching(env_id)
 
 
 def _probe_accelerator(service: Service, driver: Driver) -> None:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from genos.orchestrator.capacity import HostStatus
+from genos.orchestrator.capacity import Usage as Totals
 from genos.orchestrator.records import Environment, Event
 from genos.runtime.driver import Usage
 
@@ -99,18 +100,31 @@ def event(ev: Event) -> dict[str, Any]:
     }
 
 
+def _usage(usage: Totals) -> dict[str, Any]:
+    return {"environments": usage.environments, "cpus": usage.cpus, "memory_mb": usage.memory_mb}
+
+
 def host(status: HostStatus, *, accelerator: str | None, runtimes: list[str]) -> dict[str, Any]:
-    """The JSON of ``GET /v1/host``."""
-    free = status.free
+    """The JSON of ``GET /v1/host``: capacity, requests, limits and real use side by side."""
+    cap, free, measured = status.capacity, status.free, status.measured
     return {
         "host": status.name,
-        "capacity": {"cpus": status.capacity.cpus, "memory_mb": status.capacity.memory_mb},
+        "capacity": {
+            "cpus": cap.cpus,
+            "memory_mb": cap.memory_mb,
+            "cpu_overcommit": cap.cpu_overcommit,
+            "memory_overcommit": cap.memory_overcommit,
+            "allocatable_cpus": cap.allocatable_cpus,
+            "allocatable_memory_mb": cap.allocatable_memory_mb,
+        },
+        "requested": _usage(status.used),
+        "limits": _usage(status.limits),
         "used": {
-            "environments": status.used.environments,
-            "cpus": status.used.cpus,
-            "memory_mb": status.used.memory_mb,
+            "cpus": measured.cpus if measured else None,
+            "memory_mb": measured.memory_mb if measured else None,
         },
         "free": {"cpus": free.cpus, "memory_mb": free.memory_mb},
+        "memory_pressure": status.pressure,
         "queue": [
             {
                 "env_id": q.env_id,

@@ -98,5 +98,9 @@ class ConnectionRegistry:
         """How many connections are live."""
         return len(self._live)
 
+    def watching(self, env_id: str) -> bool:
+        """Whether any viewer is connected to ``env_id`` now."""
+        return any(conn.grant.env_id == env_id for conn in self._live.values())
+
 
 REGISTRY = ConnectionRegistry()

@@ -14,6 +14,7 @@ import asyncio
 import builtins
 import contextlib
 import socket
+import time
 from collections.abc import AsyncGenerator, Coroutine, Iterable
 from types import TracebackType
 from typing import Any
@@ -22,9 +23,18 @@ from genos.errors import ClosedError, GenOSError, StateError, WaitTimeoutError
 from genos.ids import new_env_id
 from genos.orchestrator import provision, states
 from genos.orchestrator.admission import Admission
-from genos.orchestrator.capacity import Capacity, HostStatus, QueueEntry, QuotaPolicy, no_quota
+from genos.orchestrator.capacity import (
+    Capacity,
+    HostStatus,
+    QueueEntry,
+    QuotaPolicy,
+    Request,
+    Requests,
+    no_quota,
+)
 from genos.orchestrator.events import EventBus, stream
 from genos.orchestrator.lifecycle import SYSTEM, Lifecycle, log
+from genos.orchestrator.pressure import Presence, PressureMonitor, PressurePolicy, nobody
 from genos.orchestrator.queries import NewEnvironment
 from genos.orchestrator.reconcile import ReconcileReport, reconcile
 from genos.orchestrator.records import Environment, Event
@@ -32,7 +42,9 @@ from genos.orchestrator.registry import Registry
 from genos.orchestrator.states import HOLDING, WAITING, State
 from genos.orchestrator.timers import Timers
 from genos.runtime.driver import Driver
-from genos.spec import EnvironmentSpec
+from genos.spec import EnvironmentSpec, Tier
+
+STALE_SAMPLE = 2.0  # seconds a usage reading is shown before a fresh one is taken
 
 
 class Engine:
@@ -45,6 +57,9 @@ class Engine:
         capacity: Capacity | None = None,
         *,
         quotas: QuotaPolicy = no_quota,
+        requests: Requests | None = None,
+        pressure: PressurePolicy | None = None,
+        presence: Presence = nobody,
         host_name: str | None = None,
         warning_lead: float = 60.0,
         tick_interval: float = 5.0,
@@ -59,6 +74,9 @@ class Engine:
             driver: the runtime driver of this host.
             capacity: what environments may hold here; default the host less 1 GiB.
             quotas: each owner's quota (None: unlimited).
+            requests: what each environment reserves (default: the measured defaults).
+            pressure: when the host is short of memory and how to act (default policy).
+            presence: whether a viewer is connected to an environment now (the gateway's).
             host_name: this host's name in the registry; default the hostname.
             warning_lead: seconds between a TTL/idle warning event and the action.
             tick_interval: seconds between timer checks.
@@ -71,11 +89,15 @@ class Engine:
         self.capacity = capacity or Capacity.from_host()
         self.clock = registry.clock
         self.quotas = quotas
+        self.requests = requests or Requests()
         self.host_name = host_name or socket.gethostname()
         self._intervals = (tick_interval, reconcile_interval, event_poll)
         self._life = Lifecycle(registry, driver, EventBus(), self.host_name)
         self._timers = Timers(self._life, warning_lead, activity_interval)
         self._admission = Admission(self._life, self.capacity)
+        self.pressure = PressureMonitor(
+            self._life, self.capacity, pressure or PressurePolicy(), presence, self._relieve
+        )
         self._background: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -143,8 +165,10 @@ class Engine:
             NotFoundError: no such owner.
         """
         self._check_open()
-        self.capacity.check_possible(spec.resources.cpus, spec.resources.memory_mb)
-        new = NewEnvironment(new_env_id(), owner, spec, priority, request_id)
+        reserves = self.requests.for_spec(spec)
+        limits = Request(spec.resources.cpus, spec.resources.memory_mb)
+        self.capacity.check_possible(reserves, limits)
+        new = NewEnvironment(new_env_id(), owner, spec, priority, request_id, reserves)
         env, created = await self.registry.create(new, self.quotas(owner))
         if not created:
             return await self.registry.get(env.id)
@@ -206,7 +230,12 @@ class Engine:
                     await asyncio.wait_for(wake.wait(), self._intervals[2])
 
     async def suspend(
-        self, env_id: str, *, actor: str = SYSTEM, reason: str = "suspend requested"
+        self,
+        env_id: str,
+        *,
+        actor: str = SYSTEM,
+        reason: str = "suspend requested",
+        to_disk: bool = False,
     ) -> Environment:
         """Freeze a running environment (it keeps its reservation).
 
@@ -214,6 +243,7 @@ class Engine:
             env_id: the environment.
             actor: who asks (a user id, ``system``).
             reason: why, stored with the transition.
+            to_disk: save it to disk and end its processes (VMs; frees its memory).
 
         Returns:
             The environment, ``suspended``.
@@ -222,7 +252,9 @@ class Engine:
             StateError: it is not running.
             ExternalError: the driver failed; the environment is back to ``running``.
         """
-        return await self._pause(env_id, State.RUNNING, State.SUSPENDED, actor, reason)
+        return await self._pause(
+            env_id, State.RUNNING, State.SUSPENDED, actor, reason, to_disk=to_disk
+        )
 
     async def resume(
         self, env_id: str, *, actor: str = SYSTEM, reason: str = "resume requested"
@@ -244,16 +276,20 @@ class Engine:
         return await self._pause(env_id, State.SUSPENDED, State.RUNNING, actor, reason)
 
     async def _pause(
-        self, env_id: str, old: State, new: State, actor: str, reason: str
+        self, env_id: str, old: State, new: State, actor: str, reason: str, *, to_disk: bool = False
     ) -> Environment:
         verb = "suspend" if new is State.SUSPENDED else "resume"
         states.require((await self.registry.get(env_id)).state, [old], verb)
         async with self._life.lock(env_id):
             states.require((await self.registry.get(env_id)).state, [old], verb)
             env = await self._life.move(env_id, old, new, actor=actor, reason=reason)
-            driver_verb = self.driver.suspend if verb == "suspend" else self.driver.resume
+            step = (
+                self.driver.suspend(env_id, to_disk=to_disk)
+                if verb == "suspend"
+                else self.driver.resume(env_id)
+            )
             try:
-                await self._life.call(verb, driver_verb(env_id))
+                await self._life.call(verb, step)
             except GenOSError as exc:
                 back = f"{verb} failed: {provision.describe(exc)}"
                 await self._life.move(env_id, new, old, actor=SYSTEM, reason=back)
@@ -339,15 +375,21 @@ class Engine:
         await self._timers.activity(env_id, self.clock.now())
 
     async def host(self) -> HostStatus:
-        """This host's capacity, what environments hold, and the queue."""
-        used = await self.registry.host_usage(self.host_name)
+        """This host's capacity, what environments reserve and may use, their real use, and
+        the queue."""
+        used, limits = await self.registry.host_totals(self.host_name)
+        last = self.pressure.last
+        if last is None or time.monotonic() - last.at > STALE_SAMPLE:
+            last = await self.pressure.sample()
         queue = [
             QueueEntry(
                 e.id, e.owner, e.queue_position or n, e.priority, e.cpus, e.memory_mb, e.created
             )
             for n, e in enumerate(await self.registry.queue(), 1)
         ]
-        return HostStatus(self.host_name, self.capacity, used, queue)
+        return HostStatus(
+            self.host_name, self.capacity, used, queue, limits, last.measured, self.pressure.short
+        )
 
     async def reconcile(self) -> ReconcileReport:
         """Compare the registry with the host and repair the difference (see ``reconcile``).
@@ -361,8 +403,21 @@ class Engine:
         return report
 
     async def tick(self) -> None:
-        """Check TTL and idle deadlines now (the maintenance loop calls this)."""
+        """Check TTL and idle deadlines, then memory pressure (the maintenance loop calls this)."""
         await self._timers.tick(self.clock.now(), self._timed)
+        await self.pressure.check(self.clock.now())
+
+    async def _relieve(self, env: Environment, reason: str) -> str:
+        """Free ``env``'s memory: a VM is suspended to disk, anything else is stopped."""
+        if env.spec.tier in (Tier.MICROVM, Tier.VM):
+            try:
+                await self.suspend(env.id, reason=reason, to_disk=True)
+            except GenOSError as exc:
+                log.warning("%s: suspend to disk failed (%s); stopping it", env.id, exc)
+            else:
+                return "suspended to disk"
+        await self.terminate(env.id, reason=reason)
+        return "stopped"
 
     async def _timed(self, env_id: str, action: str, reason: str) -> Environment:
         if action == "suspend":

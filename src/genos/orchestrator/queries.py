@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from genos import spec as spec_mod
 from genos.errors import ConflictError, NotFoundError, StateError
 from genos.orchestrator import states
-from genos.orchestrator.capacity import Quota, Usage
+from genos.orchestrator.capacity import Quota, Request, Usage
 from genos.orchestrator.models import EnvironmentRow, EventRow, TransitionRow, UserRow, UTCDateTime
 from genos.orchestrator.records import Clocks, Environment, Event, EventType, Transition
 from genos.orchestrator.states import HOLDING, LIVE, WAITING, State
@@ -53,6 +53,14 @@ class NewEnvironment:
     spec: spec_mod.EnvironmentSpec
     priority: int = 0
     request_id: str | None = None
+    request: Request | None = None  # what it reserves; None: its limits
+
+    @property
+    def reserves(self) -> Request:
+        """The request, or the spec's limits when none was worked out."""
+        if self.request is not None:
+            return self.request
+        return Request(self.spec.resources.cpus, self.spec.resources.memory_mb)
 
 
 ENVIRONMENT_COLUMNS = (
@@ -225,9 +233,9 @@ def insert_environment(
         existing = find_request(session, new.owner, new.request_id)
         if existing is not None:
             return load(session, same_request(existing, new.spec)), False
-    resources = new.spec.resources
+    reserves = new.reserves
     if quota is not None:
-        quota.check(owner_usage(session, new.owner), resources.cpus, resources.memory_mb)
+        quota.check(owner_usage(session, new.owner), reserves.cpus, reserves.memory_mb)
     spec_json = new.spec.model_dump_json()
     row = _new_row(new, now, json.loads(spec_json))
     session.connection().execute(INSERT_ENVIRONMENT, row)
@@ -244,7 +252,7 @@ def insert_environment(
 
 
 def _new_row(new: NewEnvironment, now: datetime, spec: dict[str, Any]) -> dict[str, Any]:
-    resources = new.spec.resources
+    reserves = new.reserves
     return {
         "id": new.env_id,
         "owner_id": new.owner,
@@ -253,8 +261,8 @@ def _new_row(new: NewEnvironment, now: datetime, spec: dict[str, Any]) -> dict[s
         "spec": spec,  # what spec.dump gives
         "priority": new.priority,
         "request_id": new.request_id,
-        "cpus": resources.cpus,
-        "memory_mb": resources.memory_mb,
+        "cpus": reserves.cpus,
+        "memory_mb": reserves.memory_mb,
         "created": now,
         "updated": now,
         "last_seq": 1,
@@ -290,6 +298,18 @@ def owner_usage(session: Session, owner: str) -> Usage:
 def host_usage(session: Session, host: str) -> Usage:
     """What the environments placed on ``host`` hold."""
     return _usage(session, EnvironmentRow.host == host, HOLDING)
+
+
+def host_limits(session: Session, host: str) -> Usage:
+    """The limits (``spec.resources``) of the environments placed on ``host``."""
+    resources = EnvironmentRow.spec["resources"]
+    query = select(
+        func.count(),
+        func.coalesce(func.sum(resources["cpus"].as_float()), 0.0),
+        func.coalesce(func.sum(resources["memory_mb"].as_integer()), 0),
+    ).where(EnvironmentRow.host == host, EnvironmentRow.state.in_([s.value for s in HOLDING]))
+    count, cpus, memory = session.connection().execute(query).one()
+    return Usage(int(count), float(cpus), int(memory))
 
 
 def _usage(session: Session, where: Any, in_states: Iterable[State]) -> Usage:

@@ -243,6 +243,12 @@ class Registry:
         """What environments placed on ``host`` hold (provisioning, running, suspended)."""
         return await self.run(lambda s: queries.host_usage(s, host), write=False)
 
+    async def host_totals(self, host: str) -> tuple[Usage, Usage]:
+        """The requests and the limits of the environments holding ``host``, in one read."""
+        return await self.run(
+            lambda s: (queries.host_usage(s, host), queries.host_limits(s, host)), write=False
+        )
+
     async def transition(
         self,
         env_id: str,

@@ -88,6 +88,17 @@ class Driver(Protocol):
         """
         ...
 
+    def usage(self, env_id: str) -> Usage | None:
+        """Resource use from the environment's cgroup, read without running anything.
+
+        Cheap enough to call for every environment every few seconds (the
+        memory-pressure monitor does); memory is the working set.
+
+        Returns:
+            The usage, or None when the environment has no cgroup (not running here).
+        """
+        ...
+
     def display(self, env_id: str) -> Path:
         """Path of the environment's display socket (RFB over a unix socket)."""
         ...

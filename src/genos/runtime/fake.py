@@ -36,6 +36,7 @@ class FakeEnv:
     state: EnvState = EnvState.CREATED
     server: asyncio.AbstractServer | None = None
     history: list[EnvState] = field(default_factory=list)
+    usage: Usage | None = None  # what inspect and usage report (tests set it)
 
 
 class FakeDriver:
@@ -126,9 +127,19 @@ class FakeDriver:
             NotFoundError: no such environment.
         """
         env = self._env(env_id, "inspect")
+        return Inspection(env_id, env.state, None, self._usage(env), self.name)
+
+    def usage(self, env_id: str) -> Usage | None:
+        """What tests set in ``FakeEnv.usage`` (default: nothing used), None if unknown."""
+        env = self.envs.get(env_id)
+        return None if env is None else self._usage(env)
+
+    @staticmethod
+    def _usage(env: FakeEnv) -> Usage:
+        if env.usage is not None:
+            return env.usage
         running = env.state in (EnvState.RUNNING, EnvState.SUSPENDED)
-        usage = Usage(cpu_seconds=0.0, memory_bytes=0, pids=1 if running else 0)
-        return Inspection(env_id, env.state, None, usage, self.name)
+        return Usage(cpu_seconds=0.0, memory_bytes=0, pids=1 if running else 0)
 
     def display(self, env_id: str) -> Path:
         """``<root>/<env_id>/rfb.sock``.

@@ -253,6 +253,14 @@ class OCIDriver:
             usage = None
         return Inspection(env_id, current, pid, usage, runtime.kind.value)
 
+    def usage(self, env_id: str) -> Usage | None:
+        """The environment's cgroup counters (None: it has no cgroup here)."""
+        self._check(env_id)
+        try:
+            return Usage(*cgroups.usage(env_id))
+        except NotFoundError:
+            return None
+
     def display(self, env_id: str) -> Path:
         """``/run/genos/<id>/display/rfb.sock``, bind-mounted in the env at /run/genos-display.
 

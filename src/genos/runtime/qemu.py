@@ -233,6 +233,12 @@ class QemuDriver:
         usage = Usage(*counters) if counters is not None else None
         return Inspection(env_id, state, pid, usage, f"qemu-{record.get('accel', 'tcg')}")
 
+    def usage(self, env_id: str) -> Usage | None:
+        """The VM's cgroup counters (QEMU and its threads; None: no cgroup here)."""
+        self._check(env_id)
+        counters = qemuhost.usage(env_id)
+        return Usage(*counters) if counters is not None else None
+
     def display(self, env_id: str) -> Path:
         """QEMU's VNC socket, ``/run/genos-qemu/<id>/qemu/vnc.sock``.
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from genos.errors import CapabilityError, ExternalError, NotFoundError
-from genos.sandbox import idmap
+from genos.sandbox import cgroups, idmap
 
 RUN_ROOT = Path("/run/genos-qemu")
 QEMU_UID_BASE = idmap.BASE + idmap.MAX_SLOTS * idmap.SIZE
@@ -279,22 +279,12 @@ def _join(path: Path, pid: int, limits: dict[str, str]) -> None:
 
 
 def usage(env_id: str) -> tuple[float, int, int] | None:
-    """CPU seconds, memory bytes and tasks of the VM's cgroup (None if it has none)."""
-    rel = Path(CGROUP_PARENT) / env_id
+    """CPU seconds, working-set memory bytes and tasks of the VM's cgroup (None if it has none)."""
     try:
-        if _unified():
-            base = CGROUP_ROOT / rel
-            stat = dict(line.split() for line in (base / "cpu.stat").read_text().splitlines())
-            cpu = int(stat["usage_usec"]) / 1e6
-            memory = int((base / "memory.current").read_text())
-            tasks = int((base / "pids.current").read_text())
-        else:
-            cpu = int((CGROUP_ROOT / "cpuacct" / rel / "cpuacct.usage").read_text()) / 1e9
-            memory = int((CGROUP_ROOT / "memory" / rel / "memory.usage_in_bytes").read_text())
-            tasks = int((CGROUP_ROOT / "pids" / rel / "pids.current").read_text())
+        found = cgroups.counters_at(Path(CGROUP_PARENT) / env_id)
     except (OSError, ValueError, KeyError):
         return None
-    return cpu, memory, tasks
+    return found.cpu_seconds, found.memory_bytes, found.pids
 
 
 def cgroup_tasks(env_id: str) -> set[int]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from genos.errors import CapabilityError, NotFoundError, StateError
-from genos.runtime.driver import Driver, Inspection, endpoint
+from genos.runtime.driver import Driver, Inspection, Usage, endpoint
 from genos.spec import EnvironmentSpec, Tier
 
 
@@ -105,6 +105,16 @@ class TierRouter:
 
     async def inspect(self, env_id: str) -> Inspection:
         return await (await self._of(env_id)).inspect(env_id)
+
+    def usage(self, env_id: str) -> Usage | None:
+        driver = self._owner.get(env_id)
+        if driver is not None:
+            return driver.usage(env_id)
+        for candidate in self.drivers:
+            found = candidate.usage(env_id)
+            if found is not None:
+                return found
+        return None
 
     def display(self, env_id: str) -> Path:
         return self._holder(env_id).display(env_id)

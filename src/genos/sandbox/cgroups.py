@@ -117,19 +117,37 @@ def usage(env_id: str) -> Counters:
         NotFoundError: the environment has no cgroup.
     """
     try:
-        if unified():
-            base = _controller(env_id, "")
-            stat = dict(line.split() for line in (base / "cpu.stat").read_text().splitlines())
-            cpu = int(stat["usage_usec"]) / 1e6
-            mem = _read_int(base / "memory.current")
-            pids = _read_int(base / "pids.current")
-        else:
-            cpu = _read_int(_controller(env_id, "cpuacct") / "cpuacct.usage") / 1e9
-            mem = _read_int(_controller(env_id, "memory") / "memory.usage_in_bytes")
-            pids = _read_int(_controller(env_id, "pids") / "pids.current")
+        return counters_at(Path(PARENT) / env_id)
     except FileNotFoundError as exc:
         raise NotFoundError("cgroup", cgroups_path(env_id)) from exc
-    return Counters(cpu_seconds=cpu, memory_bytes=mem, pids=pids)
+
+
+def counters_at(rel: Path) -> Counters:
+    """What the cgroup at ``rel`` (under each controller, or the unified root) has used.
+
+    Memory is the working set, as the kubelet counts it: usage less the
+    inactive file cache, which the kernel reclaims before anything else.
+
+    Raises:
+        FileNotFoundError: there is no such cgroup.
+    """
+    if unified():
+        base = CGROUP_ROOT / rel
+        cpu = int(_stat(base / "cpu.stat")["usage_usec"]) / 1e6
+        memory = _read_int(base / "memory.current")
+        inactive = _stat(base / "memory.stat").get("inactive_file", 0)
+        pids = _read_int(base / "pids.current")
+    else:
+        cpu = _read_int(CGROUP_ROOT / "cpuacct" / rel / "cpuacct.usage") / 1e9
+        memory = _read_int(CGROUP_ROOT / "memory" / rel / "memory.usage_in_bytes")
+        inactive = _stat(CGROUP_ROOT / "memory" / rel / "memory.stat").get("total_inactive_file", 0)
+        pids = _read_int(CGROUP_ROOT / "pids" / rel / "pids.current")
+    return Counters(cpu_seconds=cpu, memory_bytes=max(0, memory - inactive), pids=pids)
+
+
+def _stat(path: Path) -> dict[str, int]:
+    pairs = (line.split() for line in path.read_text().splitlines())
+    return {key: int(value) for key, value in pairs}
 
 
 def _freezer_file(env_id: str) -> tuple[Path, str, str]:
