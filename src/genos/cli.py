@@ -21,6 +21,7 @@ from genos import __version__
 from genos.audit import AuditLog
 from genos.cli_envs import register as register_env_commands
 from genos.cli_images import images_app
+from genos.cli_pools import pool_app
 from genos.errors import GenOSError, InputError, PromptError
 from genos.paths import data_dir
 
@@ -43,6 +44,7 @@ audit_app = typer.Typer(help="The hash-chained audit logs.", no_args_is_help=Tru
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(audit_app, name="audit")
 app.add_typer(images_app, name="images")
+app.add_typer(pool_app, name="pool")
 out = Console(highlight=False, soft_wrap=True)
 register_env_commands(app)
 

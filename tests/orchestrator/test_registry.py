@@ -48,6 +48,7 @@ async def test_migrations_create_exactly_the_models(registry: Registry) -> None:
         "api_tokens",
         "environments",
         "events",
+        "pools",
         "transitions",
         "users",
     ]

@@ -13,7 +13,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genos import __version__
-from genos.api import display, errors, metrics, routes_account, routes_envs
+from genos.api import display, errors, metrics, routes_account, routes_envs, routes_pools
 from genos.api.service import Service
 
 CSP = (
@@ -65,7 +65,9 @@ def create_app(
     app.state.service = service
     errors.install(app)
     modules = (
-        (metrics, display) if gateway_only else (routes_account, routes_envs, metrics, display)
+        (metrics, display)
+        if gateway_only
+        else (routes_account, routes_envs, routes_pools, metrics, display)
     )
     for module in modules:
         app.include_router(module.router)

@@ -87,7 +87,11 @@ async def create(
     env = await svc.engine.request(
         who.user.id, spec, request_id=body.request_id, priority=body.priority
     )
-    svc.audit(who, "create", env_id=env.id, tier=spec.tier.value, network=spec.network.mode.value)
+    claimed = {"pool": env.pool_id} if env.claimed is not None else {}
+    svc.audit(
+        who, "create", env_id=env.id, tier=spec.tier.value, network=spec.network.mode.value,
+        **claimed,
+    )  # fmt: skip
     if body.wait:
         with contextlib.suppress(StateError, WaitTimeoutError):
             await svc.engine.wait(env.id, State.RUNNING, timeout=body.timeout)

@@ -60,6 +60,19 @@ class CreateRequest(_Request):
         return self
 
 
+class PoolRequest(_Request):
+    spec: EnvironmentSpec | None = None
+    prompt: Annotated[str, Field(max_length=20000)] | None = None
+    answers: Answers | None = None
+    size: Annotated[int, Field(ge=0, le=1000)]
+
+    @model_validator(mode="after")
+    def _spec_or_prompt(self) -> PoolRequest:
+        if (self.spec is None) == (self.prompt is None):
+            raise ValueError("give exactly one of spec and prompt")
+        return self
+
+
 class DisplayTokenRequest(_Request):
     permission: Literal["control", "view"] = "control"
     ttl: Annotated[int, Field(ge=10, le=86400)] = 300
@@ -108,8 +121,10 @@ class EnvironmentOut(BaseModel):
     failure_reason: str | None
     queue_position: int | None
     priority: int
-    cpus: float
+    cpus: float  # what it reserves (its request)
     memory_mb: int
+    pool: str | None = None  # the warm pool it came from
+    claimed: datetime | None = None  # when it was taken from that pool
     usage: UsageOut | None = None
     tier_note: str | None = None
 
@@ -192,3 +207,17 @@ class Status(BaseModel):
 class RecordingOut(BaseModel):
     name: str
     bytes: int
+
+
+class PoolOut(BaseModel):
+    id: str
+    digest: str
+    size: int
+    ready: int
+    starting: int
+    prompt: str | None
+    summary: str
+    spec: dict[str, Any]
+    set_by: str
+    created: datetime
+    updated: datetime

@@ -8,6 +8,7 @@ from typing import Any
 
 from genos.orchestrator.capacity import HostStatus
 from genos.orchestrator.capacity import Usage as Totals
+from genos.orchestrator.pools import PoolStatus
 from genos.orchestrator.records import Environment, Event
 from genos.runtime.driver import Usage
 
@@ -76,6 +77,8 @@ def environment(
         "priority": env.priority,
         "cpus": env.cpus,
         "memory_mb": env.memory_mb,
+        "pool": env.pool_id,
+        "claimed": _when(env.claimed),
         "usage": None
         if usage is None
         else {
@@ -139,4 +142,23 @@ def host(status: HostStatus, *, accelerator: str | None, runtimes: list[str]) ->
         ],
         "accelerator": accelerator,
         "runtimes": runtimes,
+    }
+
+
+def pool(status: PoolStatus) -> dict[str, Any]:
+    """The JSON of a warm pool."""
+    found = status.pool
+    spec = json.loads(found.spec_json)
+    return {
+        "id": found.id,
+        "digest": found.digest,
+        "size": found.size,
+        "ready": status.ready,
+        "starting": status.starting,
+        "prompt": found.prompt,
+        "summary": summary(spec),
+        "spec": spec,
+        "set_by": found.set_by,
+        "created": _when(found.created),
+        "updated": _when(found.updated),
     }

@@ -34,6 +34,7 @@ from genos.orchestrator.capacity import (
 )
 from genos.orchestrator.events import EventBus, stream
 from genos.orchestrator.lifecycle import SYSTEM, Lifecycle, log
+from genos.orchestrator.pools import PoolKeeper
 from genos.orchestrator.pressure import Presence, PressureMonitor, PressurePolicy, nobody
 from genos.orchestrator.queries import NewEnvironment
 from genos.orchestrator.reconcile import ReconcileReport, reconcile
@@ -95,6 +96,7 @@ class Engine:
         self._life = Lifecycle(registry, driver, EventBus(), self.host_name)
         self._timers = Timers(self._life, warning_lead, activity_interval)
         self._admission = Admission(self._life, self.capacity)
+        self.pools = PoolKeeper(self)
         self.pressure = PressureMonitor(
             self._life, self.capacity, pressure or PressurePolicy(), presence, self._relieve
         )
@@ -121,6 +123,8 @@ class Engine:
             What the first reconcile did.
         """
         report = await self.reconcile()
+        await self.pools.load()
+        await self.pools.refill()
         if maintenance:
             self._spawn(self._maintain())
         return report
@@ -144,8 +148,12 @@ class Engine:
         *,
         request_id: str | None = None,
         priority: int = 0,
+        pool_id: str | None = None,
     ) -> Environment:
         """Ask for an environment; returns at once, provisioning goes on in the background.
+
+        A spec that matches a warm pool takes one of its ready environments
+        instead (``running`` at once); when none is ready, it is made as usual.
 
         Args:
             owner: the user id the environment belongs to.
@@ -153,10 +161,11 @@ class Engine:
             request_id: the client's idempotency key: the same owner and key
                 always return the same environment.
             priority: higher is served first from the queue.
+            pool_id: make it to wait in this warm pool (the pool keeper's own requests).
 
         Returns:
             The environment, ``provisioning`` or ``queued`` (with its position),
-            or whatever state a repeated request's environment is in.
+            ``running`` from a pool, or whatever state a repeated request's environment is in.
 
         Raises:
             CapacityError: the spec needs more than this host has in total.
@@ -165,10 +174,13 @@ class Engine:
             NotFoundError: no such owner.
         """
         self._check_open()
-        reserves = self.requests.for_spec(spec)
-        limits = Request(spec.resources.cpus, spec.resources.memory_mb)
-        self.capacity.check_possible(reserves, limits)
-        new = NewEnvironment(new_env_id(), owner, spec, priority, request_id, reserves)
+        reserves = self.check_fits(spec)
+        pool = self.pools.match(spec) if pool_id is None else None
+        if pool is not None:
+            claimed = await self._claim(pool, owner, spec, request_id, priority)
+            if claimed is not None:
+                return claimed
+        new = NewEnvironment(new_env_id(), owner, spec, priority, request_id, reserves, pool_id)
         env, created = await self.registry.create(new, self.quotas(owner))
         if not created:
             return await self.registry.get(env.id)
@@ -182,6 +194,31 @@ class Engine:
             self._admission.wanted.discard(env.id)
             admitted = self._admission.admitted.pop(env.id, None)
         return admitted if admitted is not None else await self.registry.get(env.id)
+
+    def check_fits(self, spec: EnvironmentSpec) -> Request:
+        """What ``spec`` reserves here, refused if it could never run on this host.
+
+        Raises:
+            CapacityError: its request exceeds what the host offers, or its limits the host.
+        """
+        reserves = self.requests.for_spec(spec)
+        self.capacity.check_possible(
+            reserves, Request(spec.resources.cpus, spec.resources.memory_mb)
+        )
+        return reserves
+
+    async def _claim(
+        self, pool_id: str, owner: str, spec: EnvironmentSpec, request_id: str | None, priority: int
+    ) -> Environment | None:
+        env = await self.pools.claim(
+            pool_id, owner, spec, request_id=request_id, priority=priority, quota=self.quotas(owner)
+        )
+        if env is None:
+            return None
+        self._life.logger(env.id).info("claimed from pool %s by %s", pool_id, owner)
+        self._life.bus.publish(env.id)
+        self._spawn(self.pools.refill())  # the pool starts its next one in the background
+        return env
 
     async def get(self, env_id: str) -> Environment:
         """One environment.
@@ -406,6 +443,7 @@ class Engine:
         """Check TTL and idle deadlines, then memory pressure (the maintenance loop calls this)."""
         await self._timers.tick(self.clock.now(), self._timed)
         await self.pressure.check(self.clock.now())
+        await self.pools.refill()
 
     async def _relieve(self, env: Environment, reason: str) -> str:
         """Free ``env``'s memory: a VM is suspended to disk, anything else is stopped."""

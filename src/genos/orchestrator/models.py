@@ -1,6 +1,9 @@
 """The registry's tables (SQLAlchemy 2 typed ORM). Migrations live in ``migrations/``.
 
 Times are stored as naive UTC (SQLite has no time zones) and read back aware.
+``environments.cpus``/``memory_mb`` are what it reserves (its request);
+``pool_id``/``claimed`` say which warm pool it came from and when a user
+took it (``claimed`` is None while it waits in its pool).
 ``environments.last_seq`` numbers an environment's events; a transition takes
 the seq of the event that announces it, so both tables share one order.
 """
@@ -107,6 +110,22 @@ class EnvironmentRow(Base):
     failure_reason: Mapped[str | None] = mapped_column(Text)
     host: Mapped[str | None] = mapped_column(String(255))
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    pool_id: Mapped[str | None] = mapped_column(String(16), index=True)  # the pool it came from
+    claimed: Mapped[datetime | None] = mapped_column(UTCDateTime())  # None while in its pool
+
+
+class PoolRow(Base):
+    __tablename__ = "pools"
+    __table_args__ = (CheckConstraint("size >= 0", name="size"),)
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    size: Mapped[int] = mapped_column(Integer)
+    prompt: Mapped[str | None] = mapped_column(Text)
+    set_by: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class TransitionRow(Base):

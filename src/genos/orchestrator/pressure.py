@@ -211,6 +211,8 @@ class PressureMonitor:
 
     def in_use(self, env: Environment, now: datetime) -> bool:
         """Whether a person is using ``env`` now: a viewer connected, or recent activity."""
+        if env.pooled:
+            return False  # it waits in a warm pool: nobody has it
         if self._presence(env.id):
             return True
         last = env.last_activity

@@ -54,6 +54,7 @@ class NewEnvironment:
     priority: int = 0
     request_id: str | None = None
     request: Request | None = None  # what it reserves; None: its limits
+    pool_id: str | None = None  # made to wait in this warm pool
 
     @property
     def reserves(self) -> Request:
@@ -80,6 +81,8 @@ ENVIRONMENT_COLUMNS = (
     EnvironmentRow.last_activity,
     EnvironmentRow.failure_reason,
     EnvironmentRow.host,
+    EnvironmentRow.pool_id,
+    EnvironmentRow.claimed,
 )
 QUEUE_ORDER = (
     EnvironmentRow.priority.desc(),
@@ -112,6 +115,8 @@ def to_environment(row: Row[*tuple[Any, ...]], position: int | None = None) -> E
         failure_reason=row.failure_reason,
         host=row.host,
         queue_position=position,
+        pool_id=row.pool_id,
+        claimed=row.claimed,
     )
 
 
@@ -167,10 +172,11 @@ def clocks(session: Session, states: list[str], host: str) -> list[Clocks]:
     """:class:`Clocks` of the environments in ``states`` placed on ``host``."""
     query = select(
         EnvironmentRow.id, EnvironmentRow.state, EnvironmentRow.started,
-        EnvironmentRow.last_activity,
+        EnvironmentRow.last_activity, EnvironmentRow.pool_id, EnvironmentRow.claimed,
     ).where(EnvironmentRow.state.in_(states), EnvironmentRow.host == host)  # fmt: skip
     rows = session.connection().execute(query.order_by(EnvironmentRow.created))
-    return [Clocks(row.id, State(row.state), row.started, row.last_activity) for row in rows]
+    return [Clocks(row.id, State(row.state), row.started, row.last_activity,
+                   row.pool_id is not None and row.claimed is None) for row in rows]  # fmt: skip
 
 
 def lifetimes(session: Session, ids: list[str]) -> dict[str, spec_mod.Lifetime]:
@@ -224,10 +230,7 @@ def insert_environment(
         ConflictError: the request id was used for a different spec.
         QuotaError: the owner would go over ``quota``.
     """
-    # Lock the owner's row: one owner's requests are checked one at a time,
-    # across control planes too (SQLite's BEGIN IMMEDIATE already serialises).
-    owner = select(UserRow.id).where(UserRow.id == new.owner).with_for_update()
-    if session.connection().execute(owner).scalar_one_or_none() is None:
+    if not lock_owner(session, new.owner):
         raise NotFoundError("user", new.owner)
     if new.request_id is not None:
         existing = find_request(session, new.owner, new.request_id)
@@ -240,15 +243,26 @@ def insert_environment(
     row = _new_row(new, now, json.loads(spec_json))
     session.connection().execute(INSERT_ENVIRONMENT, row)
     requested = (EventType.STATE, State.REQUESTED, "requested")
-    session.connection().execute(INSERT_EVENT, _event_row(new.env_id, 1, now, requested, {}))
+    session.connection().execute(INSERT_EVENT, event_row(new.env_id, 1, now, requested, {}))
     # What was just written, without reading it back (a new request waits
     # behind everything already waiting; its position is found on reads).
     env = Environment(
         id=new.env_id, owner=new.owner, name=new.spec.name, state=State.REQUESTED,
         spec_json=spec_json, priority=new.priority, request_id=new.request_id,
         created=now, updated=now, cpus=row["cpus"], memory_mb=row["memory_mb"],
+        pool_id=new.pool_id,
     )  # fmt: skip
     return env, True
+
+
+def lock_owner(session: Session, owner: str) -> bool:
+    """Lock the owner's row (False: no such user).
+
+    One owner's requests are checked one at a time, across control planes too
+    (SQLite's ``BEGIN IMMEDIATE`` already serialises).
+    """
+    query = select(UserRow.id).where(UserRow.id == owner).with_for_update()
+    return session.connection().execute(query).scalar_one_or_none() is not None
 
 
 def _new_row(new: NewEnvironment, now: datetime, spec: dict[str, Any]) -> dict[str, Any]:
@@ -266,6 +280,7 @@ def _new_row(new: NewEnvironment, now: datetime, spec: dict[str, Any]) -> dict[s
         "created": now,
         "updated": now,
         "last_seq": 1,
+        "pool_id": new.pool_id,
     }
 
 
@@ -371,11 +386,11 @@ def transition(
     step = {"env_id": env_id, "seq": seq, "from_state": old.value, "to_state": new.value,
             "actor": actor, "reason": reason, "time": now}  # fmt: skip
     data = {"from": old.value, "to": new.value, "actor": actor, "reason": reason}
-    event = _event_row(env_id, seq, now, (EventType.STATE, new, f"{new.value}: {reason}"), data)
-    rows = [_event_row(env_id, seq - len(before) + n, now, (kind, old, text), extra)
+    event = event_row(env_id, seq, now, (EventType.STATE, new, f"{new.value}: {reason}"), data)
+    rows = [event_row(env_id, seq - len(before) + n, now, (kind, old, text), extra)
             for n, (kind, text, extra) in enumerate(before)]  # fmt: skip
     rows.append(event)
-    rows += [_event_row(env_id, seq + 1 + n, now, (kind, new, text), extra)
+    rows += [event_row(env_id, seq + 1 + n, now, (kind, new, text), extra)
              for n, (kind, text, extra) in enumerate(after)]  # fmt: skip
     session.connection().execute(INSERT_TRANSITION, step)
     session.connection().execute(INSERT_EVENT, rows)
@@ -436,14 +451,15 @@ def add_event(
     found = session.connection().execute(statement).one_or_none()
     if found is None:
         raise NotFoundError("environment", env_id)
-    row = _event_row(env_id, found[0], now, (kind, State(found[1]), message), data)
+    row = event_row(env_id, found[0], now, (kind, State(found[1]), message), data)
     session.connection().execute(INSERT_EVENT, row)
     return _to_event(row)
 
 
-def _event_row(
+def event_row(
     env_id: str, seq: int, now: datetime, what: tuple[EventType, State, str], data: dict[str, Any]
 ) -> dict[str, Any]:
+    """An ``events`` row: ``what`` is the event's type, state and message."""
     kind, state, message = what
     return {"env_id": env_id, "seq": seq, "time": now, "type": kind.value,
             "state": state.value, "message": message, "data": data}  # fmt: skip

@@ -27,7 +27,8 @@ class EventType(StrEnum):
 class Environment:
     """One environment as the registry knows it.
 
-    ``cpus``/``memory_mb`` are the reservation taken from the spec;
+    ``cpus``/``memory_mb`` are what it reserves (its request, see
+    :mod:`genos.orchestrator.capacity`);
     ``started`` is when it first ran (TTL counts from there); ``queue_position``
     is 1-based while waiting and None otherwise. ``spec`` is parsed from the
     stored JSON on first use, so listing many environments stays cheap.
@@ -49,10 +50,40 @@ class Environment:
     failure_reason: str | None = None
     host: str | None = None
     queue_position: int | None = None
+    pool_id: str | None = None  # the warm pool it came from (or waits in, while unclaimed)
+    claimed: datetime | None = None  # when a user took it from its pool
+
+    @property
+    def pooled(self) -> bool:
+        """Whether it still waits in a warm pool (nobody has claimed it)."""
+        return self.pool_id is not None and self.claimed is None
 
     @cached_property
     def spec(self) -> EnvironmentSpec:
         """The environment's spec."""
+        return EnvironmentSpec.model_validate_json(self.spec_json)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A warm pool: ``size`` started environments of one spec, kept ready to be claimed.
+
+    ``digest`` is the spec's :func:`genos.orchestrator.pools.pool_digest`;
+    a request whose spec has it takes one of the pool's environments.
+    """
+
+    id: str
+    digest: str
+    spec_json: str = field(repr=False)
+    size: int
+    prompt: str | None
+    set_by: str
+    created: datetime
+    updated: datetime
+
+    @cached_property
+    def spec(self) -> EnvironmentSpec:
+        """The pool's spec."""
         return EnvironmentSpec.model_validate_json(self.spec_json)
 
 
@@ -64,6 +95,7 @@ class Clocks:
     state: State
     started: datetime | None
     last_activity: datetime | None
+    pooled: bool = False  # waits unclaimed in a warm pool: no TTL or idle timeout yet
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,14 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from genos.errors import ClosedError, GenOSError, RegistryError
-from genos.orchestrator import database, queries
+from genos.orchestrator import database, poolstore, queries
 from genos.orchestrator.accounts import Accounts
 from genos.orchestrator.capacity import Quota, Usage
 from genos.orchestrator.clock import Clock, SystemClock
 from genos.orchestrator.groupcommit import GroupWriter
 from genos.orchestrator.models import EnvironmentRow, EventRow, TransitionRow
 from genos.orchestrator.queries import NewEnvironment
-from genos.orchestrator.records import Clocks, Environment, Event, EventType, Transition
+from genos.orchestrator.records import Clocks, Environment, Event, EventType, Pool, Transition
 from genos.orchestrator.states import State
 from genos.spec import Lifetime
 
@@ -242,6 +242,57 @@ class Registry:
     async def host_usage(self, host: str) -> Usage:
         """What environments placed on ``host`` hold (provisioning, running, suspended)."""
         return await self.run(lambda s: queries.host_usage(s, host), write=False)
+
+    # -- warm pools (see genos.orchestrator.pools) --
+
+    async def put_pool(self, pool: Pool) -> Pool:
+        """Create the pool of ``pool.digest``, or set the size and prompt of the existing one."""
+        now = self.clock.now()
+        return await self.run(lambda s: poolstore.put_pool(s, pool, now), write=True)
+
+    async def pools(self) -> builtins.list[Pool]:
+        """Every pool, oldest first."""
+        return await self.run(poolstore.pools, write=False)
+
+    async def get_pool(self, pool_id: str) -> Pool:
+        """One pool.
+
+        Raises:
+            NotFoundError: no such pool.
+        """
+        return await self.run(lambda s: poolstore.get_pool(s, pool_id), write=False)
+
+    async def delete_pool(self, pool_id: str) -> Pool:
+        """Remove a pool; its unclaimed members stay for the caller to end.
+
+        Raises:
+            NotFoundError: no such pool.
+        """
+        return await self.run(lambda s: poolstore.delete_pool(s, pool_id), write=True)
+
+    async def pool_members(self) -> dict[str, builtins.list[tuple[str, State]]]:
+        """Each pool's live, unclaimed environments with their states, oldest first."""
+        return await self.run(poolstore.members, write=False)
+
+    async def retire(self, env_id: str) -> bool:
+        """Take an unclaimed pool member out of reach of claims (False: it was claimed)."""
+        now = self.clock.now()
+        return await self.run(lambda s: poolstore.retire(s, env_id, now), write=True)
+
+    async def pool_failures(self, since: datetime) -> dict[str, int]:
+        """How many unclaimed members of each pool failed after ``since``."""
+        return await self.run(lambda s: poolstore.recent_failures(s, since), write=False)
+
+    async def claim(self, wanted: poolstore.Claim, quota: Quota | None) -> Environment | None:
+        """Give a ready member of a pool to a user (None: none is ready).
+
+        Raises:
+            NotFoundError: no such owner.
+            ConflictError: the request id was used for a different spec.
+            QuotaError: the owner would go over ``quota``.
+        """
+        now = self.clock.now()
+        return await self.run(lambda s: poolstore.claim(s, wanted, quota, now), write=True)
 
     async def host_totals(self, host: str) -> tuple[Usage, Usage]:
         """The requests and the limits of the environments holding ``host``, in one read."""

@@ -88,7 +88,7 @@ class Timers:
         """The timed actions ahead of ``env``, soonest first."""
         found: list[Deadline] = []
         lifetime = self._lifetimes.get(env.id)
-        if lifetime is None:  # gone meanwhile: nothing to time
+        if lifetime is None or env.pooled:  # gone meanwhile, or nobody's yet: nothing to time
             return found
         if env.started is not None:
             at = env.started + timedelta(seconds=lifetime.ttl_seconds)
