@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -31,23 +30,17 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 TMP = Path(tempfile.mkdtemp(prefix="genos-bench-"))
 # Before importing GenOS: the audit log and env dirs go to a throw-away data dir.
 os.environ["GENOS_DATA_DIR"] = str(TMP / "data")
 
+from _bare import bare_bundle, remove_bare, run_detached  # noqa: E402
 from genos.errors import GenOSError  # noqa: E402
 from genos.ids import new_env_id  # noqa: E402
 from genos.runtime.images import (  # noqa: E402
-    DISPLAY_DIR,
-    RFB_SOCKET,
-    SESSION_ARGV,
-    USER_UID,
     ImageStore,
     Layer,
-    mount_root,
-    session_env,
     unmount_root,
 )
 from genos.runtime.images.archive import sources  # noqa: E402
@@ -59,7 +52,6 @@ from genos.spec import App, EnvironmentSpec, WindowManager  # noqa: E402
 
 CACHE = Path(os.environ.get("GENOS_TEST_CACHE", "/var/cache/genos-test"))
 BANNER = b"RFB 003.008\n"
-PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BUDGET_MIB = 20 * 1024
 
 
@@ -118,48 +110,6 @@ async def genos_round(driver: OCIDriver, spec: EnvironmentSpec) -> float:
 # -- bare runc ---------------------------------------------------------------------
 
 
-def runc(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["runc", *args], capture_output=True, text=True, check=check)
-
-
-def run_detached(bundle: Path, cid: str, log_path: Path) -> None:
-    """``runc run -d``; the container inherits runc's stdio, so a log file, not a pipe."""
-    with log_path.open("w") as log:
-        argv = ["runc", "run", "-d", "--bundle", str(bundle), cid]
-        subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=True)
-
-
-def bare_bundle(layers: list[Layer], spec: EnvironmentSpec, where: Path) -> tuple[Path, Path]:
-    """An overlay root of ``layers`` and a minimal config.json; returns (bundle, socket)."""
-    bundle, display = where / "bundle", where / "display"
-    rootfs = bundle / "rootfs"
-    display.mkdir(parents=True)
-    os.chown(display, USER_UID, USER_UID)
-    mount_root(layers, where / "upper", where / "work", rootfs)
-    runc("spec", "--bundle", str(bundle))
-    path = bundle / "config.json"
-    cfg: dict[str, Any] = json.loads(path.read_text())
-    cfg["root"] = {"path": str(rootfs), "readonly": False}
-    env = [f"{k}={v}" for k, v in session_env(spec).items()]
-    cfg["process"].update(
-        terminal=False,
-        args=list(SESSION_ARGV),
-        env=[PATH_ENV, *env],
-        user={"uid": USER_UID, "gid": USER_UID},
-    )
-    cfg["mounts"] += [
-        {"destination": DISPLAY_DIR, "type": "bind", "source": str(display),
-         "options": ["rbind", "rw"]},
-        {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",  # noqa: S108 - the guest's
-         "options": ["nosuid", "nodev", "mode=1777"]},
-    ]  # fmt: skip
-    namespaces = cfg["linux"]["namespaces"]
-    if not any(ns["type"] == "network" for ns in namespaces):
-        namespaces.append({"type": "network"})
-    path.write_text(json.dumps(cfg))
-    return bundle, display / RFB_SOCKET
-
-
 async def bare_round(layers: list[Layer], spec: EnvironmentSpec, n: int) -> float:
     where = Path(tempfile.mkdtemp(prefix=f"bare{n}-", dir=TMP))
     cid = f"genos-bench-bare-{n}"
@@ -170,10 +120,7 @@ async def bare_round(layers: list[Layer], spec: EnvironmentSpec, n: int) -> floa
         await wait_banner(sock)
         return time.perf_counter() - began
     finally:
-        runc("kill", cid, "KILL", check=False)
-        runc("delete", "--force", cid, check=False)
-        unmount_root(where / "bundle" / "rootfs")
-        shutil.rmtree(where)
+        remove_bare(where, cid)
 
 
 # -- the figures -------------------------------------------------------------------
