@@ -218,8 +218,9 @@ def main() -> None:
     print(f"\n## Density ({platform.node()}, {os.cpu_count()} cpus, "
           f"{available_mib() // 1024} GiB available now)")  # fmt: skip
     print(f"GenOS (defaults): {ours['count']} desktops running; stopped because {ours['why']}")
-    print(f"  started in {ours['fill_s']:.0f} s (p50 {ours['start_p50'] * 1000:.0f} ms each; "
-          f"first 50 {ours['first_p50'] * 1000:.0f} ms, last 50 {ours['last_p50'] * 1000:.0f} ms)")  # fmt: skip
+    ms = {k: round(ours[k] * 1000) for k in ("start_p50", "first_p50", "last_p50")}
+    print(f"  started in {ours['fill_s']:.0f} s (p50 {ms['start_p50']} ms each; "
+          f"first 50 {ms['first_p50']} ms, last 50 {ms['last_p50']} ms)")  # fmt: skip
     print(f"  host memory per desktop {ours['mib_each']:.1f} MiB; load average "
           f"{ours['load']:.2f} (before: {ours['load_before']:.2f})")  # fmt: skip
     req, lim, used, cap = host["requested"], host["limits"], host["used"], host["capacity"]
