@@ -259,3 +259,13 @@ async def test_metrics_page(api: httpx.AsyncClient) -> None:
     assert f'genos_env_pids{{env="{env["id"]}"}} 1' in text
     assert "genos_host_capacity_cpus 4" in text
     assert "# TYPE genos_env_cpu_seconds_total counter" in text
+
+
+async def test_api_answers_say_how_long_the_server_took(api: httpx.AsyncClient) -> None:
+    """Every /v1 answer has the security headers and a Server-Timing ``app`` duration."""
+    answer = await api.get("/v1/host")
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    assert answer.headers["Cache-Control"] == "no-store"
+    name, _, duration = answer.headers["Server-Timing"].partition(";dur=")
+    assert name == "app"
+    assert 0 < float(duration) < 10_000
