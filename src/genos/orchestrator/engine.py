@@ -21,7 +21,6 @@ from typing import Any
 
 from genos.errors import ClosedError, GenOSError, StateError, WaitTimeoutError
 from genos.ids import new_env_id
-from genos.orchestrator import provision, states
 from genos.orchestrator.admission import Admission
 from genos.orchestrator.capacity import (
     Capacity,
@@ -33,23 +32,27 @@ from genos.orchestrator.capacity import (
     no_quota,
 )
 from genos.orchestrator.events import EventBus, stream
-from genos.orchestrator.lifecycle import SYSTEM, Lifecycle, log
+from genos.orchestrator.lifecycle import Lifecycle, log
 from genos.orchestrator.pools import PoolKeeper
 from genos.orchestrator.pressure import Presence, PressureMonitor, PressurePolicy, nobody
 from genos.orchestrator.queries import NewEnvironment
 from genos.orchestrator.reconcile import ReconcileReport, reconcile
 from genos.orchestrator.records import Environment, Event
 from genos.orchestrator.registry import Registry
-from genos.orchestrator.states import HOLDING, WAITING, State
+from genos.orchestrator.states import State
 from genos.orchestrator.timers import Timers
+from genos.orchestrator.verbs import Verbs
 from genos.runtime.driver import Driver
-from genos.spec import EnvironmentSpec, Tier
+from genos.spec import EnvironmentSpec
 
 STALE_SAMPLE = 2.0  # seconds a usage reading is shown before a fresh one is taken
 
 
-class Engine:
-    """Lifecycle, queue, timers and reconcile for the environments of one host."""
+class Engine(Verbs):
+    """Lifecycle, queue, timers and reconcile for the environments of one host.
+
+    The verbs on an existing environment (suspend, resume, terminate,
+    cancel) are in :class:`~genos.orchestrator.verbs.Verbs`."""
 
     def __init__(
         self,
@@ -266,126 +269,6 @@ class Engine:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self._intervals[2])
 
-    async def suspend(
-        self,
-        env_id: str,
-        *,
-        actor: str = SYSTEM,
-        reason: str = "suspend requested",
-        to_disk: bool = False,
-    ) -> Environment:
-        """Freeze a running environment (it keeps its reservation).
-
-        Args:
-            env_id: the environment.
-            actor: who asks (a user id, ``system``).
-            reason: why, stored with the transition.
-            to_disk: save it to disk and end its processes (VMs; frees its memory).
-
-        Returns:
-            The environment, ``suspended``.
-
-        Raises:
-            StateError: it is not running.
-            ExternalError: the driver failed; the environment is back to ``running``.
-        """
-        return await self._pause(
-            env_id, State.RUNNING, State.SUSPENDED, actor, reason, to_disk=to_disk
-        )
-
-    async def resume(
-        self, env_id: str, *, actor: str = SYSTEM, reason: str = "resume requested"
-    ) -> Environment:
-        """Thaw a suspended environment.
-
-        Args:
-            env_id: the environment.
-            actor: who asks.
-            reason: why, stored with the transition.
-
-        Returns:
-            The environment, ``running``.
-
-        Raises:
-            StateError: it is not suspended.
-            ExternalError: the driver failed; the environment is back to ``suspended``.
-        """
-        return await self._pause(env_id, State.SUSPENDED, State.RUNNING, actor, reason)
-
-    async def _pause(
-        self, env_id: str, old: State, new: State, actor: str, reason: str, *, to_disk: bool = False
-    ) -> Environment:
-        verb = "suspend" if new is State.SUSPENDED else "resume"
-        states.require((await self.registry.get(env_id)).state, [old], verb)
-        async with self._life.lock(env_id):
-            states.require((await self.registry.get(env_id)).state, [old], verb)
-            env = await self._life.move(env_id, old, new, actor=actor, reason=reason)
-            step = (
-                self.driver.suspend(env_id, to_disk=to_disk)
-                if verb == "suspend"
-                else self.driver.resume(env_id)
-            )
-            try:
-                await self._life.call(verb, step)
-            except GenOSError as exc:
-                back = f"{verb} failed: {provision.describe(exc)}"
-                await self._life.move(env_id, new, old, actor=SYSTEM, reason=back)
-                raise
-        if new is State.RUNNING:
-            await self._timers.activity(env_id, self.clock.now())
-        return env
-
-    async def terminate(
-        self, env_id: str, *, actor: str = SYSTEM, reason: str = "terminate requested"
-    ) -> Environment:
-        """End an environment in any non-final state and release everything it holds.
-
-        Provisioning in flight is cancelled first. If the driver cannot destroy
-        it now, an ``error`` event says so and reconcile removes it later.
-
-        Args:
-            env_id: the environment.
-            actor: who asks.
-            reason: why, stored with the transition.
-
-        Returns:
-            The environment, ``terminated``.
-
-        Raises:
-            StateError: it is already terminated or failed.
-        """
-        states.check((await self.registry.get(env_id)).state, State.TERMINATED, "terminate")
-        task = self._life.tasks.get(env_id)
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        async with self._life.lock(env_id):
-            old = (await self.registry.get(env_id)).state
-            states.check(old, State.TERMINATED, "terminate")
-            env = await self._life.move(env_id, old, State.TERMINATED, actor=actor, reason=reason)
-            if old in HOLDING:
-                await self._life.destroy(env_id)
-        await self._admit()
-        return env
-
-    async def cancel(
-        self, env_id: str, *, actor: str = SYSTEM, reason: str = "cancelled"
-    ) -> Environment:
-        """Withdraw a request that is still waiting (requested or queued).
-
-        Returns:
-            The environment, ``terminated``.
-
-        Raises:
-            StateError: it is no longer waiting (use :meth:`terminate`).
-        """
-        async with self._life.lock(env_id):
-            old = (await self.registry.get(env_id)).state
-            states.require(old, WAITING, "cancel")
-            env = await self._life.move(env_id, old, State.TERMINATED, actor=actor, reason=reason)
-        await self._admit()
-        return env
-
     def events(
         self, env_id: str, after_seq: int = 0, *, follow: bool = True
     ) -> AsyncGenerator[Event, None]:
@@ -444,23 +327,6 @@ class Engine:
         await self._timers.tick(self.clock.now(), self._timed)
         await self.pressure.check(self.clock.now())
         await self.pools.refill()
-
-    async def _relieve(self, env: Environment, reason: str) -> str:
-        """Free ``env``'s memory: a VM is suspended to disk, anything else is stopped."""
-        if env.spec.tier in (Tier.MICROVM, Tier.VM):
-            try:
-                await self.suspend(env.id, reason=reason, to_disk=True)
-            except GenOSError as exc:
-                log.warning("%s: suspend to disk failed (%s); stopping it", env.id, exc)
-            else:
-                return "suspended to disk"
-        await self.terminate(env.id, reason=reason)
-        return "stopped"
-
-    async def _timed(self, env_id: str, action: str, reason: str) -> Environment:
-        if action == "suspend":
-            return await self.suspend(env_id, reason=reason)
-        return await self.terminate(env_id, reason=reason)
 
     async def list(
         self,
