@@ -5,6 +5,9 @@
 ``GENOS_DEBIAN_MIRROR``), checks InRelease's signature with ``gpgv`` against
 Debian's archive keyring and the Packages file against InRelease's SHA256,
 and keeps a compact copy (name -> version, summary) under the data directory.
+The same run fetches the long descriptions (``Translation-en``) and AppStream
+data (``dep11``), checked the same way, and caches what they say the programs
+are for (see ``programs``).
 Lookups and close-name suggestions then run offline.
 """
 
@@ -29,6 +32,7 @@ import httpx
 from rapidfuzz import fuzz, process
 
 from genos import aptsources
+from genos.composer import programs
 from genos.errors import CatalogError, IndexFetchError
 from genos.paths import data_dir
 
@@ -159,19 +163,49 @@ def update(release: str, arch: str | None = None, *, timeout: float = 120.0) -> 
     base = f"{mirror()}/dists/{release}"
     member = f"main/binary-{arch}/Packages.xz"
     with httpx.Client(timeout=timeout, follow_redirects=True) as client:
-        inrelease = _get(client, f"{base}/InRelease")
-        expected = _sha256_of(_verified(inrelease, release), member, release)
+        signed = _verified(_get(client, f"{base}/InRelease"), release)
+        text = _member(client, base, signed, member, release)
+        # What the programs are for: optional, so a partial mirror still gives an index.
+        long = _member(client, base, signed, "main/i18n/Translation-en.xz", release, required=False)
+        dep11 = f"main/dep11/Components-{arch}.yml.xz"
+        apps = _member(client, base, signed, dep11, release, required=False)
+    index = parse(text, release, arch)
+    _store(index)
+    found = programs.build(text, translations=long, dep11=apps, release=release)
+    programs.store(found, arch)
+    log.info("cached %d packages (%d programs) of %s/%s", len(index), len(found.programs),
+             release, arch)  # fmt: skip
+    return index
+
+
+def _member(
+    client: httpx.Client,
+    base: str,
+    signed: str,
+    member: str,
+    release: str,
+    *,
+    required: bool = True,
+) -> str:
+    """One xz file of the release, checked against InRelease's SHA256, as text.
+
+    Returns "" for a ``required=False`` member that InRelease does not list
+    or the mirror does not serve.
+    """
+    try:
+        expected = _sha256_of(signed, member, release)
         blob = _get(client, f"{base}/{member}")
+    except IndexFetchError:
+        if required:
+            raise
+        log.warning("%s %s is not available; going on without it", release, member)
+        return ""
     if hashlib.sha256(blob).hexdigest() != expected:
         raise IndexFetchError(f"{release} {member}: checksum does not match InRelease")
     try:
-        text = lzma.decompress(blob).decode("utf-8", errors="replace")
+        return lzma.decompress(blob).decode("utf-8", errors="replace")
     except lzma.LZMAError as exc:
         raise IndexFetchError(f"{release} {member}: not valid xz ({exc})") from exc
-    index = parse(text, release, arch)
-    _store(index)
-    log.info("cached %d packages of %s/%s", len(index), release, arch)
-    return index
 
 
 def _get(client: httpx.Client, url: str) -> bytes:
