@@ -10,10 +10,12 @@
   ``network_mode`` forces a network mode (Tor Browser -> ``tor``); ``note``
   is told to the user in the rationale (what Debian really offers);
   ``min_tier`` is the weakest isolation tier the app can run in (Docker needs
-  a kernel of its own: ``vm``).
+  a kernel of its own: ``vm``); ``keywords`` are words for the tasks it does
+  ("podcast", "voice-over"), used by the task search only, never matched as names.
 - ``categories``: generic phrases ("a browser", "pdf reader") with the app ids
   that answer them, and a ``default`` only where one is clearly better
-  (``why`` says so); otherwise the composer asks.
+  (``why`` says so); otherwise the composer asks. Their ``keywords`` too feed
+  the task search only.
 
 Every alias is matched as a whole phrase of lower-case words.
 """
@@ -46,6 +48,7 @@ class CatalogApp:
     network_mode: str | None = None
     note: str = ""
     min_tier: str | None = None
+    keywords: tuple[str, ...] = ()
 
     def packages_for(self, release: str) -> tuple[str, ...]:
         """The packages this app needs on ``release``."""
@@ -59,6 +62,7 @@ class Category:
     options: tuple[str, ...]
     default: str | None = None
     why: str = ""
+    keywords: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,7 @@ def parse(doc: Any) -> Catalog:
                 network_mode=raw.get("network_mode"),
                 note=raw.get("note", ""),
                 min_tier=raw.get("min_tier"),
+                keywords=tuple(k.lower() for k in _tuple(raw.get("keywords"))),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise CatalogError(f"catalog: malformed app entry {raw!r}: {exc}") from exc
@@ -127,6 +132,7 @@ def parse(doc: Any) -> Catalog:
                 options=_tuple(raw["options"]),
                 default=raw.get("default"),
                 why=raw.get("why", ""),
+                keywords=tuple(k.lower() for k in _tuple(raw.get("keywords"))),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise CatalogError(f"catalog: malformed category entry {raw!r}: {exc}") from exc

@@ -1,24 +1,34 @@
-"""Stage 4: resolve the apps a request names against the knowledge base.
+"""Stage 4: resolve the software a request names or needs against the knowledge base.
 
 Catalog apps resolve to their packages for the chosen release (and are
 checked against Debian's index when it is cached); generic phrases ("a pdf
 reader") take the category's default or become a question; apps Debian does
-not ship become a question with real alternatives; other names are looked up
-in Debian's index, with close names offered when there is no such package.
-Every question also picks a provisional answer (its default, else its first
-option) so that a clarification can carry a complete draft.
+not ship become a question with real alternatives; exact Debian package names
+are installed as named; other names are looked up in Debian's index, with
+close names offered when there is no such package. Task phrases ("cut a
+podcast") go through the task search (``tasks``). Nothing the request
+negated is ever added. Every question also picks a provisional answer (its
+default, else its first option) so that a clarification carries a complete
+draft, and every decision quotes the words it came from.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from genos.composer import tasks as tasks_mod
 from genos.composer.catalog import CatalogApp, Category
-from genos.composer.extract import Entities
+from genos.composer.entities import Entities
 from genos.composer.knowledge import Knowledge
 from genos.composer.result import Question, Violation
+from genos.composer.search import Hit
 from genos.spec import App, Decision
+
+_MAX_TASK_APPS = 3
+_MIN_COVERAGE = 0.6
+_FULL = 0.9
 
 
 @dataclass
@@ -30,10 +40,11 @@ class Resolved:
     questions: list[Question] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    unresolved: list[str] = field(default_factory=list)  # task phrases nothing fits
 
 
 class Resolver:
-    """Resolves one request's app mentions for one release."""
+    """Resolves one request's software for one release."""
 
     def __init__(self, kb: Knowledge, release: str, answers: Mapping[str, str]) -> None:
         self.kb = kb
@@ -41,18 +52,40 @@ class Resolver:
         self.answers = answers
         self.out = Resolved()
         self._ids: set[str] = set()
+        self._excluded: set[str] = set()
+        self._task_only = False
 
-    def run(self, ent: Entities) -> Resolved:
+    def run(self, ent: Entities, task_only: bool = False) -> Resolved:
+        """Resolve ``ent``'s software.
+
+        Args:
+            ent: the request's entities.
+            task_only: the request names nothing but a task; its words must then be
+                ones several programs use ("a box of chocolates" is no task).
+        """
+        self._task_only = task_only
+        self._excluded = set(ent.excluded)
         mentioned = {m.id for m in ent.apps if m.kind == "app"}
         for match in ent.apps:
             if match.kind == "app":
-                self._app(self.kb.catalog.apps[match.id], match.phrase)
+                self._app(self.kb.catalog.apps[match.id], self._quote(match.phrase, ent))
             else:
-                self._category(self.kb.catalog.categories[match.id], mentioned)
+                self._category(self.kb.catalog.categories[match.id], mentioned, match.phrase)
+        for name, words in ent.explicit:
+            index = self.kb.index(self.release)
+            summary = index.summary(name) if index is not None else ""
+            self._index_app(name, f"You named '{words}': installed as named. {summary}")
         for word in ent.candidates:
             self._name(word)
+        self._remote(ent)
         self._implied(ent)
+        self._tasks(ent)
+        self._note_excluded(ent)
         return self.out
+
+    def _quote(self, phrase: str, ent: Entities) -> str:
+        typed = " ".join(ent.corrections.get(w, w) for w in phrase.split())
+        return phrase if typed == phrase else f"{typed}' (read as '{phrase}"
 
     def _implied(self, ent: Entities) -> None:
         # "an anonymous browsing session": Tor browsing with no browser named
@@ -64,12 +97,38 @@ class Resolver:
             for i in self._ids
             if i in self.kb.catalog.apps
         )
-        browsing = "brows" in tor_said or ent.browse_web is not None
-        if tor_said and browsing and tor_browser and not has_browser:
+        browsing = "brows" in tor_said or ent.browse_web is not None or "web" in tor_said
+        if (
+            tor_said
+            and browsing
+            and tor_browser
+            and not has_browser
+            and "browser" not in ent.excluded
+        ):
             self._add(tor_browser, f"'{tor_said}' with no browser named: Tor Browser.")
 
+    def _remote(self, ent: Entities) -> None:
+        cat = self.kb.catalog.categories.get("remote-desktop-client")
+        if ent.remote_client is None or cat is None:
+            return
+        if any(
+            self.kb.catalog.apps[i].category == cat.id
+            for i in self._ids
+            if i in self.kb.catalog.apps
+        ):
+            return
+        why = (
+            f"'{ent.remote_client}' is another machine's desktop, reached from this "
+            "environment with a client"
+        )
+        self._category(cat, set(), ent.remote_client, why=why)
+
+    def _excluded_app(self, app: CatalogApp) -> bool:
+        packages = set(app.packages_for(self.release))
+        return app.id in self._excluded or bool(packages & self._excluded)
+
     def _add(self, app: CatalogApp, why: str) -> None:
-        if app.id in self._ids:
+        if app.id in self._ids or self._excluded_app(app):
             return
         self._ids.add(app.id)
         packages = list(app.packages_for(self.release))
@@ -106,38 +165,127 @@ class Resolver:
             self._add(app, f"'{phrase}' is {app.name} in Debian {self.release}.")
             return
         field_name = f"apps.{app.id}"
-        options = tuple(a for a in app.alternatives if a in self.kb.catalog.apps)
+        options = tuple(
+            a
+            for a in app.alternatives
+            if a in self.kb.catalog.apps and not self._excluded_app(self.kb.catalog.apps[a])
+        )
         choice = self._answer(field_name, options)
         if choice is None:
             self.out.questions.append(
                 Question(
-                    field_name, f"{app.unavailable}. Which app should stand in for it?", options
+                    field_name,
+                    f"'{phrase}': {app.unavailable}. Which app should stand in for it?",
+                    options,
                 )
             )
             choice = options[0] if options else None
         if choice:
             alt = self.kb.catalog.apps[choice]
-            self._add(alt, f"{app.unavailable}; {alt.name} stands in for it.")
+            self._add(alt, f"'{phrase}': {app.unavailable}; {alt.name} stands in for it.")
 
-    def _category(self, cat: Category, mentioned: set[str]) -> None:
+    def _category(self, cat: Category, mentioned: set[str], phrase: str, why: str = "") -> None:
         if mentioned & set(cat.options) or any(
             self.kb.catalog.apps[a].category == cat.id for a in mentioned
         ):
             return  # "firefox browser": the app already answers the category
+        options = tuple(o for o in cat.options if not self._excluded_app(self.kb.catalog.apps[o]))
+        if not options:
+            return
         field_name = f"apps.{cat.id}"
-        choice = self._answer(field_name, cat.options)
+        choice = self._answer(field_name, options)
+        lead = why or f"For '{phrase}'"
         if choice is not None:
-            self._add(self.kb.catalog.apps[choice], f"You chose {choice} for '{cat.id}'.")
+            self._add(self.kb.catalog.apps[choice], f"You chose {choice} for '{phrase}'.")
             return
-        if cat.default:
-            app = self.kb.catalog.apps[cat.default]
-            self._add(app, f"For a {cat.id}, {app.name} is the default: {cat.why}")
+        default = cat.default if cat.default in options else None
+        if default or len(options) == 1:
+            app = self.kb.catalog.apps[default or options[0]]
+            reason = cat.why if default else "the one option left."
+            self._add(app, f"{lead}: {app.name} ({reason})")
             return
-        names = ", ".join(self.kb.catalog.apps[o].name for o in cat.options)
+        names = ", ".join(self.kb.catalog.apps[o].name for o in options)
         self.out.questions.append(
-            Question(field_name, f"Which {cat.id}? Debian offers {names}.", cat.options)
+            Question(field_name, f"Which {cat.id} for '{phrase}'? Debian offers {names}.", options)
         )
-        self._add(self.kb.catalog.apps[cat.options[0]], f"Draft pick for '{cat.id}'.")
+        self._add(self.kb.catalog.apps[options[0]], f"Draft pick for '{phrase}'.")
+
+    def _tasks(self, ent: Entities) -> None:
+        if ent.user_image is not None:
+            return  # nothing is installed into the owner's own image
+        named = bool(ent.apps or ent.explicit or ent.candidates or ent.remote_client)
+        added = 0
+        for task in ent.tasks:
+            if (named and not task.asked) or added >= _MAX_TASK_APPS:
+                continue
+            added += self._task(task)
+
+    def _task(self, task: tasks_mod.Task) -> int:
+        """Software for one task phrase; returns how many apps it added."""
+        index = self.kb.tasks(self.release)
+        if not index.knows(list(task.words), least=3 if self._task_only else 1):
+            self.out.unresolved.append(task.quote)
+            return 0
+        defaults = {
+            app: cat.default
+            for cat in self.kb.catalog.categories.values()
+            if cat.default
+            for app in cat.options
+        }
+        hits = [h for h in index.search(list(task.words), 12) if self._usable(h)]
+        choice = tasks_mod.choose(hits, _MIN_COVERAGE, defaults)
+        if choice.pick is None and task.head and task.head != task.words:
+            # The activity alone ("edit photos" of "edit photos from my holiday"), if a
+            # program has all of its words and is among what the whole phrase finds.
+            relevant = {h.doc.key for h in hits}
+            head = [h for h in index.search(list(task.head), 12) if h.doc.key in relevant]
+            choice = tasks_mod.choose(head, _FULL, defaults)
+        if choice.pick is None:
+            self.out.unresolved.append(task.quote)
+            return 0
+        field_name = f"apps.{_slug(task.quote)}"
+        if choice.options and not choice.by_default:
+            keys = tuple(_option(h) for h in choice.options)
+            picked = self._answer(field_name, keys)
+            if picked is None:
+                names = ", ".join(_label(h) for h in choice.options)
+                question = f"Several programs fit '{task.quote}': {names}. Which one?"
+                self.out.questions.append(Question(field_name, question, keys))
+            chosen = next((h for h in choice.options if _option(h) == picked), choice.pick)
+            self._install(chosen, f"For '{task.quote}'" + ("" if picked else " (draft pick)"))
+            return 1
+        why = f"For '{task.quote}'"
+        if choice.by_default:
+            cat = next(
+                c for c in self.kb.catalog.categories.values() if c.default == choice.by_default
+            )
+            why += f", the {cat.id} default: {cat.why}"
+        self._install(choice.pick, why)
+        return 1
+
+    def _usable(self, hit: Hit) -> bool:
+        doc = hit.doc
+        if doc.app is not None:
+            return not self._excluded_app(doc.app) and doc.app.id not in self._ids
+        return doc.package not in self._excluded and doc.package not in self._ids
+
+    def _install(self, hit: Hit, why: str) -> None:
+        if hit.doc.app is not None:
+            self._add(hit.doc.app, f"{why}: {hit.doc.app.name}.")
+            return
+        index = self.kb.index(self.release)
+        summary = index.summary(hit.doc.package) if index is not None else ""
+        self._index_app(hit.doc.package, f"{why}: {hit.doc.package}, '{summary}' "
+                        f"(Debian {self.release}'s description).")  # fmt: skip
+        if hit.doc.network:
+            self.out.needs_network.append(hit.doc.package)
+
+    def _note_excluded(self, ent: Entities) -> None:
+        for name, words in ent.excluded.items():
+            why = f"You asked for '{words}': never installed."
+            self.out.decisions.append(
+                Decision(field=f"apps.{name}", value="excluded", rationale=why)
+            )
 
     def _name(self, word: str) -> None:
         field_name = f"apps.{word}"
@@ -153,19 +301,21 @@ class Resolver:
             return
         chosen = self.answers.get(field_name, word)
         if index.has(chosen):
-            self._index_app(chosen, index.summary(chosen))
+            self._index_app(chosen, f"'{word}' found in Debian {self.release}'s package "
+                            f"index: {index.summary(chosen)}")  # fmt: skip
             return
         providers = tuple(index.provides.get(chosen, ()))
         if len(providers) == 1:  # a virtual name only one real package provides
-            self._index_app(providers[0], index.summary(providers[0]))
+            self._index_app(providers[0], f"'{word}' is provided by {providers[0]}: "
+                            f"{index.summary(providers[0])}")  # fmt: skip
             return
         if providers:
             self.out.questions.append(
                 Question(field_name, f"'{word}' is provided by several Debian packages.", providers)
             )
-            self._index_app(providers[0], index.summary(providers[0]))
+            self._index_app(providers[0], f"Draft pick for '{word}': {index.summary(providers[0])}")
             return
-        options = tuple(index.suggest(word))
+        options = self._ranked(index.suggest(word))
         if not options:
             self.out.violations.append(
                 Violation(
@@ -180,21 +330,35 @@ class Resolver:
                 options,
             )
         )
-        self._index_app(options[0], index.summary(options[0]))
+        self._index_app(options[0], f"Draft pick for '{word}': {index.summary(options[0])}")
 
-    def _index_app(self, name: str, summary: str) -> None:
-        if name in self._ids:
+    def _ranked(self, names: list[str]) -> tuple[str, ...]:
+        """Close names, desktop applications first ("telegram" -> telegram-desktop)."""
+        found = self.kb.programs(self.release)
+        if found is None:
+            return tuple(names)
+        desktop = [n for n in names if n in found.programs and found.programs[n].desktop]
+        return tuple(dict.fromkeys([*desktop, *names]))
+
+    def _index_app(self, name: str, rationale: str) -> None:
+        if name in self._ids or name in self._excluded:
             return
         self._ids.add(name)
         self.out.apps.append(App(name=name, packages=[name], source="index"))
-        self.out.decisions.append(
-            Decision(
-                field=f"apps.{name}",
-                value=name,
-                rationale=f"Found in Debian {self.release}'s package index: {summary}",
-            )
-        )
+        self.out.decisions.append(Decision(field=f"apps.{name}", value=name, rationale=rationale))
 
     def _answer(self, field_name: str, options: tuple[str, ...]) -> str | None:
         given = self.answers.get(field_name)
         return given if given in options else None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "task"
+
+
+def _option(hit: Hit) -> str:
+    return hit.doc.app.id if hit.doc.app is not None else hit.doc.package
+
+
+def _label(hit: Hit) -> str:
+    return hit.doc.app.name if hit.doc.app is not None else hit.doc.package

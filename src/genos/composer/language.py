@@ -1,0 +1,375 @@
+"""The language layer: clauses, negation and its scope, hedges.
+
+A NegEx-style reading of the folded text (Chapman et al., 2001): a *trigger*
+("no", "without", "should not", "don't let", "instead of") negates the words
+after it up to a clause boundary (punctuation, a contrast word such as "but",
+a new clause after "and"), at most ``_WIDTH`` words; a *post* trigger ("not
+needed", "disabled", "internet: no") negates the words before it. Pseudo
+triggers ("not only", "don't lose", "no problem") negate nothing.
+
+Coordination carries a scope on: "without internet, clipboard or usb" negates
+all three, because the items are of one kind (policy words: network,
+clipboard, devices...). Items of another kind end it: in "no internet and
+firefox" only the internet is negated.
+
+Hedges ("maybe", "not sure if") mark words the request is unsure about, so the
+composer can ask instead of guessing. Everything is reported as character
+spans of the folded text, so any extractor can ask "is this mention negated?"
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_WIDTH = 10
+_TOKEN = re.compile(
+    r"(?P<w>[a-z0-9~/][a-z0-9.+#_'/~-]*[a-z0-9+#]|[a-z0-9])|(?P<p>[.;:!?()\[\]]|,|\s-+\s|\"|\n)"
+)
+_AUX = frozenset(
+    "do does did should must can could will would is are was were need may might shall".split()
+)
+# Two- and three-word triggers first: they are matched before single words.
+_PRE_PHRASES = (
+    "no need for", "no need to", "no access to", "instead of", "rather than", "other than",
+    "anything but", "anything except", "cut off from", "keep it off", "keep off", "keep away",
+    "free of", "isolated from", "away from", "leave out", "get rid of", "turn off",
+    "switch off", "shut off", "do without", "not any", "no more",
+)  # fmt: skip
+_PRE_WORDS = frozenset(
+    """
+    no not without w/o never nor neither none zero nothing cannot sans minus except excluding
+    disable disabled disallow block forbid deny prevent avoid skip exclude ban lacking
+    dont cant wont isnt doesnt shouldnt wouldnt didnt arent mustnt havent hasnt wasnt
+    """.split()
+)
+_POST_PHRASES = ("is a no", "no thanks", "not please", "switched off", "turned off")
+_POST_WORDS = frozenset("unnecessary unwanted disabled disallowed forbidden blocked".split())
+_OFF_VERBS = frozenset("turn turned switch switched shut cut kick log take show pay keep".split())
+_ANSWER_NO = frozenset("no none off nope nah disabled false 0 n".split())
+_PSEUDO = (
+    "not only", "not just", "no problem", "no worries", "not sure", "no matter", "no doubt",
+    "don't forget", "do not forget", "dont forget", "don't mind", "do not mind", "don't care",
+    "not bad", "no more than", "not more than", "no less than", "not less than",
+    "no later than", "not too", "can't wait", "cannot wait", "no idea", "never mind",
+    "nothing fancy", "no frills", "not a problem", "without losing", "don't lose",
+    "do not lose", "dont lose", "never lose", "not lose", "not to lose", "no data loss",
+    "if not", "or not", "nothing else", "not necessarily", "never ever lose",
+    "don't want to lose", "do not want to lose", "dont want to lose", "without any problem",
+)  # fmt: skip
+_HEDGES = (
+    "maybe", "perhaps", "possibly", "not sure", "might", "may need", "unsure", "if needed",
+    "if necessary", "optional", "optionally", "i guess", "or not", "not certain",
+)  # fmt: skip
+_ENDS = frozenset(
+    """
+    but however though although yet whereas while so because since then also plus with w/
+    please instead rather only just except apart besides unless where which who when if
+    until after before for as
+    """.split()
+)
+# "the clipboard shouldn't work": a negated auxiliary before one of these negates
+# its subject, the words before it.
+_STATE_VERBS = frozenset(
+    "work works working be exist function run happen matter go get have reach connect".split()
+)
+_NOT_ADJECTIVES = frozenset(
+    """
+    needed necessary required wanted allowed ok okay welcome desired important essential
+    permitted acceptable an option possible
+    """.split()
+)
+_SUBJECTS = frozenset("i we you it they he she there that this let give make install".split())
+# Words that only negate: never part of what a request wants to do.
+NEGATION_WORDS = frozenset(
+    {*_PRE_WORDS, *_POST_WORDS, *_NOT_ADJECTIVES, *_ANSWER_NO, "off", "needed", "need"}
+)
+# Words of the request's policy: a negation over one of them carries on through
+# a list of them ("no internet, clipboard or usb").
+POLICY_WORDS = frozenset(
+    """
+    internet network networking net web wifi wi-fi connection connections connectivity
+    online outbound traffic clipboard copy paste copy-paste pasting sound audio usb
+    printing printer persistence saving storage sharing transfer downloads uploads camera
+    webcam microphone mic tor vpn access gui desktop lan ethernet
+    """.split()
+)
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    start: int
+    end: int
+    punct: bool = False
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A trigger and the characters it covers (``start``..``end`` of the folded text)."""
+
+    trigger: str
+    trigger_start: int
+    start: int
+    end: int
+
+    def covers(self, start: int, end: int) -> bool:
+        """Whether a mention at ``start``..``end`` begins inside this scope."""
+        return self.start <= start < max(self.end, self.start + 1) and end > start
+
+    def quote(self, text: str, start: int, end: int) -> str:
+        """The words from the trigger through a mention, for a rationale."""
+        lo, hi = min(self.trigger_start, start), max(end, self.start)
+        return text[lo:hi].strip(" ,.;:")
+
+
+@dataclass(frozen=True)
+class Reading:
+    """Clauses, negation scopes and hedges of one folded request."""
+
+    text: str
+    words: tuple[Word, ...]
+    clauses: tuple[tuple[int, int], ...]
+    negations: tuple[Scope, ...]
+    hedges: tuple[Scope, ...]
+
+    def negated(self, start: int, end: int) -> Scope | None:
+        """The negation whose scope holds the mention at ``start``..``end``, if any."""
+        return next((s for s in self.negations if s.covers(start, end)), None)
+
+    def hedged(self, start: int, end: int) -> Scope | None:
+        """The hedge ("maybe") covering ``start``..``end``, if any."""
+        return next((s for s in self.hedges if s.covers(start, end)), None)
+
+    def clause_of(self, pos: int) -> tuple[int, int]:
+        """The clause (character span) holding position ``pos``."""
+        return next((c for c in self.clauses if c[0] <= pos < c[1]), (0, len(self.text)))
+
+
+def read(text: str) -> Reading:
+    """Read the folded ``text``: its clauses, negations and hedges."""
+    words = tuple(_words(text))
+    clauses = _clauses(words, len(text))
+    pseudo = _phrase_starts(words, _PSEUDO)
+    negations = [*_pre_scopes(words, pseudo), *_post_scopes(words), *_answer_scopes(words)]
+    hedges = _hedge_scopes(words)
+    return Reading(text, words, clauses, tuple(negations), tuple(hedges))
+
+
+def _words(text: str) -> list[Word]:
+    out = []
+    for found in _TOKEN.finditer(text):
+        if found.group("w"):
+            out.append(Word(found.group("w"), found.start(), found.end()))
+        else:
+            out.append(Word(found.group().strip() or "\n", found.start(), found.end(), punct=True))
+    return out
+
+
+def _match_at(words: tuple[Word, ...], i: int, phrase: str) -> int:
+    """How many words ``phrase`` spans at ``i`` (0 when it does not start there)."""
+    parts = phrase.split()
+    if i + len(parts) > len(words):
+        return 0
+    for k, part in enumerate(parts):
+        if words[i + k].punct or words[i + k].text != part:
+            return 0
+    return len(parts)
+
+
+def _phrase_starts(words: tuple[Word, ...], phrases: tuple[str, ...]) -> set[int]:
+    """Indexes of words inside any of ``phrases``."""
+    inside: set[int] = set()
+    for i in range(len(words)):
+        for phrase in phrases:
+            n = _match_at(words, i, phrase)
+            inside.update(range(i, i + n))
+    return inside
+
+
+def _is_trigger_word(word: Word) -> bool:
+    return not word.punct and (word.text in _PRE_WORDS or word.text.endswith("n't"))
+
+
+def _pre_trigger(words: tuple[Word, ...], i: int) -> int:
+    """Words in a pre-negation trigger starting at ``i`` (0 if none)."""
+    for phrase in _PRE_PHRASES:
+        n = _match_at(words, i, phrase)
+        if n:
+            return n
+    return 1 if _is_trigger_word(words[i]) else 0
+
+
+def _pre_scopes(words: tuple[Word, ...], pseudo: set[int]) -> list[Scope]:
+    out = []
+    i = 0
+    while i < len(words):
+        n = 0 if i in pseudo else _pre_trigger(words, i)
+        if not n:
+            i += 1
+            continue
+        first = i
+        if i > 0 and words[i - 1].text in _AUX and not words[i - 1].punct:
+            first = i - 1  # quote "should not", not just "not"
+        end = _scope_end(words, i + n)
+        if end > i + n:
+            out.append(
+                Scope(
+                    " ".join(w.text for w in words[first : i + n]),
+                    words[first].start,
+                    words[i + n].start,
+                    words[end - 1].end,
+                )
+            )
+        i += n
+    return out
+
+
+def _scope_end(words: tuple[Word, ...], start: int) -> int:
+    """Index after the last word a trigger ending at ``start`` covers."""
+    head_policy = False
+    j = start
+    while j < len(words) and j - start < _WIDTH:
+        word = words[j]
+        if word.text in ("and", "or", "nor", ",") and j > start:
+            listed = word.text != "," or _list_ends(words, j)
+            if not listed or not _continues(words, j + 1, head_policy):
+                break
+            j += 1
+            continue
+        if word.punct or (word.text in _ENDS and j > start):
+            break
+        head_policy = head_policy or word.text in POLICY_WORDS
+        j += 1
+    return j
+
+
+def _list_ends(words: tuple[Word, ...], j: int) -> bool:
+    """Whether the comma at ``j`` is inside a list closed by "and", "or" or "nor"."""
+    for k in range(j + 1, min(len(words), j + 8)):
+        if words[k].text in ("or", "nor", "and"):
+            return True
+        if words[k].punct and words[k].text != ",":
+            return False
+    return False
+
+
+def _continues(words: tuple[Word, ...], k: int, head_policy: bool) -> bool:
+    """Whether a list item starting at ``k`` is of the negated item's kind."""
+    item = []
+    while k < len(words) and not words[k].punct and words[k].text not in ("and", "or", "nor"):
+        if words[k].text in _ENDS or words[k].text in _SUBJECTS:
+            return False
+        item.append(words[k].text)
+        k += 1
+    if not item:
+        return False
+    policy = any(w in POLICY_WORDS for w in item)
+    return policy if head_policy else (not policy and len(item) <= 3)
+
+
+def _post_scopes(words: tuple[Word, ...]) -> list[Scope]:
+    """Triggers that negate the words before them, back to the clause's start."""
+    out = []
+    for i in range(len(words)):
+        n = _post_trigger(words, i)
+        if not n:
+            continue
+        j = i
+        while j > 0 and i - j < _WIDTH and not _stops_back(words[j - 1]):
+            j -= 1
+        if j < i:
+            trigger = " ".join(w.text for w in words[i : i + n])
+            out.append(Scope(trigger, words[j].start, words[j].start, words[i + n - 1].end))
+    return out
+
+
+def _stops_back(word: Word) -> bool:
+    """Whether a post trigger's scope stops before ``word`` ("gimp and the network must not")."""
+    return word.punct or word.text in _ENDS or word.text in ("and", "or", "that", "which", "who")
+
+
+def _post_trigger(words: tuple[Word, ...], i: int) -> int:
+    """Words in a post-negation trigger at ``i``: "not needed", "isn't necessary", "off"."""
+    word = words[i]
+    if word.punct:
+        return 0
+    phrase = next((n for p in _POST_PHRASES if (n := _match_at(words, i, p))), 0)
+    if phrase or word.text in _POST_WORDS:
+        return phrase or 1
+    nxt = words[i + 1] if i + 1 < len(words) else None
+    if nxt is not None and not nxt.punct and _negating(word.text):
+        if nxt.text in _NOT_ADJECTIVES:
+            return 2
+        if word.text != "no" and nxt.text in _STATE_VERBS and _aux(words, i):
+            return 1
+    at_end = nxt is None or nxt.punct
+    off = word.text == "off" and at_end and i > 0 and words[i - 1].text not in _OFF_VERBS
+    return 1 if off else 0
+
+
+def _negating(word: str) -> bool:
+    return word == "not" or word.endswith("n't") or word in _PRE_WORDS
+
+
+def _aux(words: tuple[Word, ...], i: int) -> bool:
+    """Whether the negation at ``i`` is an auxiliary's ("shouldn't", "must not")."""
+    word = words[i].text
+    if word.endswith("n't") or word in ("cannot", "cant", "wont", "shouldnt", "mustnt"):
+        return True
+    return i > 0 and words[i - 1].text in _AUX
+
+
+def _answer_scopes(words: tuple[Word, ...]) -> list[Scope]:
+    """'internet: no', 'internet? no.', 'clipboard - off': the item before is negated."""
+    out = []
+    for i in range(1, len(words) - 1):
+        sep, answer = words[i], words[i + 1]
+        if not (sep.punct and sep.text in (":", "?", "-", "=")) or answer.text not in _ANSWER_NO:
+            continue
+        after = words[i + 2] if i + 2 < len(words) else None
+        if after is not None and not after.punct:
+            continue  # "network: none of the above ..." is not an answer
+        j = i
+        while j > 0 and i - j < 4 and not words[j - 1].punct:
+            j -= 1
+        if j < i:
+            out.append(Scope(answer.text, words[j].start, words[j].start, answer.end))
+    return out
+
+
+def _hedge_scopes(words: tuple[Word, ...]) -> list[Scope]:
+    out = []
+    for i in range(len(words)):
+        for phrase in _HEDGES:
+            n = _match_at(words, i, phrase)
+            if n:
+                lo, hi = _clause_bounds(words, i)
+                out.append(Scope(phrase, words[i].start, words[lo].start, words[hi - 1].end))
+    return out
+
+
+def _clause_bounds(words: tuple[Word, ...], i: int) -> tuple[int, int]:
+    lo = i
+    while lo > 0 and not words[lo - 1].punct:
+        lo -= 1
+    hi = i + 1
+    while hi < len(words) and not words[hi].punct:
+        hi += 1
+    return lo, hi
+
+
+def _clauses(words: tuple[Word, ...], length: int) -> tuple[tuple[int, int], ...]:
+    """Clause spans: split at sentence marks, commas, dashes and contrast words."""
+    out: list[tuple[int, int]] = []
+    start = 0
+    for i, word in enumerate(words):
+        boundary = (word.punct and word.text != '"') or word.text in ("but", "however", "though")
+        new_clause = word.text == "and" and i + 1 < len(words) and words[i + 1].text in _SUBJECTS
+        if boundary or new_clause:
+            if word.start > start:
+                out.append((start, word.start))
+            start = word.end
+    if start < length:
+        out.append((start, length))
+    return tuple(c for c in out if c[1] > c[0])
