@@ -6,8 +6,9 @@
 Debian's archive keyring and the Packages file against InRelease's SHA256,
 and keeps a compact copy (name -> version, summary) under the data directory.
 The same run fetches the long descriptions (``Translation-en``) and AppStream
-data (``dep11``), checked the same way, and caches what they say the programs
-are for (see ``programs``).
+data (``dep11``), checked the same way, and Debian's English word list
+(``wamerican``, checked against the package index), and caches what they say
+the programs are for (see ``programs``, ``wordlist``).
 Lookups and close-name suggestions then run offline.
 """
 
@@ -32,7 +33,7 @@ import httpx
 from rapidfuzz import fuzz, process
 
 from genos import aptsources
-from genos.composer import programs
+from genos.composer import programs, wordlist
 from genos.errors import CatalogError, IndexFetchError
 from genos.paths import data_dir
 
@@ -160,7 +161,8 @@ def update(release: str, arch: str | None = None, *, timeout: float = 120.0) -> 
             failed its signature or checksum.
     """
     arch = arch or host_arch()
-    base = f"{mirror()}/dists/{release}"
+    root = mirror()
+    base = f"{root}/dists/{release}"
     member = f"main/binary-{arch}/Packages.xz"
     with httpx.Client(timeout=timeout, follow_redirects=True) as client:
         signed = _verified(_get(client, f"{base}/InRelease"), release)
@@ -169,13 +171,31 @@ def update(release: str, arch: str | None = None, *, timeout: float = 120.0) -> 
         long = _member(client, base, signed, "main/i18n/Translation-en.xz", release, required=False)
         dep11 = f"main/dep11/Components-{arch}.yml.xz"
         apps = _member(client, base, signed, dep11, release, required=False)
+        english = _english(client, root, text, release)
     index = parse(text, release, arch)
     _store(index)
-    found = programs.build(text, translations=long, dep11=apps, release=release)
+    found = programs.build(text, translations=long, dep11=apps, release=release, english=english)
     programs.store(found, arch)
     log.info("cached %d packages (%d programs) of %s/%s", len(index), len(found.programs),
              release, arch)  # fmt: skip
     return index
+
+
+def _english(client: httpx.Client, root: str, packages: str, release: str) -> frozenset[str]:
+    """English words from the release's word list package (empty when it is not there).
+
+    The package's SHA256 comes from the ``Packages`` file InRelease vouched for.
+    """
+    found = wordlist.locate(packages)
+    if found is None:
+        log.warning("%s has no %s package; going on without English words", release,
+                    wordlist.PACKAGE)  # fmt: skip
+        return frozenset()
+    path, expected = found
+    blob = _get(client, f"{root}/{path}")
+    if hashlib.sha256(blob).hexdigest() != expected:
+        raise IndexFetchError(f"{release} {path}: checksum does not match the package index")
+    return wordlist.words_of(blob)
 
 
 def _member(

@@ -37,6 +37,14 @@ _IDLE = re.compile(
     r"|(\d+(?:\.\d+)?|an?)\s*(seconds?|minutes?|mins?|hours?|hrs?|h|m|days?)\s+"
     r"(?:of\s+)?(?:idle|idleness|inactivity|idling)"
 )
+# Lifetimes said without a number ("for the whole week", "overnight").
+_NAMED_DURATIONS = (
+    (re.compile(r"\b(?:the |a )?(?:whole|entire|full) week\b|\ball week\b|\ba week\b"), 604800),
+    (re.compile(r"\b(?:the |a )?(?:whole |entire )?weekend\b"), 172800),
+    (re.compile(r"\b(?:the |a )?(?:whole|entire|full) day\b|\ball day\b"), 86400),
+    (re.compile(r"\bovernight\b|\ball night\b"), 43200),
+    (re.compile(r"\b(?:the |this )?(?:afternoon|evening|morning)\b"), 14400),
+)
 _CPUS = re.compile(r"\b(\d+(?:\.\d+)?)\s*(?:x\s*)?(?:v?cpus?|cores?|processors?|vcores?)\b")
 _CPUS_AFTER = re.compile(r"\b(?:v?cpus?|cores?)\s*[:=]?\s*(\d+(?:\.\d+)?)\b")
 _SIZE = re.compile(
@@ -70,7 +78,8 @@ def extract(norm: Normalised, reading: Reading, kb: Knowledge) -> Entities:
     x.ent.taken += x.ent.refusals.spans
     x.ent.injection = first(INJECTION, norm.text)
     x.ent.taken += [(s.trigger_start, s.start) for s in reading.negations]
-    x.ent.tasks = tasks.find(norm.text, reading, x.ent.taken)
+    found = tasks.find(norm.text, reading, x.ent.taken)
+    x.ent.tasks = tasks.on_categories(norm.text, found, x.ent.category_spans)
     return x.ent
 
 
@@ -97,6 +106,13 @@ def _lifetime(x: Extractor) -> None:
         x.ent.idle_seconds = _seconds(amount, unit)
         x.ent.evidence["idle"] = idle.group(0)
         x.blank(idle)
+    for pattern, seconds in _NAMED_DURATIONS:
+        named = pattern.search(x.text)
+        if named and not _DURATION.search(x.text):
+            x.ent.ttl_seconds = seconds
+            x.ent.evidence["ttl"] = named.group(0)
+            x.blank(named)
+            return
     for found in _DURATION.finditer(x.text):
         unit = found.group(2)
         if unit in {"m", "d", "h", "s", "w"} and not found.group(1)[0].isdigit():
@@ -159,6 +175,7 @@ def _software(x: Extractor, kb: Knowledge) -> None:
     x.ent.apps, x.ent.candidates = found.apps, found.candidates
     x.ent.explicit, x.ent.excluded = found.explicit, found.excluded
     x.ent.remote_client = found.remote_client
+    x.ent.category_spans = found.category_spans
     x.ent.taken += found.spans
     # An OS word inside an app's name ("windows programs" -> Wine) is the app's.
     app_spans = found.spans

@@ -78,14 +78,15 @@ class Knowledge:
         """The speller: catalog phrases and lexicon words, against every word the archive uses."""
         if self._speller is None:
             found = self.programs("bookworm")
-            summary_words = found.words_df if found is not None else {}
+            words_df = found.words_df if found is not None else {}
+            english = found.english if found is not None else frozenset()
             index = self.index("bookworm")
             common = STOP | ORDINARY | ENV_NOUNS | lexicon_words()
 
             def known(word: str) -> bool:
                 # Two or fewer uses in all of Debian's descriptions may be a typo there too.
-                used = summary_words.get(word, 0) >= 3
-                return word in common or used or bool(index and index.has(word))
+                used = words_df.get(word, 0) >= 3
+                return word in common or word in english or used or bool(index and index.has(word))
 
             vocabulary = [w for phrase, _, _ in self.catalog.phrases() for w in phrase.split()]
             self._speller = Speller([*vocabulary, *VOCABULARY], known)

@@ -20,7 +20,7 @@ spans of the folded text, so any extractor can ask "is this mention negated?"
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 _WIDTH = 10
 _TOKEN = re.compile(
@@ -41,6 +41,7 @@ _PRE_WORDS = frozenset(
     no not without w/o never nor neither none zero nothing cannot sans minus except excluding
     disable disabled disallow block forbid deny prevent avoid skip exclude ban lacking
     dont cant wont isnt doesnt shouldnt wouldnt didnt arent mustnt havent hasnt wasnt
+    hate dislike detest loathe
     """.split()
 )
 _POST_PHRASES = ("is a no", "no thanks", "not please", "switched off", "turned off")
@@ -102,6 +103,7 @@ class Word:
     start: int
     end: int
     punct: bool = False
+    atom: bool = False  # part of a name ("so cat"): neither trigger nor boundary
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class Scope:
     trigger_start: int
     start: int
     end: int
+    after: bool = False  # a post trigger ("internet not needed"): it ends the scope
 
     def covers(self, start: int, end: int) -> bool:
         """Whether a mention at ``start``..``end`` begins inside this scope."""
@@ -119,8 +122,9 @@ class Scope:
 
     def quote(self, text: str, start: int, end: int) -> str:
         """The words from the trigger through a mention, for a rationale."""
-        lo, hi = min(self.trigger_start, start), max(end, self.start)
-        return text[lo:hi].strip(" ,.;:")
+        lo = min(self.trigger_start, start)
+        hi = self.end if self.after else max(end, self.start)
+        return text[lo:hi].strip(" ,.;:?")
 
 
 @dataclass(frozen=True)
@@ -146,9 +150,21 @@ class Reading:
         return next((c for c in self.clauses if c[0] <= pos < c[1]), (0, len(self.text)))
 
 
-def read(text: str) -> Reading:
-    """Read the folded ``text``: its clauses, negations and hedges."""
-    words = tuple(_words(text))
+def read(text: str, atoms: list[tuple[int, int]] | None = None) -> Reading:
+    """Read the folded ``text``: its clauses, negations and hedges.
+
+    Args:
+        text: the folded request.
+        atoms: character spans of names (catalog phrases) whose words are never
+            triggers or boundaries ("so cat" is socat, not "so").
+
+    Returns:
+        The reading, every span in characters of ``text``.
+    """
+    spans = atoms or []
+    words = tuple(
+        replace(w, atom=any(a <= w.start and w.end <= b for a, b in spans)) for w in _words(text)
+    )
     clauses = _clauses(words, len(text))
     pseudo = _phrase_starts(words, _PSEUDO)
     negations = [*_pre_scopes(words, pseudo), *_post_scopes(words), *_answer_scopes(words)]
@@ -188,7 +204,8 @@ def _phrase_starts(words: tuple[Word, ...], phrases: tuple[str, ...]) -> set[int
 
 
 def _is_trigger_word(word: Word) -> bool:
-    return not word.punct and (word.text in _PRE_WORDS or word.text.endswith("n't"))
+    negating = word.text in _PRE_WORDS or word.text.endswith("n't")
+    return not word.punct and not word.atom and negating
 
 
 def _pre_trigger(words: tuple[Word, ...], i: int) -> int:
@@ -231,7 +248,13 @@ def _scope_end(words: tuple[Word, ...], start: int) -> int:
     j = start
     while j < len(words) and j - start < _WIDTH:
         word = words[j]
-        if word.text in ("and", "or", "nor", ",") and j > start:
+        if word.atom:
+            j += 1
+            continue
+        if word.text in ("or", "nor") and j > start:
+            j += 1  # "don't let it sync or go online": a negated choice is neither
+            continue
+        if word.text in ("and", ",") and j > start:
             listed = word.text != "," or _list_ends(words, j)
             if not listed or not _continues(words, j + 1, head_policy):
                 break
@@ -280,7 +303,9 @@ def _post_scopes(words: tuple[Word, ...]) -> list[Scope]:
             j -= 1
         if j < i:
             trigger = " ".join(w.text for w in words[i : i + n])
-            out.append(Scope(trigger, words[j].start, words[j].start, words[i + n - 1].end))
+            out.append(
+                Scope(trigger, words[j].start, words[j].start, words[i + n - 1].end, after=True)
+            )
     return out
 
 
@@ -292,7 +317,7 @@ def _stops_back(word: Word) -> bool:
 def _post_trigger(words: tuple[Word, ...], i: int) -> int:
     """Words in a post-negation trigger at ``i``: "not needed", "isn't necessary", "off"."""
     word = words[i]
-    if word.punct:
+    if word.punct or word.atom:
         return 0
     phrase = next((n for p in _POST_PHRASES if (n := _match_at(words, i, p))), 0)
     if phrase or word.text in _POST_WORDS:
@@ -325,16 +350,19 @@ def _answer_scopes(words: tuple[Word, ...]) -> list[Scope]:
     out = []
     for i in range(1, len(words) - 1):
         sep, answer = words[i], words[i + 1]
-        if not (sep.punct and sep.text in (":", "?", "-", "=")) or answer.text not in _ANSWER_NO:
+        bare = sep.text in POLICY_WORDS  # "clipboard no", "internet off"
+        if not (bare or (sep.punct and sep.text in (":", "?", "-", "="))):
+            continue
+        if answer.text not in _ANSWER_NO:
             continue
         after = words[i + 2] if i + 2 < len(words) else None
         if after is not None and not after.punct:
             continue  # "network: none of the above ..." is not an answer
-        j = i
+        j = i + 1 if bare else i
         while j > 0 and i - j < 4 and not words[j - 1].punct:
             j -= 1
-        if j < i:
-            out.append(Scope(answer.text, words[j].start, words[j].start, answer.end))
+        if j <= i:
+            out.append(Scope(answer.text, words[j].start, words[j].start, answer.end, after=True))
     return out
 
 
@@ -372,4 +400,4 @@ def _clauses(words: tuple[Word, ...], length: int) -> tuple[tuple[int, int], ...
             start = word.end
     if start < length:
         out.append((start, length))
-    return tuple(c for c in out if c[1] > c[0])
+    return tuple(c for c in out if any(w.start >= c[0] and w.end <= c[1] for w in words))

@@ -63,7 +63,7 @@ NET_MENTION = (
     r"\b(?:internet|internets|interwebs|network(?:ing)?|net|web|wifi|wi-fi|wlan|lan|ethernet|"
     r"connectivity|connections?|online|outbound|outgoing|traffic|outside world|"
     r"outside access|egress)\b",
-    r"\bphon\w*\s+home\b|\bcall\w*\s+home\b",
+    r"\bphon\w*\s+home\b|\bcall\w*\s+home\b|\b(?:push|sync|exfiltrat|upload)\w*\b",
     r"\b(?:talk|reach|connect|send|leak)\w*\s+(?:to\s+|out\s+to\s+)?(?:the\s+)?"
     r"(?:internet|outside|world|anything|anyone|anywhere|web|out)\b",
     r"\bbrows\w*\b",
@@ -90,6 +90,8 @@ BROWSE_WEB = (
     r"\bweb browsing\b",
     r"\bvisit\w* (?:web)?sites?\b",
     r"\b(?:go|get) online\b",
+    r"\bbrows(?:e|ing)\b(?!\s+(?:the |my |some |through |local )?(?:files?|folders?|photos|"
+    r"pictures|images|code|documents|books|music|archives?|database|directories)\b)",
 )
 OS_NAMES = {
     "windows": r"\bwindows\b(?! manager)|\bwin ?(?:xp|7|8|10|11)\b",
@@ -142,6 +144,9 @@ TIER_HINTS = (
     r"\bunknown\b(?: [\w.]+)? (?:files?|attachments?|binar(?:y|ies)|executables?|exe|documents?|"
     r"programs?|usb|links?|e-?mails?|scripts?)\b",
     r"\b(?:don'?t|do not|can'?t|cannot) trust\b|\bnot trusted\b|\bbooby[- ]?trapped\b",
+    r"\b(?:weird|strange|shady|fishy|questionable|unsolicited|scam\w*|spam|supposedly|"
+    r"unexpected) (?:\w+ )?(?:pdf|files?|attachments?|e-?mails?|links?|documents?|programs?|"
+    r"apps?|extensions?|scripts?|usb|downloads?|executables?|exe|zip|docx?)s?\b",
     r"\bdetonat\w*\b|\breverse[ -]engineer\w*\b",
 )
 WINDOW_MANAGERS = {

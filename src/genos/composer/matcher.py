@@ -88,9 +88,12 @@ class PhraseMatcher:
     def __init__(self, phrases: Iterable[tuple[str, str, str]]) -> None:
         self._table: dict[tuple[str, ...], tuple[str, str]] = {}
         for phrase, kind, ident in phrases:
-            key = tokenize(phrase.lower())
-            if key:
-                self._table.setdefault(key, (kind, ident))
+            # "mind mapping" is also written "mind-mapping", "note-taking" "note taking".
+            lowered = phrase.lower()
+            for form in (lowered, lowered.replace(" ", "-"), lowered.replace("-", " ")):
+                key = tokenize(form)
+                if key:
+                    self._table.setdefault(key, (kind, ident))
         self._longest = max((len(k) for k in self._table), default=1)
         self._words = {w for key in self._table for w in key}
 

@@ -44,6 +44,7 @@ class Mentions:
     candidates: list[str] = field(default_factory=list)
     remote_client: str | None = None
     spans: list[tuple[int, int]] = field(default_factory=list)
+    category_spans: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,8 @@ class _Finder:
             self.out.excluded.setdefault(match.id, scope.quote(self.norm.text, start, end))
         else:
             self.out.apps.append(match)
+            if match.kind == "category":
+                self.out.category_spans.append((start, end))
 
     def explicit(self) -> None:
         if self.index is None:
@@ -132,6 +135,8 @@ class _Finder:
         named = {name for name, _ in self.out.explicit} | set(self.out.excluded)
         if word in named or i in self.covered or word in FILLER:
             return
+        if "." in word and not (self.index is not None and self.index.has(word)):
+            return  # "pypi.org" is a domain (the allowlist's), not a package
         real = self.index is not None and self.index.has(word)
         # After a comma only a real package name is a list item ("nmap, john and ..."),
         # and a common word ("learn maths and reading") is no name unless it is a package.
@@ -186,11 +191,12 @@ def _name_like(tok: str, programs: ProgramIndex | None) -> bool:
         return True
     if tok in ORDINARY or tok in ENV_NOUNS or len(tok) < 3 or programs is None:
         return False
-    return programs.word_df(tok) <= _RARE
+    # Not an English word, and few packages use it: "neofetch", not "birthday" or "tree".
+    return tok not in programs.english and programs.word_df(tok) <= _RARE
 
 
 def _common(word: str, programs: ProgramIndex | None) -> bool:
-    return programs is not None and programs.word_df(word) > 20
+    return programs is not None and (word in programs.english or programs.word_df(word) > 20)
 
 
 def _unknown_shape(tok: str, programs: ProgramIndex | None) -> bool:
@@ -198,10 +204,10 @@ def _unknown_shape(tok: str, programs: ProgramIndex | None) -> bool:
 
     "booby-trapped" and "kali-like" are English, not a package someone named.
     """
-    if _SHAPED.match(tok) is None or "/" in tok or programs is None:
-        return False
+    if _SHAPED.match(tok) is None or "/" in tok or "." in tok or programs is None:
+        return False  # "pypi.org" is a domain, "node.js" a catalog phrase
     parts = [p for p in re.split(r"[-.+]", tok) if p and not p.isdigit()]
-    return any(programs.word_df(p) == 0 for p in parts)
+    return any(programs.word_df(p) == 0 and p not in programs.english for p in parts)
 
 
 def _within(span: tuple[int, int], spans: list[tuple[int, int]]) -> bool:

@@ -46,6 +46,7 @@ _SHORTHAND = (
     (re.compile(r"(?<![\w/])w/(?![\w/])"), " with "),
     (re.compile(r"\s*&\s*"), " and "),
     (re.compile(r"(?<=[a-z0-9]{2})\+(?=[a-z])"), " + "),
+    (re.compile(r"\bback(?:ing)? up\b"), "backup"),
 )
 
 

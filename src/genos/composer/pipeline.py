@@ -56,10 +56,20 @@ def front(text: str, kb: Knowledge) -> Reading:
         PromptError: the text is empty, too long, not text, or has control characters.
     """
     norm, corrections = kb.speller().respell(normalise(text))
-    ent = extract(norm, read(norm.text), kb)
+    ent = extract(norm, read(norm.text, names(norm, kb)), kb)
     ent.corrections = corrections
     host_access = bool(ent.refusals.violations)
     return Reading(norm, ent, classify(norm, signals(ent, norm), bool(ent.tasks), host_access))
+
+
+def names(norm: Normalised, kb: Knowledge) -> list[tuple[int, int]]:
+    """Character spans of the catalog phrases in ``norm`` (names are read whole)."""
+    matches, _ = kb.matcher.scan_positions(norm.tokens)
+    return [
+        (norm.span(m.start)[0], norm.span(m.start + m.length - 1)[1])
+        for m in matches
+        if m.length > 1
+    ]
 
 
 def compose(

@@ -37,7 +37,7 @@ from genos.errors import CatalogError
 from genos.paths import data_dir
 
 log = logging.getLogger("genos.composer.programs")
-FORMAT = 1
+FORMAT = 2
 _DESCRIPTION_CHARS = 700
 # Roles that make a package something other than a program a person runs.
 _NOT_PROGRAM_ROLES = frozenset(
@@ -87,6 +87,7 @@ class ProgramIndex:
     release: str
     programs: dict[str, Program]
     words_df: dict[str, int] = field(default_factory=dict)
+    english: frozenset[str] = frozenset()
 
     def word_df(self, word: str) -> int:
         """How many packages use ``word`` in their description (0: a word none uses)."""
@@ -116,7 +117,12 @@ def stanzas(text: str) -> Iterator[dict[str, str]]:
 
 
 def build(
-    packages: str, translations: str = "", dep11: str = "", release: str = ""
+    packages: str,
+    *,
+    translations: str = "",
+    dep11: str = "",
+    release: str = "",
+    english: frozenset[str] = frozenset(),
 ) -> ProgramIndex:
     """Select the programs of a release from the archive's three files.
 
@@ -125,6 +131,7 @@ def build(
         translations: the text of ``Translation-en`` (long descriptions), or "".
         dep11: the text of ``Components-<arch>.yml`` (AppStream), or "".
         release: the release's codename.
+        english: English words (``wordlist``), kept with the programs.
 
     Returns:
         The programs, and how many packages' descriptions each word appears in.
@@ -150,7 +157,7 @@ def build(
                 description=long.get(name, ""),
                 app=app,
             )
-    return ProgramIndex(release, programs, {w: n for w, n in df.items() if n >= 1})
+    return ProgramIndex(release, programs, dict(df), english)
 
 
 def _is_program(name: str, tags: tuple[str, ...], section: str) -> bool:
@@ -251,6 +258,7 @@ def store(index: ProgramIndex, arch: str) -> None:
         "release": index.release,
         "programs": [_record(p) for p in index.programs.values()],
         "words_df": index.words_df,
+        "english": sorted(index.english),
     }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".programs-")
     try:
@@ -297,4 +305,4 @@ def load(release: str, arch: str) -> ProgramIndex:
             name, summary, section, tuple(tags), desc, app_name, app_summary,
             tuple(kw), tuple(cats), tuple(media), bool(desk),
         )  # fmt: skip
-    return ProgramIndex(raw["release"], programs, raw["words_df"])
+    return ProgramIndex(raw["release"], programs, raw["words_df"], frozenset(raw["english"]))

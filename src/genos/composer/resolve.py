@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from genos.composer import tasks as tasks_mod
 from genos.composer.catalog import CatalogApp, Category
@@ -28,7 +28,14 @@ from genos.spec import App, Decision
 
 _MAX_TASK_APPS = 3
 _MIN_COVERAGE = 0.6
+# A task with one of these words needs the network whatever program does it.
+_NEEDS_NETWORK = re.compile(
+    r"\b(?:stream\w*|twitch|youtube|iptv|online|internet|web ?sites?|email\w*|e-mail|chat\w*|"
+    r"download\w*|upload\w*|sync\w*|cloud|remote\w*|server|ssh|video ?call\w*|voip|"
+    r"torrent\w*|rss|news ?feeds?|podcasts? subscriptions?)\b"
+)
 _FULL = 0.9
+_SURE = 0.8
 
 
 @dataclass
@@ -124,8 +131,18 @@ class Resolver:
         self._category(cat, set(), ent.remote_client, why=why)
 
     def _excluded_app(self, app: CatalogApp) -> bool:
+        """Whether the request negated ``app``, or a suite it is part of ("not libreoffice"
+        rules out libreoffice-calc too)."""
         packages = set(app.packages_for(self.release))
-        return app.id in self._excluded or bool(packages & self._excluded)
+        if app.id in self._excluded or packages & self._excluded:
+            return True
+        suites = [
+            f"{p}-"
+            for name in self._excluded
+            if name in self.kb.catalog.apps
+            for p in self.kb.catalog.apps[name].packages_for(self.release)
+        ]
+        return bool(suites) and all(p.startswith(tuple(suites)) for p in packages)
 
     def _add(self, app: CatalogApp, why: str) -> None:
         if app.id in self._ids or self._excluded_app(app):
@@ -205,46 +222,36 @@ class Resolver:
             self._add(app, f"{lead}: {app.name} ({reason})")
             return
         names = ", ".join(self.kb.catalog.apps[o].name for o in options)
-        self.out.questions.append(
-            Question(field_name, f"Which {cat.id} for '{phrase}'? Debian offers {names}.", options)
-        )
+        question = f"Several programs fit '{phrase}': {names}. Which one?"
+        self.out.questions.append(Question(field_name, question, options))
         self._add(self.kb.catalog.apps[options[0]], f"Draft pick for '{phrase}'.")
 
     def _tasks(self, ent: Entities) -> None:
         if ent.user_image is not None:
             return  # nothing is installed into the owner's own image
-        named = bool(ent.apps or ent.explicit or ent.candidates or ent.remote_client)
+        # Named apps make the rest of the request context ("gimp for editing photos"); a
+        # category can be a task's object ("streaming games to twitch"), so it does not.
+        apps = [m for m in ent.apps if m.kind == "app"]
+        named = bool(apps or ent.explicit or ent.candidates or ent.remote_client)
         added = 0
         for task in ent.tasks:
             if (named and not task.asked) or added >= _MAX_TASK_APPS:
                 continue
+            if task.on_category:
+                continue  # "trace my family tree": the category is the software
             added += self._task(task)
 
     def _task(self, task: tasks_mod.Task) -> int:
         """Software for one task phrase; returns how many apps it added."""
-        index = self.kb.tasks(self.release)
-        if not index.knows(list(task.words), least=3 if self._task_only else 1):
-            self.out.unresolved.append(task.quote)
-            return 0
-        defaults = {
-            app: cat.default
-            for cat in self.kb.catalog.categories.values()
-            if cat.default
-            for app in cat.options
-        }
-        hits = [h for h in index.search(list(task.words), 12) if self._usable(h)]
-        choice = tasks_mod.choose(hits, _MIN_COVERAGE, defaults)
-        if choice.pick is None and task.head and task.head != task.words:
-            # The activity alone ("edit photos" of "edit photos from my holiday"), if a
-            # program has all of its words and is among what the whole phrase finds.
-            relevant = {h.doc.key for h in hits}
-            head = [h for h in index.search(list(task.head), 12) if h.doc.key in relevant]
-            choice = tasks_mod.choose(head, _FULL, defaults)
+        choice = self._choose(task)
         if choice.pick is None:
             self.out.unresolved.append(task.quote)
             return 0
-        field_name = f"apps.{_slug(task.quote)}"
+        if _NEEDS_NETWORK.search(" ".join(choice.words)):
+            self.out.needs_network.append(f"'{task.quote}'")
+        why = f"For '{task.quote}'"
         if choice.options and not choice.by_default:
+            field_name = f"apps.{_slug(task.quote)}"
             keys = tuple(_option(h) for h in choice.options)
             picked = self._answer(field_name, keys)
             if picked is None:
@@ -252,9 +259,8 @@ class Resolver:
                 question = f"Several programs fit '{task.quote}': {names}. Which one?"
                 self.out.questions.append(Question(field_name, question, keys))
             chosen = next((h for h in choice.options if _option(h) == picked), choice.pick)
-            self._install(chosen, f"For '{task.quote}'" + ("" if picked else " (draft pick)"))
+            self._install(chosen, why + ("" if picked else " (draft pick)"))
             return 1
-        why = f"For '{task.quote}'"
         if choice.by_default:
             cat = next(
                 c for c in self.kb.catalog.categories.values() if c.default == choice.by_default
@@ -262,6 +268,36 @@ class Resolver:
             why += f", the {cat.id} default: {cat.why}"
         self._install(choice.pick, why)
         return 1
+
+    def _choose(self, task: tasks_mod.Task) -> tasks_mod.Choice:
+        """The task's pick: from its whole phrase, else from the activity alone."""
+        index = self.kb.tasks(self.release)
+        if not index.knows(list(task.words), least=3 if self._task_only else 1):
+            return tasks_mod.Choice(None)
+        hits = [h for h in index.search(list(task.words), 12) if self._usable(h)]
+        choice = replace(tasks_mod.choose(hits, _MIN_COVERAGE, self._defaults), words=task.words)
+        if choice.pick is not None and choice.pick.coverage >= _SURE:
+            return choice
+        relevant = {h.doc.key for h in hits}
+        for head in task.heads:
+            # The activity alone ("edit photos" of "edit photos from my holiday", "pdf" of
+            # "open a weird pdf my bank sent"), if a program has all of its words and is
+            # among what the whole phrase finds.
+            found = [h for h in index.search(list(head), 12) if h.doc.key in relevant]
+            better = tasks_mod.choose(found, _FULL, self._defaults)
+            if better.pick is not None:
+                return replace(better, words=head)
+        return choice
+
+    @property
+    def _defaults(self) -> dict[str, str]:
+        """Catalog app id -> the default of its category."""
+        return {
+            app: cat.default
+            for cat in self.kb.catalog.categories.values()
+            if cat.default
+            for app in cat.options
+        }
 
     def _usable(self, hit: Hit) -> bool:
         doc = hit.doc

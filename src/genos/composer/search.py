@@ -25,8 +25,13 @@ _K1, _B = 1.2, 0.5
 _FACETS = ("use::", "works-with::", "works-with-format::", "field::", "game::", "junior::")
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 _GUI_TAGS = frozenset({"interface::x11", "interface::graphical", "x11::application"})
-_NETWORK_TAGS = ("network::client", "use::browsing", "use::downloading", "use::chatting",
-                 "works-with::mail", "protocol::")  # fmt: skip
+_NETWORK_TAGS = (
+    "network::client",
+    "use::browsing",
+    "use::downloading",
+    "use::chatting",
+    "works-with::mail",
+)
 
 
 @dataclass(frozen=True)
@@ -173,7 +178,9 @@ def _program_bag(p: Program) -> Counter[str]:
     _add(bag, f"{p.app_name} {p.app_summary}", 2.5)
     _add(bag, " ".join(p.keywords), 2.5)
     _add(bag, " ".join(_CAMEL.sub(" ", c) for c in p.categories), 1.5)
-    _add(bag, " ".join(m.rpartition("/")[2].removeprefix("x-") for m in p.mediatypes), 0.5)
+    # Media types say what a program opens; a browser opening every format says little.
+    media = {m.rpartition("/")[2].removeprefix("x-") for m in p.mediatypes}
+    _add(bag, " ".join(sorted(media)[:12]), 0.3)
     facets = [t.partition("::")[2] for t in p.tags if t.startswith(_FACETS)]
     _add(bag, " ".join(f.replace(":", " ") for f in facets), 1.5)
     _add(bag, p.description, 0.6)

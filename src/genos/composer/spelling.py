@@ -19,7 +19,8 @@ from rapidfuzz.distance import OSA
 
 from genos.composer.normalise import Normalised, token_spans
 
-_WORD = re.compile(r"[a-z]{4,}")
+_WORD = re.compile(r"[a-z]{4,}")  # what may be corrected
+_TARGET = re.compile(r"[a-z]{3,}")  # what it may be corrected to ("vlcc" -> "vlc")
 _SUFFIXES = frozenset({"y", "ed", "er", "ly", "ing", "en", "ish"})
 
 
@@ -27,7 +28,7 @@ class Speller:
     """Corrects unknown words to the one vocabulary word they are a slip away from."""
 
     def __init__(self, vocabulary: Iterable[str], known: Callable[[str], bool]) -> None:
-        self._vocab = sorted({w for w in vocabulary if _WORD.fullmatch(w)})
+        self._vocab = sorted({w for w in vocabulary if _TARGET.fullmatch(w)})
         self._known = known
         self._vocab_set = frozenset(self._vocab)
 

@@ -43,10 +43,11 @@ FILLER = frozenset(
     day morning evening night afternoon install installed ram memory cpu cpus cores disk
     storage gb ways way direction directions fancy frills go going afterwards later
     first again sometimes often daily weekly usually mostly together boot booting launch
-    launching reboot restart
+    launching reboot restart blank empty bare vanilla bit weird strange supposedly
     """.split()
 )
 _MAX_WORDS = 8
+_VERB_GAP = re.compile(r"\s*(?:(?:a|an|the|my|our|some|his|her|their|your)\s+)*")
 _DETERMINERS = frozenset(
     "a an the my our your his her their some this that these those it them".split()
 )
@@ -59,7 +60,7 @@ TASK_VERBS = frozenset(
     study analyse analyze plot solve compare merge manage organize organise plan translate
     build develop code program cut mix compose sketch paint model render animate stream
     search track back share send sort tag clean remove fix trace tune type teach present
-    calculate simulate take keep turn view look open test check run
+    calculate simulate take keep turn view look open test check run add stream
     """.split()
 )
 # "test a shell script", "open an attachment", "try some code": the user brings
@@ -70,7 +71,7 @@ _BRINGS_ITS_OWN = frozenset(
     play review inspect handle view examine experiment experiments
     script scripts file files code program binary binaries attachment attachments link
     links document documents sample samples project projects idea ideas it this that
-    shell command commands thing things website site page pages url urls tutorial course
+    shell command commands thing things url urls tutorial course
     class homework lab workshop stuff
     """.split()
 )
@@ -86,13 +87,35 @@ class Task:
     end: int
     generic: bool
     listed: bool = False  # a short item of a list ("browser, email, office")
-    head: tuple[str, ...] = ()  # the activity and its object, without modifiers
+    heads: tuple[tuple[str, ...], ...] = ()  # the activity and its object, shortest last
     another: bool = False  # a second activity of its clause ("... and edit the video")
+    on_category: bool = False  # only the verb of a named category ("download torrents")
 
     @property
     def asked(self) -> bool:
         """Whether the phrase asks for software even next to named apps."""
         return self.generic or self.listed or self.another
+
+
+def on_categories(text: str, found: list[Task], categories: list[tuple[int, int]]) -> list[Task]:
+    """Mark the tasks that are only the verb of a category named right after them.
+
+    Args:
+        text: the folded request.
+        found: its task phrases.
+        categories: character spans of the category phrases it names.
+
+    Returns:
+        The tasks, ``on_category`` set where "download" meets "torrents".
+    """
+    return [replace(task, on_category=_verb_of(text, task, categories)) for task in found]
+
+
+def _verb_of(text: str, task: Task, categories: list[tuple[int, int]]) -> bool:
+    return any(
+        start >= task.end and _VERB_GAP.fullmatch(text[task.end : start]) is not None
+        for start, _ in categories
+    )
 
 
 def find(text: str, reading: Reading, taken: list[tuple[int, int]]) -> list[Task]:
@@ -121,12 +144,11 @@ def _task(text: str, part: list[Word], taken: list[tuple[int, int]], short: bool
     words = words[:_MAX_WORDS]
     span = text[part[0].start : part[-1].end]
     generic = _GENERIC_HEAD.search(span) is not None
-    head = _head(part, words)
     quote = text[words[0].start : words[-1].end]
-    return Task(
-        tuple(w.text for w in words), quote, words[0].start, words[-1].end, generic,
-        short and len(words) <= 2, tuple(w.text for w in head),
-    )  # fmt: skip
+    names = tuple(w.text for w in words)
+    kept = tuple(h for h in dict.fromkeys(_heads(part, words)) if h and h != names)
+    listed = short and len(words) <= 2
+    return Task(names, quote, words[0].start, words[-1].end, generic, listed, kept)
 
 
 def _activities(words: list[Word]) -> list[list[Word]]:
@@ -143,17 +165,24 @@ def _activities(words: list[Word]) -> list[list[Word]]:
     return [p for p in parts if p]
 
 
-def _head(part: list[Word], words: list[Word]) -> list[Word]:
-    """The activity without what follows its object: "edit photos" of "edit photos from my
-    holiday", "write sheet music" of "... for my choir"."""
+def _heads(part: list[Word], words: list[Word]) -> list[tuple[str, ...]]:
+    """The activity without what follows its object, longest first: "edit photos" of
+    "edit photos from my holiday", "write sheet music" of "... for my choir", "pdf" of
+    "open a weird pdf my bank sent"."""
     kept = {id(w) for w in words}
-    head: list[Word] = []
+    head: list[str] = []
     for word in part:
         if word.text in _PREPOSITIONS and len(head) >= 2:
             break
         if id(word) in kept:
-            head.append(word)
-    return head
+            head.append(word.text)
+    out = [tuple(head)]
+    verb = next((i for i, w in enumerate(part) if w.text in TASK_VERBS), None)
+    if verb is not None:
+        after = [w.text for w in part[verb + 1 :] if id(w) in kept]
+        lead = (part[verb].text,) if id(part[verb]) in kept else ()
+        out += [(*lead, *after[:2]), (*lead, *after[:1])]
+    return out
 
 
 def _attachment_kind(words: list[Word], i: int) -> bool:
@@ -185,6 +214,7 @@ class Choice:
     pick: Hit | None
     options: tuple[Hit, ...] = ()
     by_default: str = ""  # the category whose default was taken
+    words: tuple[str, ...] = ()  # the words that found it (the phrase or its activity)
 
 
 def choose(hits: list[Hit], min_coverage: float, defaults: dict[str, str]) -> Choice:

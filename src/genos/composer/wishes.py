@@ -34,6 +34,12 @@ _GUI = re.compile(r"\b(?:gui|graphical (?:interface|desktop)|desktop environment
 _CLIPBOARD = re.compile(
     r"\bclipboard\b|\bcopy[ -]?(?:(?:and|&|/)[ -]?)?paste\b|\bcopy-?pasting\b|\bpasting\b"
 )
+_CLIP_TAIL = re.compile(
+    r"(?:\s*(?:both ways|in both directions|in either direction|either direction|either way|"
+    r"two[- ]way|one[- ]way|bidirectional|(?:in)?to the (?:env\w*|vm|box|desktop|sandbox)|"
+    r"out of the (?:env\w*|vm|box)|only|access|sharing|on|off|works?|should|shouldn't|"
+    r"must|not|work))*"
+)
 _CLIP_OUT = re.compile(r"\bcopy\w*\s+(?:\w+\s+){0,3}(?:out of|from) (?:the |my )?(?:env|vm|box)")
 _CLIP_IN_ONLY = re.compile(r"\b(?:in)?to the (?:env\w*|vm|box|desktop|sandbox)(?: only)?\b")
 _CLIP_OUT_WORDS = re.compile(r"\b(?:out of|from) the (?:env\w*|vm|box|desktop|sandbox)\b|\bout\b")
@@ -94,7 +100,8 @@ def isolation(x: Extractor) -> None:
         x.ent.tier_hint = hint.group(0)
         x.ent.evidence.setdefault("isolation", hint.group(0))
         if not hint.group(0).startswith("reverse"):  # reverse engineering is also the task
-            x.ent.take(hint.span())
+            # Only the warning word: in "a weird pdf" the pdf is still what is opened.
+            x.ent.take((hint.start(), hint.start() + len(hint.group(0).split()[0])))
     work = _UNTRUSTED_WORK.search(x.text)
     if work:
         x.ent.evidence["untrusted_work"] = work.group(0)
@@ -130,7 +137,8 @@ def persistence(x: Extractor) -> None:
 def policy(x: Extractor) -> None:
     for found in _CLIPBOARD.finditer(x.text):
         lo, hi = x.reading.clause_of(found.start())
-        x.ent.take((found.start(), hi))  # "clipboard both ways": the rest says how
+        tail = _CLIP_TAIL.match(x.text, found.end())
+        x.ent.take((found.start(), tail.end() if tail else found.end()))  # "... both ways"
         clause = x.text[lo:hi]
         if x.reading.negated(*found.span()) is not None:
             x.ent.clipboard = "to_env" if _CLIP_OUT_WORDS.search(clause) else "none"

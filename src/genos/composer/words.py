@@ -60,7 +60,16 @@ _EVERYDAY = {
     "voice": "audio record", "novel": "writing", "stargazing": "astronomy planetarium",
     "star": "astronomy", "planet": "astronomy", "genealogy": "family tree",
     "ancestor": "genealogy", "ebook": "book epub", "ocr": "scan text recognition",
-    "rip": "cd extract",
+    "rip": "cd extract", "shrink": "compress convert", "mkv": "video matroska",
+    "mp4": "video", "avi": "video", "mov": "video", "webm": "video", "wav": "audio",
+    "ogg": "audio", "m4a": "audio", "jpg": "image photo", "jpeg": "image photo",
+    "png": "image", "heic": "image photo", "svg": "vector", "gif": "animation image",
+    "docx": "word document", "doc": "document word", "odt": "document", "xlsx": "spreadsheet",
+    "xls": "spreadsheet", "csv": "spreadsheet data", "pptx": "presentation",
+    "epub": "ebook", "mobi": "ebook", "cbz": "comic", "cbr": "comic", "iso": "disc image",
+    "zip": "archive", "rar": "archive", "7z": "archive", "tarball": "archive",
+    "pcap": "packet capture", "stream": "streaming broadcast", "streaming": "broadcast live",
+    "twitch": "streaming", "iptv": "tv streaming", "resize": "image scale", "drum": "drums",
 }  # fmt: skip
 
 
@@ -68,6 +77,8 @@ _EVERYDAY = {
 def stem(word: str) -> str:
     """A word's stem: plural and common suffixes off, a doubled last letter undone."""
     w = word.lower()
+    if re.fullmatch(r"[a-z]+[0-9]+s", w):
+        return w[:-1]  # "mp3s", "mp4s"
     if len(w) <= 3 or not w.isalpha():
         return w
     if w.endswith("sses"):
