@@ -16,6 +16,8 @@
   that answer them, and a ``default`` only where one is clearly better
   (``why`` says so); otherwise the composer asks. Their ``keywords`` too feed
   the task search only.
+- ``formats``: file-format words ("pdf", "mp3s") and the category that opens
+  them, for requests that only open, read or play files.
 
 Every alias is matched as a whole phrase of lower-case words.
 """
@@ -69,6 +71,7 @@ class Category:
 class Catalog:
     apps: dict[str, CatalogApp]
     categories: dict[str, Category]
+    formats: dict[str, str] = field(default_factory=dict)  # file-format word -> category id
 
     def phrases(self) -> Iterable[tuple[str, str, str]]:
         """Every matchable phrase as ``(phrase, kind, id)``, kind ``app`` or ``category``."""
@@ -141,7 +144,22 @@ def parse(doc: Any) -> Catalog:
             raise CatalogError(f"catalog: category {cat.id} names unknown apps {unknown}")
         categories[cat.id] = cat
     _check_unique_phrases(Catalog(apps, categories))
-    return Catalog(apps, categories)
+    return Catalog(apps, categories, _formats(doc.get("formats") or [], categories))
+
+
+def _formats(raw: Any, categories: dict[str, Category]) -> dict[str, str]:
+    """``formats``: which category opens a file format (word -> category id).
+
+    Raises:
+        CatalogError: on a malformed entry or an unknown category.
+    """
+    out: dict[str, str] = {}
+    for entry in raw:
+        if not isinstance(entry, dict) or entry.get("category") not in categories:
+            raise CatalogError(f"catalog: format entry {entry!r} names no known category")
+        for word in _tuple(entry.get("words")):
+            out[word.lower()] = entry["category"]
+    return out
 
 
 def _check_unique_phrases(catalog: Catalog) -> None:

@@ -141,6 +141,7 @@ NOT_IMAGE_NAMES = frozenset(
 TIER_HINTS = (
     r"\bmalware\b|\bmalicious\b|\bvirus(?:es)?\b|\bransomware\b|\btrojan\b|\bexploits?\b",
     r"\bsuspicious\b|\buntrusted\b|\bsketchy\b|\bdodgy\b|\binfected\b|\bphishing\b",
+    r"\bfishy\b|\bshady\b|\bscammy\b",
     r"\bunknown\b(?: [\w.]+)? (?:files?|attachments?|binar(?:y|ies)|executables?|exe|documents?|"
     r"programs?|usb|links?|e-?mails?|scripts?)\b",
     r"\b(?:don'?t|do not|can'?t|cannot) trust\b|\bnot trusted\b|\bbooby[- ]?trapped\b",
@@ -164,6 +165,8 @@ PERSIST = (
     r"\b(?:keep|save|safe|store)s? (?:my |the |our |all (?:my |the )?)?(?:files|data|work|stuff|"
     r"documents|home|settings|progress|bookmarks|library|projects?|notes|config)\b",
     r"\bkeeps? everything\b",
+    r"\bkeep(?:s|ing)? (?:my|our|all (?:of )?my|all the) (?!internet|network|net|clipboard|"
+    r"connection|wifi)[a-z]+\b",
     r"\bpersist\w*\b",
     r"\b(?:between|across) sessions\b",
     r"\b(?:don'?t|do not|never) (?:want to )?lose\b|\bwithout losing\b",

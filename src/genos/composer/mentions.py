@@ -117,7 +117,7 @@ class _Finder:
     def explicit(self) -> None:
         if self.index is None:
             return
-        led = _led_by_package_words(self.norm.tokens)
+        led = _led_by_package_words(self.norm.tokens, self._name_or_unknown)
         for i, tok in enumerate(self.norm.tokens):
             if i in self.covered or _NOT_A_NAME.search(tok) or tok in STOP:
                 continue
@@ -130,6 +130,12 @@ class _Finder:
             if i in led or _name_like(tok, self.programs):
                 self.covered.add(i)
                 self.judge(i, partial(self.keep, i))
+
+    def _name_or_unknown(self, tok: str) -> bool:
+        """A word a package list may hold: a package, or no English word ("zzqxjunk")."""
+        if self.index is not None and self.index.has(tok):
+            return True
+        return self.programs is None or tok not in self.programs.english
 
     def candidate(self, word: str, i: int) -> None:
         named = {name for name, _ in self.out.explicit} | set(self.out.excluded)
@@ -166,7 +172,7 @@ class _Finder:
             keep()
 
 
-def _led_by_package_words(tokens: tuple[str, ...]) -> set[int]:
+def _led_by_package_words(tokens: tuple[str, ...], may_be_name: Callable[[str], bool]) -> set[int]:
     """Token indexes a package word introduces: 'the package X', 'packages: a, b and c'."""
     led: set[int] = set()
     for i, tok in enumerate(tokens):
@@ -177,7 +183,10 @@ def _led_by_package_words(tokens: tuple[str, ...]) -> set[int]:
         j = i + 1
         while j < len(tokens) and (tokens[j] in _SKIP or tokens[j] in {",", "and", "+"}):
             j += 1
+        first = j
         while j < len(tokens) and tokens[j] not in {";", "!", "?"} and tokens[j] not in ORDINARY:
+            if j > first and not may_be_name(tokens[j]):
+                break  # "install firefox and turn off networking": the list ended
             if len(tokens[j]) >= 2 and tokens[j][0].isalnum():
                 led.add(j)
             j += 1

@@ -24,6 +24,7 @@ from genos.composer.entities import Entities
 from genos.composer.knowledge import Knowledge
 from genos.composer.result import Question, Violation
 from genos.composer.search import Hit
+from genos.composer.words import stem
 from genos.spec import App, Decision
 
 _MAX_TASK_APPS = 3
@@ -243,6 +244,12 @@ class Resolver:
 
     def _task(self, task: tasks_mod.Task) -> int:
         """Software for one task phrase; returns how many apps it added."""
+        opened = self._format(task)
+        if opened is not None:
+            word, cat = opened
+            before = len(self.out.apps)
+            self._category(cat, set(), word, why=f"To open '{word}' ('{task.quote}')")
+            return len(self.out.apps) - before
         choice = self._choose(task)
         if choice.pick is None:
             self.out.unresolved.append(task.quote)
@@ -268,6 +275,19 @@ class Resolver:
             why += f", the {cat.id} default: {cat.why}"
         self._install(choice.pick, why)
         return 1
+
+    def _format(self, task: tasks_mod.Task) -> tuple[str, Category] | None:
+        """The category that opens the file format of a task that only views files
+        ("reading pdfs", "check an invoice pdf"); editing one is a task for the search."""
+        formats = self.kb.catalog.formats
+        viewing = any(stem(w) in tasks_mod.VIEW_STEMS for w in task.words)
+        if not viewing and not all(w in formats for w in task.words):
+            return None
+        for word in task.words:
+            cat = self.kb.catalog.categories.get(self.kb.catalog.formats.get(word, ""))
+            if cat is not None:
+                return word, cat
+        return None
 
     def _choose(self, task: tasks_mod.Task) -> tasks_mod.Choice:
         """The task's pick: from its whole phrase, else from the activity alone."""

@@ -12,6 +12,7 @@ applications, programs with a graphical interface and careful debtags.
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from collections import Counter, defaultdict
@@ -22,6 +23,8 @@ from genos.composer.programs import Program, ProgramIndex
 from genos.composer.words import expand, terms
 
 _K1, _B = 1.2, 0.5
+_CANDIDATES = 200
+_CACHED_MEMBERS = 300  # only common terms' document sets are worth keeping
 _FACETS = ("use::", "works-with::", "works-with-format::", "field::", "game::", "junior::")
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 _GUI_TAGS = frozenset({"interface::x11", "interface::graphical", "x11::application"})
@@ -64,6 +67,7 @@ class TaskIndex:
         # Words the archive uses for what programs do (summaries, AppStream keywords
         # and categories, debtags, the catalog): a task must use at least one.
         self.vocabulary: Counter[str] = Counter()
+        self._member_sets: dict[str, frozenset[int]] = {}
         bags = self._bags(catalog, programs)
         avg = sum(sum(b.values()) for b in bags) / max(1, len(bags))
         for idx, bag in enumerate(bags):
@@ -142,21 +146,34 @@ class TaskIndex:
         weight_of = {s: self._idf.get(s, average) for s in sources}
         total = sum(weight_of.values()) or 1.0
         scores: dict[int, float] = defaultdict(float)
-        credit: dict[int, dict[str, float]] = defaultdict(dict)
-        for term, weight, source in query:
-            if term not in self._idf:
-                continue
-            full = 1.0 if weight == 1.0 else 0.6
-            for idx, norm in self._postings[term]:
-                scores[idx] += weight * self._idf[term] * norm
-                got = credit[idx]
-                got[source] = max(got.get(source, 0.0), full)
+        for term, weight, _ in query:
+            if term in self._idf:
+                boost = weight * self._idf[term]
+                for idx, norm in self._postings[term]:
+                    scores[idx] += boost * norm
+        # Coverage only for the best raw scores: the rest cannot reach the top.
+        prior = [d.prior for d in self.docs]
+        best = heapq.nlargest(_CANDIDATES, scores.items(), key=lambda kv: kv[1] * prior[kv[0]])
+        members = {t: self._members(t) for t, _, _ in query if t in self._idf}
         ranked = []
-        for idx, score in scores.items():
-            coverage = min(1.0, sum(weight_of[s] * c for s, c in credit[idx].items()) / total)
-            ranked.append(Hit(self.docs[idx], score * coverage**2 * self.docs[idx].prior, coverage))
+        for idx, score in best:
+            credit: dict[str, float] = {}
+            for term, weight, source in query:
+                if idx in members.get(term, ()):
+                    credit[source] = max(credit.get(source, 0.0), 1.0 if weight == 1.0 else 0.6)
+            coverage = min(1.0, sum(weight_of[s] * c for s, c in credit.items()) / total)
+            ranked.append(Hit(self.docs[idx], score * coverage**2 * prior[idx], coverage))
         ranked.sort(key=lambda h: (-h.score, h.doc.key))
         return ranked[:limit]
+
+    def _members(self, term: str) -> frozenset[int]:
+        """The documents that have ``term`` (cached: common terms come back often)."""
+        found = self._member_sets.get(term)
+        if found is None:
+            found = frozenset(idx for idx, _ in self._postings[term])
+            if len(found) > _CACHED_MEMBERS:
+                self._member_sets[term] = found
+        return found
 
 
 def _main_package(app: CatalogApp, packages: tuple[str, ...]) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from genos.composer.language import NEGATION_WORDS, Reading, Word
 from genos.composer.lexicon import ENV_NOUNS
 from genos.composer.search import Hit
-from genos.composer.words import STOP
+from genos.composer.words import STOP, stem
 
 _GENERIC_HEAD = re.compile(
     r"\b(?:something|somewhere|smth|anything|a way|a place|a program|a tool|an app|"
@@ -43,7 +43,8 @@ FILLER = frozenset(
     day morning evening night afternoon install installed ram memory cpu cpus cores disk
     storage gb ways way direction directions fancy frills go going afterwards later
     first again sometimes often daily weekly usually mostly together boot booting launch
-    launching reboot restart blank empty bare vanilla bit weird strange supposedly
+    launching reboot restart blank empty bare vanilla bit weird strange supposedly home
+    think guess suppose believe quiet calm cozy nice lovely
     """.split()
 )
 _MAX_WORDS = 8
@@ -52,6 +53,11 @@ _DETERMINERS = frozenset(
     "a an the my our your his her their some this that these those it them".split()
 )
 _PREPOSITIONS = frozenset("of from for about with in at on during before after into like".split())
+# Verbs that only open a file: with a format word they ask for its viewer.
+VIEW_VERBS = frozenset(
+    "open view read see look check inspect review examine watch play listen browse".split()
+)
+VIEW_STEMS = frozenset(stem(v) for v in VIEW_VERBS)
 # Verbs that start an activity of their own after "and" ("... and edit the video").
 TASK_VERBS = frozenset(
     """
@@ -129,7 +135,9 @@ def find(text: str, reading: Reading, taken: list[tuple[int, int]]) -> list[Task
     out = []
     for lo, hi in reading.clauses:
         in_clause = [w for w in reading.words if lo <= w.start < hi and not w.punct]
-        for n, part in enumerate(_activities(in_clause)):
+        # A negated word asks for nothing ("no impress"): it is nobody's task.
+        kept = [w for w in in_clause if reading.negated(w.start, w.end) is None]
+        for n, part in enumerate(_activities(kept)):
             task = _task(text, part, taken, len(reading.clauses) > 1 and len(in_clause) <= 3)
             if task is not None:
                 out.append(replace(task, another=n > 0))

@@ -38,10 +38,13 @@ _CLIP_TAIL = re.compile(
     r"(?:\s*(?:both ways|in both directions|in either direction|either direction|either way|"
     r"two[- ]way|one[- ]way|bidirectional|(?:in)?to the (?:env\w*|vm|box|desktop|sandbox)|"
     r"out of the (?:env\w*|vm|box)|only|access|sharing|on|off|works?|should|shouldn't|"
-    r"must|not|work))*"
+    r"must|not|work|goes in|go in|in))*"
 )
 _CLIP_OUT = re.compile(r"\bcopy\w*\s+(?:\w+\s+){0,3}(?:out of|from) (?:the |my )?(?:env|vm|box)")
-_CLIP_IN_ONLY = re.compile(r"\b(?:in)?to the (?:env\w*|vm|box|desktop|sandbox)(?: only)?\b")
+_CLIP_IN_ONLY = re.compile(
+    r"\b(?:in)?to the (?:env\w*|vm|box|desktop|sandbox)(?: only)?\b|"
+    r"\bonly (?:goes |going |pastes? )?in(?:to)?\b|\bin only\b|\bone[- ]way\b|\binbound only\b"
+)
 _CLIP_OUT_WORDS = re.compile(r"\b(?:out of|from) the (?:env\w*|vm|box|desktop|sandbox)\b|\bout\b")
 # Recording the session (an audit of what happens in it); "record my screen" asks
 # for a screen recorder instead.
