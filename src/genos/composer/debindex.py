@@ -64,6 +64,7 @@ class PackageIndex:
         return name in self.packages
 
     def summary(self, name: str) -> str:
+        """The one-line description of ``name`` (empty if unknown)."""
         return self.packages[name][1] if name in self.packages else ""
 
     def suggest(self, word: str, limit: int = 5) -> list[str]:
@@ -97,6 +98,7 @@ class PackageIndex:
 
 
 def cache_path(release: str, arch: str) -> Path:
+    """Where the index of ``release`` is cached."""
     return data_dir() / "catalog" / f"debian-{release}-main-{arch}.json.gz"
 
 

@@ -33,9 +33,11 @@ class Decider:
         self.violations: list[Violation] = []
 
     def note(self, field: str, value: object, rationale: str) -> None:
+        """Record why ``field`` got ``value``."""
         self.why.append(Decision(field=field, value=str(value), rationale=rationale))
 
     def refuse(self, field: str, reason: str) -> None:
+        """Record a constraint the request breaks."""
         self.violations.append(Violation(field, reason))
 
     def base(self) -> dict[str, str]:
@@ -106,6 +108,7 @@ class Decider:
         return {"distribution": "debian", "release": "bookworm", "image": name}
 
     def network(self, res: Resolved) -> dict[str, Any]:
+        """The network section: none, internet, tor or an allowlist, with its reason."""
         ent, said = self.ent, dict(self.ent.network)
         if res.forced_mode:
             said.setdefault(res.forced_mode[0], res.forced_mode[1])
@@ -201,6 +204,7 @@ class Decider:
         return {"mode": NetworkMode.NONE}
 
     def tier(self, protocol: str, needs: tuple[str, str] | None = None) -> Tier:
+        """The isolation tier: the weakest that every wish and app allows."""
         ent = self.ent
         if ent.user_image is not None:
             return self._user_image_tier(ent.user_image)
@@ -255,6 +259,7 @@ class Decider:
             )
 
     def resources(self, host: HostLimits) -> dict[str, Any]:
+        """CPUs, memory and disk asked for, refused beyond what the host can give."""
         ent, out = self.ent, {}
         if ent.cpus is not None:
             out["cpus"] = ent.cpus
@@ -285,6 +290,7 @@ class Decider:
         return out
 
     def lifetime(self) -> dict[str, Any]:
+        """TTL and idle timeout asked for."""
         ent, out = self.ent, {}
         if ent.ttl_seconds is not None:
             out["ttl_seconds"] = ent.ttl_seconds
@@ -303,6 +309,7 @@ class Decider:
         return out
 
     def persistence(self) -> dict[str, Any]:
+        """Ephemeral, or a (possibly encrypted) volume for the home directory."""
         ent = self.ent
         if ent.persist and ent.ephemeral:
             self.refuse(
@@ -328,6 +335,7 @@ class Decider:
         return {"mode": "volume", "volume": volume, "encrypted": ent.encrypted}
 
     def security(self) -> dict[str, Any]:
+        """Clipboard, file transfer and recording; host access refused with its words."""
         ent, out = self.ent, dict[str, Any]()
         for field_name, reason in ent.refusals.violations:
             self.refuse(field_name, reason)

@@ -61,18 +61,22 @@ class Entities:
     # The network wishes under the names the decider has always read.
     @property
     def network(self) -> dict[str, str]:
+        """Modes asked for, with their words."""
         return self.net.said
 
     @property
     def browse_web(self) -> str | None:
+        """The words asking to browse the web."""
         return self.net.browse_web
 
     @property
     def allow(self) -> list[tuple[str, list[int]]]:
+        """Addresses and ports to allow."""
         return self.net.allow
 
     @property
     def domains(self) -> list[str]:
+        """Domains to allow."""
         return self.net.domains
 
     def take(self, span: tuple[int, int], key: str | None = None, words: str = "") -> None:

@@ -22,78 +22,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from genos.composer import triggers as tr
+
 _WIDTH = 10
+NEGATION_WORDS = tr.NEGATION_WORDS
+POLICY_WORDS = tr.POLICY_WORDS
 _TOKEN = re.compile(
     r"(?P<w>[a-z0-9~/][a-z0-9.+#_'/~-]*[a-z0-9+#]|[a-z0-9])|(?P<p>[.;:!?()\[\]]|,|\s-+\s|\"|\n)"
-)
-_AUX = frozenset(
-    "do does did should must can could will would is are was were need may might shall".split()
-)
-# Two- and three-word triggers first: they are matched before single words.
-_PRE_PHRASES = (
-    "no need for", "no need to", "no access to", "instead of", "rather than", "other than",
-    "anything but", "anything except", "cut off from", "keep it off", "keep off", "keep away",
-    "free of", "isolated from", "away from", "leave out", "get rid of", "turn off",
-    "switch off", "shut off", "do without", "not any", "no more",
-)  # fmt: skip
-_PRE_WORDS = frozenset(
-    """
-    no not without w/o never nor neither none zero nothing cannot sans minus except excluding
-    disable disabled disallow block forbid deny prevent avoid skip exclude ban lacking
-    dont cant wont isnt doesnt shouldnt wouldnt didnt arent mustnt havent hasnt wasnt
-    hate dislike detest loathe
-    """.split()
-)
-_POST_PHRASES = ("is a no", "no thanks", "not please", "switched off", "turned off")
-_POST_WORDS = frozenset("unnecessary unwanted disabled disallowed forbidden blocked".split())
-_OFF_VERBS = frozenset("turn turned switch switched shut cut kick log take show pay keep".split())
-_ANSWER_NO = frozenset("no none off nope nah disabled false 0 n".split())
-_PSEUDO = (
-    "not only", "not just", "no problem", "no worries", "not sure", "no matter", "no doubt",
-    "don't forget", "do not forget", "dont forget", "don't mind", "do not mind", "don't care",
-    "not bad", "no more than", "not more than", "no less than", "not less than",
-    "no later than", "not too", "can't wait", "cannot wait", "no idea", "never mind",
-    "nothing fancy", "no frills", "not a problem", "without losing", "don't lose",
-    "do not lose", "dont lose", "never lose", "not lose", "not to lose", "no data loss",
-    "if not", "or not", "nothing else", "not necessarily", "never ever lose",
-    "don't want to lose", "do not want to lose", "dont want to lose", "without any problem",
-)  # fmt: skip
-_HEDGES = (
-    "maybe", "perhaps", "possibly", "not sure", "might", "may need", "unsure", "if needed",
-    "if necessary", "optional", "optionally", "i guess", "or not", "not certain",
-)  # fmt: skip
-_ENDS = frozenset(
-    """
-    but however though although yet whereas while so because since then also plus with w/
-    please instead rather only just except apart besides unless where which who when if
-    until after before for as
-    """.split()
-)
-# "the clipboard shouldn't work": a negated auxiliary before one of these negates
-# its subject, the words before it.
-_STATE_VERBS = frozenset(
-    "work works working be exist function run happen matter go get have reach connect".split()
-)
-_NOT_ADJECTIVES = frozenset(
-    """
-    needed necessary required wanted allowed ok okay welcome desired important essential
-    permitted acceptable an option possible
-    """.split()
-)
-_SUBJECTS = frozenset("i we you it they he she there that this let give make install".split())
-# Words that only negate: never part of what a request wants to do.
-NEGATION_WORDS = frozenset(
-    {*_PRE_WORDS, *_POST_WORDS, *_NOT_ADJECTIVES, *_ANSWER_NO, "off", "needed", "need"}
-)
-# Words of the request's policy: a negation over one of them carries on through
-# a list of them ("no internet, clipboard or usb").
-POLICY_WORDS = frozenset(
-    """
-    internet network networking net web wifi wi-fi connection connections connectivity
-    online outbound traffic clipboard copy paste copy-paste pasting sound audio usb
-    printing printer persistence saving storage sharing transfer downloads uploads camera
-    webcam microphone mic tor vpn access gui desktop lan ethernet
-    """.split()
 )
 
 
@@ -166,7 +101,7 @@ def read(text: str, atoms: list[tuple[int, int]] | None = None) -> Reading:
         replace(w, atom=any(a <= w.start and w.end <= b for a, b in spans)) for w in _words(text)
     )
     clauses = _clauses(words, len(text))
-    pseudo = _phrase_starts(words, _PSEUDO)
+    pseudo = _phrase_starts(words, tr.PSEUDO)
     negations = [*_pre_scopes(words, pseudo), *_post_scopes(words), *_answer_scopes(words)]
     hedges = _hedge_scopes(words)
     return Reading(text, words, clauses, tuple(negations), tuple(hedges))
@@ -204,13 +139,13 @@ def _phrase_starts(words: tuple[Word, ...], phrases: tuple[str, ...]) -> set[int
 
 
 def _is_trigger_word(word: Word) -> bool:
-    negating = word.text in _PRE_WORDS or word.text.endswith("n't")
+    negating = word.text in tr.PRE_WORDS or word.text.endswith("n't")
     return not word.punct and not word.atom and negating
 
 
 def _pre_trigger(words: tuple[Word, ...], i: int) -> int:
     """Words in a pre-negation trigger starting at ``i`` (0 if none)."""
-    for phrase in _PRE_PHRASES:
+    for phrase in tr.PRE_PHRASES:
         n = _match_at(words, i, phrase)
         if n:
             return n
@@ -226,7 +161,7 @@ def _pre_scopes(words: tuple[Word, ...], pseudo: set[int]) -> list[Scope]:
             i += 1
             continue
         first = i
-        if i > 0 and words[i - 1].text in _AUX and not words[i - 1].punct:
+        if i > 0 and words[i - 1].text in tr.AUX and not words[i - 1].punct:
             first = i - 1  # quote "should not", not just "not"
         end = _scope_end(words, i + n)
         if end > i + n:
@@ -260,9 +195,9 @@ def _scope_end(words: tuple[Word, ...], start: int) -> int:
                 break
             j += 1
             continue
-        if word.punct or (word.text in _ENDS and j > start):
+        if word.punct or (word.text in tr.ENDS and j > start):
             break
-        head_policy = head_policy or word.text in POLICY_WORDS
+        head_policy = head_policy or word.text in tr.POLICY_WORDS
         j += 1
     return j
 
@@ -281,13 +216,13 @@ def _continues(words: tuple[Word, ...], k: int, head_policy: bool) -> bool:
     """Whether a list item starting at ``k`` is of the negated item's kind."""
     item = []
     while k < len(words) and not words[k].punct and words[k].text not in ("and", "or", "nor"):
-        if words[k].text in _ENDS or words[k].text in _SUBJECTS:
+        if words[k].text in tr.ENDS or words[k].text in tr.SUBJECTS:
             return False
         item.append(words[k].text)
         k += 1
     if not item:
         return False
-    policy = any(w in POLICY_WORDS for w in item)
+    policy = any(w in tr.POLICY_WORDS for w in item)
     return policy if head_policy else (not policy and len(item) <= 3)
 
 
@@ -311,7 +246,7 @@ def _post_scopes(words: tuple[Word, ...]) -> list[Scope]:
 
 def _stops_back(word: Word) -> bool:
     """Whether a post trigger's scope stops before ``word`` ("gimp and the network must not")."""
-    return word.punct or word.text in _ENDS or word.text in ("and", "or", "that", "which", "who")
+    return word.punct or word.text in tr.ENDS or word.text in ("and", "or", "that", "which", "who")
 
 
 def _post_trigger(words: tuple[Word, ...], i: int) -> int:
@@ -319,22 +254,22 @@ def _post_trigger(words: tuple[Word, ...], i: int) -> int:
     word = words[i]
     if word.punct or word.atom:
         return 0
-    phrase = next((n for p in _POST_PHRASES if (n := _match_at(words, i, p))), 0)
-    if phrase or word.text in _POST_WORDS:
+    phrase = next((n for p in tr.POST_PHRASES if (n := _match_at(words, i, p))), 0)
+    if phrase or word.text in tr.POST_WORDS:
         return phrase or 1
     nxt = words[i + 1] if i + 1 < len(words) else None
     if nxt is not None and not nxt.punct and _negating(word.text):
-        if nxt.text in _NOT_ADJECTIVES:
+        if nxt.text in tr.NOT_ADJECTIVES:
             return 2
-        if word.text != "no" and nxt.text in _STATE_VERBS and _aux(words, i):
+        if word.text != "no" and nxt.text in tr.STATE_VERBS and _aux(words, i):
             return 1
     at_end = nxt is None or nxt.punct
-    off = word.text == "off" and at_end and i > 0 and words[i - 1].text not in _OFF_VERBS
+    off = word.text == "off" and at_end and i > 0 and words[i - 1].text not in tr.OFF_VERBS
     return 1 if off else 0
 
 
 def _negating(word: str) -> bool:
-    return word == "not" or word.endswith("n't") or word in _PRE_WORDS
+    return word == "not" or word.endswith("n't") or word in tr.PRE_WORDS
 
 
 def _aux(words: tuple[Word, ...], i: int) -> bool:
@@ -342,7 +277,7 @@ def _aux(words: tuple[Word, ...], i: int) -> bool:
     word = words[i].text
     if word.endswith("n't") or word in ("cannot", "cant", "wont", "shouldnt", "mustnt"):
         return True
-    return i > 0 and words[i - 1].text in _AUX
+    return i > 0 and words[i - 1].text in tr.AUX
 
 
 def _answer_scopes(words: tuple[Word, ...]) -> list[Scope]:
@@ -350,10 +285,10 @@ def _answer_scopes(words: tuple[Word, ...]) -> list[Scope]:
     out = []
     for i in range(1, len(words) - 1):
         sep, answer = words[i], words[i + 1]
-        bare = sep.text in POLICY_WORDS  # "clipboard no", "internet off"
+        bare = sep.text in tr.POLICY_WORDS  # "clipboard no", "internet off"
         if not (bare or (sep.punct and sep.text in (":", "?", "-", "="))):
             continue
-        if answer.text not in _ANSWER_NO:
+        if answer.text not in tr.ANSWER_NO:
             continue
         after = words[i + 2] if i + 2 < len(words) else None
         if after is not None and not after.punct:
@@ -369,7 +304,7 @@ def _answer_scopes(words: tuple[Word, ...]) -> list[Scope]:
 def _hedge_scopes(words: tuple[Word, ...]) -> list[Scope]:
     out = []
     for i in range(len(words)):
-        for phrase in _HEDGES:
+        for phrase in tr.HEDGES:
             n = _match_at(words, i, phrase)
             if n:
                 lo, hi = _clause_bounds(words, i)
@@ -393,7 +328,7 @@ def _clauses(words: tuple[Word, ...], length: int) -> tuple[tuple[int, int], ...
     start = 0
     for i, word in enumerate(words):
         boundary = (word.punct and word.text != '"') or word.text in ("but", "however", "though")
-        new_clause = word.text == "and" and i + 1 < len(words) and words[i + 1].text in _SUBJECTS
+        new_clause = word.text == "and" and i + 1 < len(words) and words[i + 1].text in tr.SUBJECTS
         if boundary or new_clause:
             if word.start > start:
                 out.append((start, word.start))

@@ -98,6 +98,7 @@ class PhraseMatcher:
         self._words = {w for key in self._table for w in key}
 
     def is_phrase(self, text: str) -> bool:
+        """Whether ``text`` is exactly one catalog phrase."""
         return tokenize(text) in self._table
 
     def scan(self, tokens: tuple[str, ...]) -> tuple[list[Match], list[str]]:

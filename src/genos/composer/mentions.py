@@ -102,6 +102,7 @@ class _Finder:
         self.covered: set[int] = set()
 
     def catalog(self, match: Match) -> None:
+        """A catalog phrase, kept or (negated) excluded."""
         start = self.norm.span(match.start)[0]
         end = self.norm.span(match.start + match.length - 1)[1]
         self.covered.update(range(match.start, match.start + match.length))
@@ -115,6 +116,7 @@ class _Finder:
                 self.out.category_spans.append((start, end))
 
     def explicit(self) -> None:
+        """Exact Debian package names, and unknown names a package word introduces."""
         if self.index is None:
             return
         led = _led_by_package_words(self.norm.tokens, self._name_or_unknown)
@@ -138,6 +140,7 @@ class _Finder:
         return self.programs is None or tok not in self.programs.english
 
     def candidate(self, word: str, i: int) -> None:
+        """An unknown word in a software slot ('with X'), unless it is English."""
         named = {name for name, _ in self.out.explicit} | set(self.out.excluded)
         if word in named or i in self.covered or word in FILLER:
             return
@@ -151,6 +154,7 @@ class _Finder:
             self.judge(i, lambda: self.out.candidates.append(word))
 
     def keep(self, i: int) -> None:
+        """Keep token ``i`` as a package named explicitly."""
         name = self.norm.tokens[i]
         if name in {n for n, _ in self.out.explicit}:
             return

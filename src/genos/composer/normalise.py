@@ -47,6 +47,13 @@ _SHORTHAND = (
     (re.compile(r"\s*&\s*"), " and "),
     (re.compile(r"(?<=[a-z0-9]{2})\+(?=[a-z])"), " + "),
     (re.compile(r"\bback(?:ing)? up\b"), "backup"),
+    # "windows 10 apps" are Windows programs (Wine), whatever the version.
+    (
+        re.compile(
+            r"\bwindows (?:\d+|xp|vista|me) (apps?|applications?|programs?|software|games?)\b"
+        ),
+        r"windows \1",
+    ),
 )
 
 

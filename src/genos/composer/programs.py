@@ -246,6 +246,7 @@ def _strings(doc: dict[str, Any], key: str) -> list[str]:
 
 
 def cache_path(release: str, arch: str) -> Path:
+    """Where what ``release``'s programs are for is cached."""
     return data_dir() / "catalog" / f"debian-{release}-main-{arch}.programs.json.gz"
 
 

@@ -123,6 +123,7 @@ class _Finder:
         self.out = Refusals()
 
     def first(self, patterns: tuple[str, ...]) -> str | None:
+        """The words of the first un-negated match, recorded as used."""
         found = _first(patterns, self.text, self.reading)
         if found is None:
             return None

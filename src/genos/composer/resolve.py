@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from genos.composer import tasks as tasks_mod
 from genos.composer.catalog import CatalogApp, Category
@@ -24,19 +24,9 @@ from genos.composer.entities import Entities
 from genos.composer.knowledge import Knowledge
 from genos.composer.result import Question, Violation
 from genos.composer.search import Hit
-from genos.composer.words import stem
 from genos.spec import App, Decision
 
 _MAX_TASK_APPS = 3
-_MIN_COVERAGE = 0.6
-# A task with one of these words needs the network whatever program does it.
-_NEEDS_NETWORK = re.compile(
-    r"\b(?:stream\w*|twitch|youtube|iptv|online|internet|web ?sites?|email\w*|e-mail|chat\w*|"
-    r"download\w*|upload\w*|sync\w*|cloud|remote\w*|server|ssh|video ?call\w*|voip|"
-    r"torrent\w*|rss|news ?feeds?|podcasts? subscriptions?)\b"
-)
-_FULL = 0.9
-_SURE = 0.8
 
 
 @dataclass
@@ -62,6 +52,12 @@ class Resolver:
         self._ids: set[str] = set()
         self._excluded: set[str] = set()
         self._task_only = False
+        self._defaults = {
+            app: cat.default
+            for cat in kb.catalog.categories.values()
+            if cat.default
+            for app in cat.options
+        }
 
     def run(self, ent: Entities, task_only: bool = False) -> Resolved:
         """Resolve ``ent``'s software.
@@ -244,17 +240,19 @@ class Resolver:
 
     def _task(self, task: tasks_mod.Task) -> int:
         """Software for one task phrase; returns how many apps it added."""
-        opened = self._format(task)
+        opened = tasks_mod.opens(task, self.kb.catalog)
         if opened is not None:
             word, cat = opened
             before = len(self.out.apps)
             self._category(cat, set(), word, why=f"To open '{word}' ('{task.quote}')")
             return len(self.out.apps) - before
-        choice = self._choose(task)
+        index = self.kb.tasks(self.release)
+        strict = self._task_only
+        choice = tasks_mod.pick(index, task, self._usable, self._defaults, strict=strict)
         if choice.pick is None:
             self.out.unresolved.append(task.quote)
             return 0
-        if _NEEDS_NETWORK.search(" ".join(choice.words)):
+        if tasks_mod.NEEDS_NETWORK.search(" ".join(choice.words)):
             self.out.needs_network.append(f"'{task.quote}'")
         why = f"For '{task.quote}'"
         if choice.options and not choice.by_default:
@@ -276,49 +274,6 @@ class Resolver:
         self._install(choice.pick, why)
         return 1
 
-    def _format(self, task: tasks_mod.Task) -> tuple[str, Category] | None:
-        """The category that opens the file format of a task that only views files
-        ("reading pdfs", "check an invoice pdf"); editing one is a task for the search."""
-        formats = self.kb.catalog.formats
-        viewing = any(stem(w) in tasks_mod.VIEW_STEMS for w in task.words)
-        if not viewing and not all(w in formats for w in task.words):
-            return None
-        for word in task.words:
-            cat = self.kb.catalog.categories.get(self.kb.catalog.formats.get(word, ""))
-            if cat is not None:
-                return word, cat
-        return None
-
-    def _choose(self, task: tasks_mod.Task) -> tasks_mod.Choice:
-        """The task's pick: from its whole phrase, else from the activity alone."""
-        index = self.kb.tasks(self.release)
-        if not index.knows(list(task.words), least=3 if self._task_only else 1):
-            return tasks_mod.Choice(None)
-        hits = [h for h in index.search(list(task.words), 12) if self._usable(h)]
-        choice = replace(tasks_mod.choose(hits, _MIN_COVERAGE, self._defaults), words=task.words)
-        if choice.pick is not None and choice.pick.coverage >= _SURE:
-            return choice
-        relevant = {h.doc.key for h in hits}
-        for head in task.heads:
-            # The activity alone ("edit photos" of "edit photos from my holiday", "pdf" of
-            # "open a weird pdf my bank sent"), if a program has all of its words and is
-            # among what the whole phrase finds.
-            found = [h for h in index.search(list(head), 12) if h.doc.key in relevant]
-            better = tasks_mod.choose(found, _FULL, self._defaults)
-            if better.pick is not None:
-                return replace(better, words=head)
-        return choice
-
-    @property
-    def _defaults(self) -> dict[str, str]:
-        """Catalog app id -> the default of its category."""
-        return {
-            app: cat.default
-            for cat in self.kb.catalog.categories.values()
-            if cat.default
-            for app in cat.options
-        }
-
     def _usable(self, hit: Hit) -> bool:
         doc = hit.doc
         if doc.app is not None:
@@ -331,8 +286,8 @@ class Resolver:
             return
         index = self.kb.index(self.release)
         summary = index.summary(hit.doc.package) if index is not None else ""
-        self._index_app(hit.doc.package, f"{why}: {hit.doc.package}, '{summary}' "
-                        f"(Debian {self.release}'s description).")  # fmt: skip
+        said = f"{why}: {hit.doc.package}, '{summary}' (Debian {self.release}'s description)."
+        self._index_app(hit.doc.package, said)
         if hit.doc.network:
             self.out.needs_network.append(hit.doc.package)
 
@@ -344,48 +299,42 @@ class Resolver:
             )
 
     def _name(self, word: str) -> None:
+        """A name that is no catalog phrase: a Debian package, a virtual one, or a question."""
         field_name = f"apps.{word}"
         index = self.kb.index(self.release)
         if index is None:
-            self.out.violations.append(
-                Violation(
-                    field_name,
-                    f"'{word}' is not in the catalog and Debian's package index is not "
-                    "cached; run `genos catalog update`",
-                )
+            why = (
+                f"'{word}' is not in the catalog and Debian's package index is not cached; "
+                "run `genos catalog update`"
             )
+            self.out.violations.append(Violation(field_name, why))
             return
         chosen = self.answers.get(field_name, word)
         if index.has(chosen):
-            self._index_app(chosen, f"'{word}' found in Debian {self.release}'s package "
-                            f"index: {index.summary(chosen)}")  # fmt: skip
+            said = f"'{word}' found in Debian {self.release}'s package index: "
+            self._index_app(chosen, said + index.summary(chosen))
             return
         providers = tuple(index.provides.get(chosen, ()))
         if len(providers) == 1:  # a virtual name only one real package provides
-            self._index_app(providers[0], f"'{word}' is provided by {providers[0]}: "
-                            f"{index.summary(providers[0])}")  # fmt: skip
+            said = f"'{word}' is provided by {providers[0]}: "
+            self._index_app(providers[0], said + index.summary(providers[0]))
             return
-        if providers:
-            self.out.questions.append(
-                Question(field_name, f"'{word}' is provided by several Debian packages.", providers)
-            )
-            self._index_app(providers[0], f"Draft pick for '{word}': {index.summary(providers[0])}")
+        question = f"'{word}' is provided by several Debian packages."
+        self._ask_name(field_name, word, providers or self._ranked(index.suggest(word)), question)
+
+    def _ask_name(
+        self, field_name: str, word: str, options: tuple[str, ...], question: str
+    ) -> None:
+        index = self.kb.index(self.release)
+        if not options or index is None:
+            why = f"no app or Debian package named '{word}' in Debian {self.release}"
+            self.out.violations.append(Violation(field_name, why))
             return
-        options = self._ranked(index.suggest(word))
-        if not options:
-            self.out.violations.append(
-                Violation(
-                    field_name, f"no app or Debian package named '{word}' in Debian {self.release}"
-                )
+        if not index.provides.get(word):
+            question = (
+                f"There is no app or Debian package named '{word}'. Did you mean one of these?"
             )
-            return
-        self.out.questions.append(
-            Question(
-                field_name,
-                f"There is no app or Debian package named '{word}'. Did you mean one of these?",
-                options,
-            )
-        )
+        self.out.questions.append(Question(field_name, question, options))
         self._index_app(options[0], f"Draft pick for '{word}': {index.summary(options[0])}")
 
     def _ranked(self, names: list[str]) -> tuple[str, ...]:

@@ -12,11 +12,13 @@ nothing. :func:`choose` turns a task's search hits into one app or a question.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from genos.composer.catalog import Catalog, Category
 from genos.composer.language import NEGATION_WORDS, Reading, Word
 from genos.composer.lexicon import ENV_NOUNS
-from genos.composer.search import Hit
+from genos.composer.search import Hit, TaskIndex
 from genos.composer.words import STOP, stem
 
 _GENERIC_HEAD = re.compile(
@@ -44,7 +46,7 @@ FILLER = frozenset(
     storage gb ways way direction directions fancy frills go going afterwards later
     first again sometimes often daily weekly usually mostly together boot booting launch
     launching reboot restart blank empty bare vanilla bit weird strange supposedly home
-    think guess suppose believe quiet calm cozy nice lovely
+    think guess suppose believe quiet calm cozy nice lovely short long few several various
     """.split()
 )
 _MAX_WORDS = 8
@@ -94,6 +96,7 @@ class Task:
     generic: bool
     listed: bool = False  # a short item of a list ("browser, email, office")
     heads: tuple[tuple[str, ...], ...] = ()  # the activity and its object, shortest last
+    said: tuple[str, ...] = ()  # every word of the phrase, stop words too ("open")
     another: bool = False  # a second activity of its clause ("... and edit the video")
     on_category: bool = False  # only the verb of a named category ("download torrents")
 
@@ -156,7 +159,8 @@ def _task(text: str, part: list[Word], taken: list[tuple[int, int]], short: bool
     names = tuple(w.text for w in words)
     kept = tuple(h for h in dict.fromkeys(_heads(part, words)) if h and h != names)
     listed = short and len(words) <= 2
-    return Task(names, quote, words[0].start, words[-1].end, generic, listed, kept)
+    said = tuple(w.text for w in part)
+    return Task(names, quote, words[0].start, words[-1].end, generic, listed, kept, said=said)
 
 
 def _activities(words: list[Word]) -> list[list[Word]]:
@@ -250,3 +254,77 @@ def choose(hits: list[Hit], min_coverage: float, defaults: dict[str, str]) -> Ch
     if len(close) >= 2:
         return Choice(top, close)
     return Choice(top)
+
+
+# A task with one of these words needs the network whatever program does it.
+NEEDS_NETWORK = re.compile(
+    r"\b(?:stream\w*|twitch|youtube|iptv|online|internet|web ?sites?|email\w*|e-mail|chat\w*|"
+    r"download\w*|upload\w*|sync\w*|cloud|remote\w*|server|ssh|video ?call\w*|voip|"
+    r"torrent\w*|rss|news ?feeds?|podcasts? subscriptions?)\b"
+)
+_MIN_COVERAGE = 0.6  # the least share of a phrase its pick must explain
+_SURE = 0.8  # above this the whole phrase's pick stands
+_FULL = 0.9  # what the activity alone must have of its own words
+
+
+def opens(task: Task, catalog: Catalog) -> tuple[str, Category] | None:
+    """The category that opens the file format of a task that only views files.
+
+    "reading pdfs" and "check an invoice pdf" ask for a pdf reader; editing,
+    converting or splitting a file is a task for the search.
+
+    Args:
+        task: the task phrase.
+        catalog: the catalog, with its ``formats``.
+
+    Returns:
+        The format word and the category, or None.
+    """
+    viewing = any(stem(w) in VIEW_STEMS for w in task.said)
+    only_files = all(w in catalog.formats or w in ("file", "files") for w in task.words)
+    if not (viewing or only_files):
+        return None
+    for word in task.words:
+        cat = catalog.categories.get(catalog.formats.get(word, ""))
+        if cat is not None:
+            return word, cat
+    return None
+
+
+def pick(
+    index: TaskIndex,
+    task: Task,
+    usable: Callable[[Hit], bool],
+    defaults: dict[str, str],
+    *,
+    strict: bool,
+) -> Choice:
+    """The software for a task phrase: from the whole phrase, else from its activity.
+
+    Args:
+        index: the release's task search.
+        task: the task phrase.
+        usable: whether a hit may be installed (not negated, not already there).
+        defaults: catalog app id -> the default of its category.
+        strict: the request is nothing but this task; its words must be ones
+            several programs use ("a box of chocolates" is no task).
+
+    Returns:
+        The choice, with the words that found it.
+    """
+    if not index.knows(list(task.words), least=3 if strict else 1):
+        return Choice(None)
+    hits = [h for h in index.search(list(task.words), 12) if usable(h)]
+    choice = replace(choose(hits, _MIN_COVERAGE, defaults), words=task.words)
+    if choice.pick is not None and choice.pick.coverage >= _SURE:
+        return choice
+    relevant = {h.doc.key for h in hits}
+    for head in task.heads:
+        # The activity alone ("edit photos" of "edit photos from my holiday", "pdf" of
+        # "open a weird pdf my bank sent"), if a program has all of its words and is
+        # among what the whole phrase finds.
+        found = [h for h in index.search(list(head), 12) if h.doc.key in relevant]
+        better = choose(found, _FULL, defaults)
+        if better.pick is not None:
+            return replace(better, words=head)
+    return choice

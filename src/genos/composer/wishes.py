@@ -65,6 +65,7 @@ _UNTRUSTED_WORK = re.compile(
 
 
 def display(x: Extractor) -> None:
+    """Protocol, resolution, window manager and headless wishes."""
     client = x.ent.remote_client or ""
     for value, pattern in PROTOCOLS.items():
         found = x.hit([pattern])
@@ -92,6 +93,7 @@ def display(x: Extractor) -> None:
 
 
 def isolation(x: Extractor) -> None:
+    """A tier asked for, and words that mark untrusted content."""
     for value, pattern in TIERS.items():
         found = x.hit([pattern])
         if found:
@@ -111,6 +113,7 @@ def isolation(x: Extractor) -> None:
 
 
 def persistence(x: Extractor) -> None:
+    """Keep files or keep nothing; a negated keep asks for nothing kept."""
     keep = x.hit(PERSIST)
     if keep:
         x.ent.persist = keep.group(0)
@@ -138,6 +141,7 @@ def persistence(x: Extractor) -> None:
 
 
 def policy(x: Extractor) -> None:
+    """Clipboard, file transfer and recording wishes."""
     for found in _CLIPBOARD.finditer(x.text):
         lo, hi = x.reading.clause_of(found.start())
         tail = _CLIP_TAIL.match(x.text, found.end())

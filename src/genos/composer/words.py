@@ -81,22 +81,27 @@ def stem(word: str) -> str:
         return w[:-1]  # "mp3s", "mp4s"
     if len(w) <= 3 or not w.isalpha():
         return w
-    if w.endswith("sses"):
-        w = w[:-2]
-    elif w.endswith("ies") and len(w) > 4:
-        w = w[:-3] + "i"
-    elif w.endswith("s") and not w.endswith(("ss", "us", "is")):
-        w = w[:-1]
+    w = _plural(w)
     if len(w) > 3 and w[-1] == "y" and w[-2] not in "aeiou":
         w = w[:-1] + "i"
-    for suffix in _SUFFIXES:
-        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
-            w = w[: -len(suffix)]
-            break
+    cut = next((s for s in _SUFFIXES if w.endswith(s) and len(w) - len(s) >= 3), "")
+    w = w[: len(w) - len(cut)]
     if len(w) > 3 and w[-1] == w[-2] and w[-1] not in "lsz":
         w = w[:-1]
     if w.endswith("e") and (len(w) > 4 or (len(w) == 4 and w not in _KEEP_E)):
-        w = w[:-1]
+        w, cut = w[:-1], cut or "e"
+    if cut and w.endswith("at") and len(w) > 4:
+        w = w[:-2]  # "animated", "animate" -> "anim", as "animation" is
+    return w
+
+
+def _plural(w: str) -> str:
+    if w.endswith("sses"):
+        return w[:-2]
+    if w.endswith("ies") and len(w) > 4:
+        return w[:-3] + "i"
+    if w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        return w[:-1]
     return w
 
 
