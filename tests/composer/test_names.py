@@ -46,7 +46,7 @@ def test_the_rationale_quotes_the_package_words(kb: Knowledge, host: HostLimits)
     """'the package X' is quoted as the user wrote it."""
     result = compose("firefox plus the package fonts-noto-color-emoji", knowledge=kb, host=host)
     assert rationale(result, "apps.fonts-noto-color-emoji").startswith(
-        "You named 'the package fonts-noto-color-emoji': installed as named."
+        "You named 'the package fonts-noto-color-emoji': installed as named ("
     )
 
 

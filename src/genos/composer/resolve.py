@@ -78,7 +78,8 @@ class Resolver:
         for name, words in ent.explicit:
             index = self.kb.index(self.release)
             summary = index.summary(name) if index is not None else ""
-            self._index_app(name, f"You named '{words}': installed as named. {summary}")
+            what = f" ({summary})" if summary else ""
+            self._index_app(name, f"You named '{words}': installed as named{what}.")
         for word in ent.candidates:
             self._name(word)
         self._remote(ent)
@@ -88,8 +89,10 @@ class Resolver:
         return self.out
 
     def _quote(self, phrase: str, ent: Entities) -> str:
+        """The words as typed, and as read when a slip was corrected: "'fierfox' (read as
+        'firefox')"."""
         typed = " ".join(ent.corrections.get(w, w) for w in phrase.split())
-        return phrase if typed == phrase else f"{typed}' (read as '{phrase}"
+        return f"'{phrase}'" if typed == phrase else f"'{typed}' (read as '{phrase}')"
 
     def _implied(self, ent: Entities) -> None:
         # "an anonymous browsing session": Tor browsing with no browser named
@@ -176,7 +179,7 @@ class Resolver:
 
     def _app(self, app: CatalogApp, phrase: str) -> None:
         if not app.unavailable:
-            self._add(app, f"'{phrase}' is {app.name} in Debian {self.release}.")
+            self._add(app, f"{phrase} is {app.name} in Debian {self.release}.")
             return
         field_name = f"apps.{app.id}"
         options = tuple(
@@ -189,14 +192,14 @@ class Resolver:
             self.out.questions.append(
                 Question(
                     field_name,
-                    f"'{phrase}': {app.unavailable}. Which app should stand in for it?",
+                    f"{phrase}: {app.unavailable}. Which app should stand in for it?",
                     options,
                 )
             )
             choice = options[0] if options else None
         if choice:
             alt = self.kb.catalog.apps[choice]
-            self._add(alt, f"'{phrase}': {app.unavailable}; {alt.name} stands in for it.")
+            self._add(alt, f"{phrase}: {app.unavailable}; {alt.name} stands in for it.")
 
     def _category(self, cat: Category, mentioned: set[str], phrase: str, why: str = "") -> None:
         if mentioned & set(cat.options) or any(
