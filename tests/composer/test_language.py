@@ -89,3 +89,18 @@ def test_clauses_split_at_marks_contrast_and_new_subjects() -> None:
         "it should be offline",
         "keep my files",
     ]
+
+
+def test_an_and_after_a_negated_app_makes_the_scope_unsure() -> None:
+    """Apps reached through 'and' are unsure; policy words reached so are simply negated."""
+    apps = reading("firefox, not chromium and gimp")
+    start = apps.text.index("gimp")
+    scope = apps.negated(start, start + 4)
+    assert scope is not None
+    assert scope.unsure(start) is True
+    assert scope.unsure(apps.text.index("chromium")) is False
+    policy = reading("no internet and clipboard")
+    start = policy.text.index("clipboard")
+    scope = policy.negated(start, start + 9)
+    assert scope is not None
+    assert scope.unsure(start) is False

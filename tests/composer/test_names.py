@@ -104,3 +104,26 @@ def test_a_negated_suite_rules_out_its_parts(kb: Knowledge, host: HostLimits) ->
     got = packages(compose("a spreadsheet, but i hate libreoffice", knowledge=kb, host=host))
     assert [p for p in got if p.startswith("libreoffice")] == []
     assert "gnumeric" in got
+
+
+def test_an_app_negated_only_through_and_is_asked_about(kb: Knowledge, host: HostLimits) -> None:
+    """'not chromium and gimp' may want gimp: it is left out of the draft and asked about."""
+    asked = compose("firefox, not chromium and gimp", knowledge=kb, host=host)
+    assert isinstance(asked, Clarification)
+    assert [(q.field, q.options) for q in asked.questions] == [
+        ("apps.gimp", ("leave-out", "install"))
+    ]
+    assert "'not chromium and gimp'" in asked.questions[0].question
+    assert asked.draft.packages == ["firefox-esr"]
+    kept = compose(
+        "firefox, not chromium and gimp", answers={"apps.gimp": "install"}, knowledge=kb, host=host
+    )
+    left = compose(
+        "firefox, not chromium and gimp",
+        answers={"apps.gimp": "leave-out"},
+        knowledge=kb,
+        host=host,
+    )
+    assert isinstance(kept, Composed)
+    assert isinstance(left, Composed)
+    assert (kept.spec.packages, left.spec.packages) == (["firefox-esr", "gimp"], ["firefox-esr"])

@@ -26,6 +26,7 @@ class Entities:
     candidates: list[str] = field(default_factory=list)
     explicit: list[tuple[str, str]] = field(default_factory=list)
     excluded: dict[str, str] = field(default_factory=dict)
+    unsure: dict[str, str] = field(default_factory=dict)
     category_spans: list[tuple[int, int]] = field(default_factory=list)
     tasks: list[tasks.Task] = field(default_factory=list)
     corrections: dict[str, str] = field(default_factory=dict)

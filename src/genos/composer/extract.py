@@ -174,6 +174,7 @@ def _software(x: Extractor, kb: Knowledge) -> None:
     found = mentions.find(x.norm, x.reading, sources, blanked=x.blanked, taken=list(x.ent.taken))
     x.ent.apps, x.ent.candidates = found.apps, found.candidates
     x.ent.explicit, x.ent.excluded = found.explicit, found.excluded
+    x.ent.unsure = found.unsure
     x.ent.remote_client = found.remote_client
     x.ent.category_spans = found.category_spans
     x.ent.taken += found.spans

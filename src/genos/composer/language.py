@@ -50,6 +50,12 @@ class Scope:
     start: int
     end: int
     after: bool = False  # a post trigger ("internet not needed"): it ends the scope
+    joined: int = -1  # where an item joined by "and" starts: "not chromium and gimp"
+
+    def unsure(self, start: int) -> bool:
+        """Whether a mention at ``start`` is covered only through an "and" (ask, do not
+        guess: "firefox, not chromium and gimp" may want gimp)."""
+        return 0 <= self.joined <= start
 
     def covers(self, start: int, end: int) -> bool:
         """Whether a mention at ``start``..``end`` begins inside this scope."""
@@ -163,7 +169,7 @@ def _pre_scopes(words: tuple[Word, ...], pseudo: set[int]) -> list[Scope]:
         first = i
         if i > 0 and words[i - 1].text in tr.AUX and not words[i - 1].punct:
             first = i - 1  # quote "should not", not just "not"
-        end = _scope_end(words, i + n)
+        end, joined = _scope_end(words, i + n)
         if end > i + n:
             out.append(
                 Scope(
@@ -171,15 +177,18 @@ def _pre_scopes(words: tuple[Word, ...], pseudo: set[int]) -> list[Scope]:
                     words[first].start,
                     words[i + n].start,
                     words[end - 1].end,
+                    joined=words[joined].start if 0 <= joined < len(words) else -1,
                 )
             )
         i += n
     return out
 
 
-def _scope_end(words: tuple[Word, ...], start: int) -> int:
-    """Index after the last word a trigger ending at ``start`` covers."""
+def _scope_end(words: tuple[Word, ...], start: int) -> tuple[int, int]:
+    """Index after the last word a trigger ending at ``start`` covers, and the index
+    of the first item it reaches through an "and" of apps (-1 when none)."""
     head_policy = False
+    joined = -1
     j = start
     while j < len(words) and j - start < _WIDTH:
         word = words[j]
@@ -193,13 +202,15 @@ def _scope_end(words: tuple[Word, ...], start: int) -> int:
             listed = word.text != "," or _list_ends(words, j)
             if not listed or not _continues(words, j + 1, head_policy):
                 break
+            if word.text == "and" and not head_policy and joined < 0:
+                joined = j + 1  # negating more of the policy is safe; more apps, unsure
             j += 1
             continue
         if word.punct or (word.text in tr.ENDS and j > start):
             break
         head_policy = head_policy or word.text in tr.POLICY_WORDS
         j += 1
-    return j
+    return j, joined
 
 
 def _list_ends(words: tuple[Word, ...], j: int) -> bool:

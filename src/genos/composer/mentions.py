@@ -40,6 +40,7 @@ class Mentions:
 
     apps: list[Match] = field(default_factory=list)
     excluded: dict[str, str] = field(default_factory=dict)  # app/category id or package
+    unsure: dict[str, str] = field(default_factory=dict)  # excluded only through an "and"
     explicit: list[tuple[str, str]] = field(default_factory=list)  # (package, words)
     candidates: list[str] = field(default_factory=list)
     remote_client: str | None = None
@@ -109,7 +110,10 @@ class _Finder:
         self.out.spans.append((start, end))
         scope = self.reading.negated(start, end)
         if scope is not None:
-            self.out.excluded.setdefault(match.id, scope.quote(self.norm.text, start, end))
+            quote = scope.quote(self.norm.text, start, end)
+            self.out.excluded.setdefault(match.id, quote)
+            if scope.unsure(start) and match.kind == "app":
+                self.out.unsure.setdefault(match.id, quote)
         else:
             self.out.apps.append(match)
             if match.kind == "category":

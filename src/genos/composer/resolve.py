@@ -68,7 +68,7 @@ class Resolver:
                 ones several programs use ("a box of chocolates" is no task).
         """
         self._task_only = task_only
-        self._excluded = set(ent.excluded)
+        self._excluded = set(ent.excluded) - self._unsure(ent)
         mentioned = {m.id for m in ent.apps if m.kind == "app"}
         for match in ent.apps:
             if match.kind == "app":
@@ -87,6 +87,23 @@ class Resolver:
         self._tasks(ent)
         self._note_excluded(ent)
         return self.out
+
+    def _unsure(self, ent: Entities) -> set[str]:
+        """Apps negated only through an "and" ("not chromium and gimp"): left out in the
+        draft and asked about; the ones answered 'install' are installed."""
+        wanted = set()
+        for ident, words in ent.unsure.items():
+            field_name = f"apps.{ident}"
+            answer = self.answers.get(field_name)
+            if answer in ("install", "leave-out"):
+                wanted.update([ident] if answer == "install" else [])
+                continue
+            name = self.kb.catalog.apps[ident].name
+            question = f"'{words}': should {name} be left out too?"
+            self.out.questions.append(Question(field_name, question, ("leave-out", "install")))
+        for ident in wanted:
+            self._app(self.kb.catalog.apps[ident], f"'{ent.unsure[ident]}'")
+        return wanted
 
     def _quote(self, phrase: str, ent: Entities) -> str:
         """The words as typed, and as read when a slip was corrected: "'fierfox' (read as
