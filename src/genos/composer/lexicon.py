@@ -90,6 +90,8 @@ BROWSE_WEB = (
     r"\bweb browsing\b",
     r"\bvisit\w* (?:web)?sites?\b",
     r"\b(?:go|get) online\b",
+    r"\b(?:see|watch|visit|open|use|check)\w* (?:youtube|netflix|facebook|gmail|twitter|instagram|"
+    r"reddit|wikipedia|tiktok)\b",
     r"\bbrows(?:e|ing)\b(?!\s+(?:the |my |some |through |local )?(?:files?|folders?|photos|"
     r"pictures|images|code|documents|books|music|archives?|database|directories)\b)",
 )

@@ -50,6 +50,7 @@ _HOST_DEVICES = (
     r"\bpass\w*\s+(?:my |the |a )?(?:gpu|graphics card|video card|pci device)s?\b",
     r"\b(?:host|server)'?s?\s+(?:usb|gpu|devices?|webcam|camera|sound card|serial ports?)\b",
     r"\b(?:with|needs?|using|on) (?:a |the |my )?(?:gpu|cuda|nvidia (?:gpu|card))\b",
+    r"\b(?:my|the|a|host'?s?|server'?s?) (?:gpu|graphics card|video card|nvidia (?:gpu|card))s?\b",
 )
 _USER_DEVICES = (
     r"\b(?:my|our)\s+(?:own\s+)?(usb(?: stick| drive| key| flash drive| device)?|flash drive|"

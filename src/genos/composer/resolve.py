@@ -122,14 +122,13 @@ class Resolver:
             if i in self.kb.catalog.apps
         )
         browsing = "brows" in tor_said or ent.browse_web is not None or "web" in tor_said
-        if (
-            tor_said
-            and browsing
-            and tor_browser
-            and not has_browser
-            and "browser" not in ent.excluded
-        ):
+        if has_browser or "browser" in ent.excluded:
+            return
+        if tor_said and browsing and tor_browser:
             self._add(tor_browser, f"'{tor_said}' with no browser named: Tor Browser.")
+        elif ent.browse_web and not tor_said and "browser" in self.kb.catalog.categories:
+            # "just browse a bit": browsing needs a browser, and which one is asked.
+            self._category(self.kb.catalog.categories["browser"], set(), ent.browse_web)
 
     def _remote(self, ent: Entities) -> None:
         cat = self.kb.catalog.categories.get("remote-desktop-client")
@@ -224,9 +223,9 @@ class Resolver:
         ):
             return  # "firefox browser": the app already answers the category
         options = tuple(o for o in cat.options if not self._excluded_app(self.kb.catalog.apps[o]))
-        if not options:
-            return
         field_name = f"apps.{cat.id}"
+        if not options or any(q.field == field_name for q in self.out.questions):
+            return  # "a dictionary and thesaurus": one question for the category
         choice = self._answer(field_name, options)
         lead = why or f"For '{phrase}'"
         if choice is not None:

@@ -47,13 +47,18 @@ FILLER = frozenset(
     first again sometimes often daily weekly usually mostly together boot booting launch
     launching reboot restart blank empty bare vanilla bit weird strange supposedly home
     think guess suppose believe quiet calm cozy nice lovely short long few several various
+    turn works matter matters probably definitely full entire whole plus dev wrote written
+    made
     """.split()
 )
 _MAX_WORDS = 8
-_VERB_GAP = re.compile(r"\s*(?:(?:a|an|the|my|our|some|his|her|their|your)\s+)*")
+_VERB_GAP = re.compile(
+    r"\s*(?:(?:a|an|the|my|our|some|his|her|their|your|in|into|on|to|with|up|out)\s+)*"
+)
 _DETERMINERS = frozenset(
     "a an the my our your his her their some this that these those it them".split()
 )
+_PURPOSE_GAP = re.compile(r"\s*(?:for|to)\s+(?:(?:a|an|the|my|our|some|your)\s+)*")
 _PREPOSITIONS = frozenset("of from for about with in at on during before after into like".split())
 # Verbs that only open a file: with a format word they ask for its viewer.
 VIEW_VERBS = frozenset(
@@ -76,7 +81,9 @@ TASK_VERBS = frozenset(
 _BRINGS_ITS_OWN = frozenset(
     """
     test testing try trying run running check checking open opening look see use do work
-    play review inspect handle view examine experiment experiments
+    play review inspect handle view examine experiment experiments analyse analyze
+    analysing analyzing analysis investigate investigating study studying detonate
+    extension extensions plugin plugins addon addons add-on add-ons service services
     script scripts file files code program binary binaries attachment attachments link
     links document documents sample samples project projects idea ideas it this that
     shell command commands thing things url urls tutorial course
@@ -98,7 +105,7 @@ class Task:
     heads: tuple[tuple[str, ...], ...] = ()  # the activity and its object, shortest last
     said: tuple[str, ...] = ()  # every word of the phrase, stop words too ("open")
     another: bool = False  # a second activity of its clause ("... and edit the video")
-    on_category: bool = False  # only the verb of a named category ("download torrents")
+    on_category: bool = False  # only qualifies a named category ("download torrents")
 
     @property
     def asked(self) -> bool:
@@ -121,9 +128,12 @@ def on_categories(text: str, found: list[Task], categories: list[tuple[int, int]
 
 
 def _verb_of(text: str, task: Task, categories: list[tuple[int, int]]) -> bool:
+    """The task is the verb of a category after it ("download torrents"), or the purpose
+    of one before it ("a dictionary and thesaurus for writing")."""
     return any(
-        start >= task.end and _VERB_GAP.fullmatch(text[task.end : start]) is not None
-        for start, _ in categories
+        (start >= task.end and _VERB_GAP.fullmatch(text[task.end : start]) is not None)
+        or (end <= task.start and _PURPOSE_GAP.fullmatch(text[end : task.start]) is not None)
+        for start, end in categories
     )
 
 
@@ -165,16 +175,24 @@ def _task(text: str, part: list[Word], taken: list[tuple[int, int]], short: bool
 
 def _activities(words: list[Word]) -> list[list[Word]]:
     """Split a clause at "and"/"then" before a second activity ("record my screen and edit
-    the video"), not inside one ("merge and split pdf files")."""
+    the video"), not inside one ("merge and split pdf files", "write and run code")."""
     parts: list[list[Word]] = [[]]
     for i, word in enumerate(words):
         nxt = words[i + 1].text if i + 1 < len(words) else ""
-        left = [w for w in parts[-1] if w.text not in _DETERMINERS]
-        if word.text in ("and", "then") and nxt in TASK_VERBS and len(left) >= 2:
+        if word.text in ("and", "then") and nxt in TASK_VERBS and _has_object(parts[-1]):
             parts.append([])
             continue
         parts[-1].append(word)
     return [p for p in parts if p]
+
+
+def _has_object(part: list[Word]) -> bool:
+    """Whether an activity is complete: its verb has an object ("record my screen")."""
+    left = [w.text for w in part if w.text not in _DETERMINERS]
+    verb = next((i for i, w in enumerate(left) if w in TASK_VERBS), None)
+    if verb is None:
+        return len(left) >= 2
+    return len(left) > verb + 1
 
 
 def _heads(part: list[Word], words: list[Word]) -> list[tuple[str, ...]]:

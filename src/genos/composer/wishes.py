@@ -100,6 +100,7 @@ def isolation(x: Extractor) -> None:
             x.ent.tier = value
             x.ent.take(found.span(), "tier", found.group(0))
             break
+    x.take_all(tuple(TIERS.values()))  # "a vm ... to test a kernel module": both are taken
     hint = x.hit(TIER_HINTS)
     if hint:
         x.ent.tier_hint = hint.group(0)

@@ -70,6 +70,10 @@ _EVERYDAY = {
     "zip": "archive", "rar": "archive", "7z": "archive", "tarball": "archive",
     "pcap": "packet capture", "stream": "streaming broadcast", "streaming": "broadcast live",
     "twitch": "streaming", "iptv": "tv streaming", "resize": "image scale", "drum": "drums",
+    "colour": "color", "colours": "color", "table": "spreadsheet", "tables": "spreadsheet",
+    "german": "language", "french": "language", "spanish": "language", "italian": "language",
+    "japanese": "language", "chinese": "language", "russian": "language", "english": "language",
+    "website": "web html", "websites": "web html", "webpage": "web html",
 }  # fmt: skip
 
 
