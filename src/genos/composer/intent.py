@@ -35,7 +35,8 @@ _REQUEST_FRAME = re.compile(
     r"could i (?:get|have|use)|can you (?:give|set|make|create|spin|start|build|prepare|"
     r"provision|get|launch)|could you (?:give|set|make|create|spin|start|build|prepare|"
     r"provision|get|launch)|is it possible to (?:get|have|run|use|open)|set me up|spin up|"
-    r"how (?:can|do|could) i (?:get|have|run|use|browse|open|edit|watch|play))\b"
+    r"how (?:can|do|could) i (?:get|have|run|use|browse|open|edit|watch|play)|"
+    r"do you have|have you got)\b"
 )
 _ASK = r"(?:please |can you |could you )?"
 _KINDS = (
@@ -74,7 +75,8 @@ _KINDS = (
         "question",
         r"^(?:what|what's|whats|who|whom|whose|when|where|why|which|how)\b|"
         r"^(?:is|are|does|do|did|was|were|will|should) (?:it|there|this|that|a|an|the|linux|"
-        r"windows|debian|firefox|my|your|you)\b.*(?:\?|better|worse|difference|than)",
+        r"windows|debian|firefox|my|your|you)\b.*(?:\?|better|worse|difference|than)|"
+        r"^(?:is|are|does|did|was|were|has|have)\b[^?]*\?\s*$",
         "this reads as a question, not a request for a computer",
     ),
     (

@@ -23,7 +23,7 @@ from genos.composer.catalog import CatalogApp, Category
 from genos.composer.entities import Entities
 from genos.composer.knowledge import Knowledge
 from genos.composer.result import Question, Violation
-from genos.composer.search import Hit
+from genos.composer.search import Hit, networked
 from genos.spec import App, Decision
 
 _MAX_TASK_APPS = 3
@@ -307,8 +307,6 @@ class Resolver:
         summary = index.summary(hit.doc.package) if index is not None else ""
         said = f"{why}: {hit.doc.package}, '{summary}' (Debian {self.release}'s description)."
         self._index_app(hit.doc.package, said)
-        if hit.doc.network:
-            self.out.needs_network.append(hit.doc.package)
 
     def _note_excluded(self, ent: Entities) -> None:
         for name, words in ent.excluded.items():
@@ -370,6 +368,10 @@ class Resolver:
         self._ids.add(name)
         self.out.apps.append(App(name=name, packages=[name], source="index"))
         self.out.decisions.append(Decision(field=f"apps.{name}", value=name, rationale=rationale))
+        found = self.kb.programs(self.release)
+        program = found.programs.get(name) if found is not None else None
+        if program is not None and networked(program):
+            self.out.needs_network.append(name)  # a mail or chat client, by its debtags
 
     def _answer(self, field_name: str, options: tuple[str, ...]) -> str | None:
         given = self.answers.get(field_name)

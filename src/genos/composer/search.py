@@ -45,7 +45,6 @@ class Doc:
     package: str
     app: CatalogApp | None
     prior: float
-    network: bool
 
 
 @dataclass(frozen=True)
@@ -104,14 +103,14 @@ class TaskIndex:
                     _add(bag, phrases, 2.0)
                     self.vocabulary.update(dict.fromkeys(terms(phrases), 3))
             prior = 2.0 * (_program_prior(program) if program is not None else 1.5)
-            self.docs.append(Doc(f"app:{app.id}", main, app, prior, app.network))
+            self.docs.append(Doc(f"app:{app.id}", main, app, prior))
             bags.append(bag)
         for program in found.values():
             self.vocabulary.update(set(terms(_strong_text(program))))
         for name, program in found.items():
             if name in absorbed:
                 continue
-            self.docs.append(Doc(name, name, None, _program_prior(program), _networked(program)))
+            self.docs.append(Doc(name, name, None, _program_prior(program)))
             bags.append(_program_bag(program))
         return bags
 
@@ -223,5 +222,6 @@ def _program_prior(p: Program) -> float:
     )
 
 
-def _networked(p: Program) -> bool:
+def networked(p: Program) -> bool:
+    """Whether the archive's debtags say the program works over the network."""
     return any(t.startswith(_NETWORK_TAGS) for t in p.tags)
