@@ -66,6 +66,10 @@ class Resolver:
             ent: the request's entities.
             task_only: the request names nothing but a task; its words must then be
                 ones several programs use ("a box of chocolates" is no task).
+
+        Returns:
+            The apps, what needs the network or a stronger tier, questions,
+            violations, decisions, and the task phrases nothing fits.
         """
         self._task_only = task_only
         self._excluded = set(ent.excluded) - self._unsure(ent)

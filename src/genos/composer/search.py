@@ -137,7 +137,7 @@ class TaskIndex:
             word counts 0.6 when the document has only what it stands for).
         """
         query = expand(terms(" ".join(words)), lambda t: t in self._idf)
-        sources = {src for _, _, src in query}
+        sources = sorted({src for _, _, src in query})  # sorted: sums in one order, one result
         known = [self._idf[s] for s in sources if s in self._idf]
         average = sum(known) / len(known) if known else 1.0
         # A word the archive never uses counts against coverage (as an average word):
