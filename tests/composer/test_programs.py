@@ -129,7 +129,7 @@ def test_cache_round_trip(
     assert loaded.programs == built.programs
     assert loaded.words_df == built.words_df
     assert programs.cache_path("bookworm", "amd64").name == (
-        "debian-bookworm-main-amd64.programs.json.gz"
+        f"debian-bookworm-main-amd64.programs-{programs.FORMAT}.json.gz"
     )
 
 

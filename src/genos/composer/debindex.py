@@ -133,9 +133,16 @@ def load(release: str, arch: str | None = None) -> PackageIndex:
 
 
 def age_seconds(release: str, arch: str | None = None) -> float | None:
-    """Seconds since the cached index was written, or None if there is none."""
+    """Seconds since the cached index was written, or None if there is none.
+
+    An index cached without what its programs are for (by an older GenOS, or
+    in another format) counts as none, so ``--if-older-than`` fetches it again.
+    """
+    arch = arch or host_arch()
     try:
-        return time.time() - cache_path(release, arch or host_arch()).stat().st_mtime
+        if not programs.cache_path(release, arch).exists():
+            return None
+        return time.time() - cache_path(release, arch).stat().st_mtime
     except FileNotFoundError:
         return None
 

@@ -246,8 +246,9 @@ def _strings(doc: dict[str, Any], key: str) -> list[str]:
 
 
 def cache_path(release: str, arch: str) -> Path:
-    """Where what ``release``'s programs are for is cached."""
-    return data_dir() / "catalog" / f"debian-{release}-main-{arch}.programs.json.gz"
+    """Where what ``release``'s programs are for is cached (the name carries the format,
+    so a cache of another format reads as missing)."""
+    return data_dir() / "catalog" / f"debian-{release}-main-{arch}.programs-{FORMAT}.json.gz"
 
 
 def store(index: ProgramIndex, arch: str) -> None:
