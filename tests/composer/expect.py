@@ -1,9 +1,17 @@
 """Check a composer result against an ``expect`` record of a prompt set.
 
 The record format is the one of ``shared/composer/dev-prompts.jsonl``:
-``outcome`` (``spec``, ``clarify``, ``reject``, ``error`` or two joined by
+``outcome`` (``spec``, ``clarify``, ``reject``, ``error`` or several joined by
 ``_or_``) and optional field checks. Field checks read the spec, or for a
-clarification its draft.
+clarification its draft. Beyond the shared set's fields:
+
+- ``network_not``: network modes the answer must not have ("never internet");
+- ``packages_none``: packages that must not be installed (a negated app);
+- ``apps_max``: at most this many apps (nothing added that was not asked for);
+- ``says``: words that must appear, case-insensitive, in what the answer tells
+  the user (rationales and questions, or the reasons of a rejection);
+- ``known_miss``: why the composer gets this one wrong today (the test is a
+  strict xfail and the benchmark counts it as a miss).
 """
 
 from __future__ import annotations
@@ -33,14 +41,26 @@ def problems(expect: dict[str, Any], outcome: str, data: dict[str, Any] | None) 
     if data is None:
         return []
     spec = data["spec"]
+    told = _told(data)
+    missing = [w for w in expect.get("says", []) if w.lower() not in told]
+    said = [f"the answer does not say {missing}: {told[:300]}"] if missing else []
     if outcome == "reject":
         fields = {v["field"] for v in data["violations"]}
         want = expect.get("violation_fields_any")
         if want and not fields & set(want):
-            return [f"violation fields {sorted(fields)} share none of {want}"]
-        return []
+            return [f"violation fields {sorted(fields)} share none of {want}", *said]
+        return said
     assert spec is not None
-    return _spec_problems(expect, spec) + _clarify_problems(expect, data)
+    return _spec_problems(expect, spec) + _clarify_problems(expect, data) + said
+
+
+def _told(data: dict[str, Any]) -> str:
+    """Everything the answer says to the user, lower-cased."""
+    parts = [v["reason"] for v in data["violations"]]
+    parts += [q["question"] for q in data["clarifications"]]
+    if data["spec"] is not None:
+        parts += [d["rationale"] for d in data["spec"]["provenance"]["decisions"]]
+    return " | ".join(parts).lower()
 
 
 def _spec_problems(expect: dict[str, Any], spec: dict[str, Any]) -> list[str]:
@@ -67,12 +87,27 @@ def _spec_problems(expect: dict[str, Any], spec: dict[str, Any]) -> list[str]:
             out.append(f"{key}: expected {expect[key]!r}, got {got!r}")
     if "tier_in" in expect and spec["tier"] not in expect["tier_in"]:
         out.append(f"tier {spec['tier']} not in {expect['tier_in']}")
+    return out + _package_problems(expect, spec) + _display_problems(expect, spec)
+
+
+def _package_problems(expect: dict[str, Any], spec: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     for group in expect.get("packages_all", []):
         if not set(group) & set(spec["packages"]):
             out.append(f"none of {group} in packages {spec['packages']}")
     for name in expect.get("packages_none", []):
         if name in spec["packages"]:
             out.append(f"{name} should not be in packages {spec['packages']}")
+    if "network_not" in expect and spec["network"]["mode"] in expect["network_not"]:
+        out.append(f"network {spec['network']['mode']} is one of {expect['network_not']}")
+    if "apps_max" in expect and len(spec["apps"]) > expect["apps_max"]:
+        names = [a["name"] for a in spec["apps"]]
+        out.append(f"{len(names)} apps {names}, at most {expect['apps_max']} expected")
+    return out
+
+
+def _display_problems(expect: dict[str, Any], spec: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     if "resolution" in expect:
         res = spec["display"]["resolution"]
         if f"{res['width']}x{res['height']}" != expect["resolution"]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from genos.composer import debindex
+from genos.composer import debindex, programs
 from genos.errors import CatalogError, IndexFetchError
 
 PACKAGES = """\
@@ -130,3 +130,13 @@ def test_mirror_comes_from_apt_sources_without_override(monkeypatch: pytest.Monk
     assert debindex.mirror().endswith("/debian")
     monkeypatch.setenv("GENOS_DEBIAN_MIRROR", "http://127.0.0.1:1/debian/")
     assert debindex.mirror() == "http://127.0.0.1:1/debian"
+
+
+def test_an_index_without_program_data_counts_as_stale(data_dir: Path) -> None:
+    """A package index cached without what its programs are for has no age: update it."""
+    debindex._store(debindex.parse(PACKAGES, "trixie", "amd64"))
+    assert debindex.age_seconds("trixie", "amd64") is None
+    programs.store(programs.build(PACKAGES, release="trixie"), "amd64")
+    age = debindex.age_seconds("trixie", "amd64")
+    assert age is not None
+    assert 0 <= age < 60

@@ -109,7 +109,7 @@ def test_output_outside_the_schema_falls_back_to_rules(
     result = compose_with_model("firefox please", config, knowledge=kb, host=host)
     assert isinstance(result, Composed)
     assert result.spec.packages == ["firefox-esr"]
-    assert result.spec.provenance.composer == "genos-rules/1"
+    assert result.spec.provenance.composer == "genos-rules/2"
     assert result.spec.provenance.decisions[-1].field == "composer"
     assert "model failed" in result.spec.provenance.decisions[-1].rationale
 

@@ -2,16 +2,23 @@
 
 Layout, in pipeline order:
 
-- ``normalise``: refuse non-text, fold spelling, tokens.
-- ``intent``: is it a request for an environment; does it ask for the host.
-- ``lexicon`` + ``extract``: which words mean which wish (OS, apps, network,
-  resources, durations, protocol, isolation, persistence, policy).
-- ``matcher``: catalog phrases in the token stream, unknown names in app slots.
+- ``normalise``: refuse non-text, fold spelling, tokens; ``spelling``: read
+  "libreofice" as LibreOffice.
+- ``language`` (+ ``triggers``): clauses, negation and its scope, hedges.
+- ``extract`` (+ ``entities``, ``mentions``, ``network``, ``wishes``,
+  ``refusals``, ``tasks``): which words mean which wish, judged in place (a
+  negated mention asks for nothing or the opposite); what nobody took is the
+  request's task.
+- ``intent``: a request for a computer, or what the text is instead.
+- ``lexicon``: the tables of words; ``matcher``: catalog phrases in the tokens.
 - ``catalog`` (curated apps, ``data/catalog.yaml``) + ``debindex`` (Debian's
-  real package index) = ``knowledge``.
-- ``resolve``: app mentions -> Debian packages, questions, suggestions.
+  package index) + ``programs`` (what the archive says its programs are for)
+  + ``wordlist`` (Debian's English words) = ``knowledge``; ``search`` (+
+  ``words``): task phrases -> ranked programs.
+- ``resolve``: named software, tasks -> Debian packages, questions, suggestions.
 - ``decide``: spec sections with a rationale per decision, conflicts.
-- ``pipeline``: :func:`compose`, the whole path; ``result``: the three outcomes.
+- ``pipeline``: :func:`compose`, the whole path; ``result``: the three outcomes;
+  ``model``: the optional model backend, through the same validator.
 """
 
 from genos.composer.knowledge import HostLimits, Knowledge

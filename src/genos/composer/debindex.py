@@ -5,6 +5,10 @@
 ``GENOS_DEBIAN_MIRROR``), checks InRelease's signature with ``gpgv`` against
 Debian's archive keyring and the Packages file against InRelease's SHA256,
 and keeps a compact copy (name -> version, summary) under the data directory.
+The same run fetches the long descriptions (``Translation-en``) and AppStream
+data (``dep11``), checked the same way, and Debian's English word list
+(``wamerican``, checked against the package index), and caches what they say
+the programs are for (see ``programs``, ``wordlist``).
 Lookups and close-name suggestions then run offline.
 """
 
@@ -29,6 +33,7 @@ import httpx
 from rapidfuzz import fuzz, process
 
 from genos import aptsources
+from genos.composer import programs, wordlist
 from genos.errors import CatalogError, IndexFetchError
 from genos.paths import data_dir
 
@@ -59,6 +64,7 @@ class PackageIndex:
         return name in self.packages
 
     def summary(self, name: str) -> str:
+        """The one-line description of ``name`` (empty if unknown)."""
         return self.packages[name][1] if name in self.packages else ""
 
     def suggest(self, word: str, limit: int = 5) -> list[str]:
@@ -92,6 +98,7 @@ class PackageIndex:
 
 
 def cache_path(release: str, arch: str) -> Path:
+    """Where the index of ``release`` is cached."""
     return data_dir() / "catalog" / f"debian-{release}-main-{arch}.json.gz"
 
 
@@ -126,9 +133,16 @@ def load(release: str, arch: str | None = None) -> PackageIndex:
 
 
 def age_seconds(release: str, arch: str | None = None) -> float | None:
-    """Seconds since the cached index was written, or None if there is none."""
+    """Seconds since the cached index was written, or None if there is none.
+
+    An index cached without what its programs are for (by an older GenOS, or
+    in another format) counts as none, so ``--if-older-than`` fetches it again.
+    """
+    arch = arch or host_arch()
     try:
-        return time.time() - cache_path(release, arch or host_arch()).stat().st_mtime
+        if not programs.cache_path(release, arch).exists():
+            return None
+        return time.time() - cache_path(release, arch).stat().st_mtime
     except FileNotFoundError:
         return None
 
@@ -156,22 +170,71 @@ def update(release: str, arch: str | None = None, *, timeout: float = 120.0) -> 
             failed its signature or checksum.
     """
     arch = arch or host_arch()
-    base = f"{mirror()}/dists/{release}"
+    root = mirror()
+    base = f"{root}/dists/{release}"
     member = f"main/binary-{arch}/Packages.xz"
     with httpx.Client(timeout=timeout, follow_redirects=True) as client:
-        inrelease = _get(client, f"{base}/InRelease")
-        expected = _sha256_of(_verified(inrelease, release), member, release)
+        signed = _verified(_get(client, f"{base}/InRelease"), release)
+        text = _member(client, base, signed, member, release)
+        # What the programs are for: optional, so a partial mirror still gives an index.
+        long = _member(client, base, signed, "main/i18n/Translation-en.xz", release, required=False)
+        dep11 = f"main/dep11/Components-{arch}.yml.xz"
+        apps = _member(client, base, signed, dep11, release, required=False)
+        english = _english(client, root, text, release)
+    index = parse(text, release, arch)
+    _store(index)
+    found = programs.build(text, translations=long, dep11=apps, release=release, english=english)
+    programs.store(found, arch)
+    log.info("cached %d packages (%d programs) of %s/%s", len(index), len(found.programs),
+             release, arch)  # fmt: skip
+    return index
+
+
+def _english(client: httpx.Client, root: str, packages: str, release: str) -> frozenset[str]:
+    """English words from the release's word list package (empty when it is not there).
+
+    The package's SHA256 comes from the ``Packages`` file InRelease vouched for.
+    """
+    found = wordlist.locate(packages)
+    if found is None:
+        log.warning("%s has no %s package; going on without English words", release,
+                    wordlist.PACKAGE)  # fmt: skip
+        return frozenset()
+    path, expected = found
+    blob = _get(client, f"{root}/{path}")
+    if hashlib.sha256(blob).hexdigest() != expected:
+        raise IndexFetchError(f"{release} {path}: checksum does not match the package index")
+    return wordlist.words_of(blob)
+
+
+def _member(
+    client: httpx.Client,
+    base: str,
+    signed: str,
+    member: str,
+    release: str,
+    *,
+    required: bool = True,
+) -> str:
+    """One xz file of the release, checked against InRelease's SHA256, as text.
+
+    Returns "" for a ``required=False`` member that InRelease does not list
+    or the mirror does not serve.
+    """
+    try:
+        expected = _sha256_of(signed, member, release)
         blob = _get(client, f"{base}/{member}")
+    except IndexFetchError:
+        if required:
+            raise
+        log.warning("%s %s is not available; going on without it", release, member)
+        return ""
     if hashlib.sha256(blob).hexdigest() != expected:
         raise IndexFetchError(f"{release} {member}: checksum does not match InRelease")
     try:
-        text = lzma.decompress(blob).decode("utf-8", errors="replace")
+        return lzma.decompress(blob).decode("utf-8", errors="replace")
     except lzma.LZMAError as exc:
         raise IndexFetchError(f"{release} {member}: not valid xz ({exc})") from exc
-    index = parse(text, release, arch)
-    _store(index)
-    log.info("cached %d packages of %s/%s", len(index), release, arch)
-    return index
 
 
 def _get(client: httpx.Client, url: str) -> bytes:

@@ -7,11 +7,13 @@ a :class:`Violation`, never a silent choice.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from genos.composer.extract import Entities
+from genos.composer.entities import Entities
 from genos.composer.knowledge import HostLimits
+from genos.composer.lexicon import NET_NONE
 from genos.composer.resolve import Resolved
 from genos.composer.result import Question, Violation
 from genos.spec import Decision, NetworkMode, Tier
@@ -31,38 +33,19 @@ class Decider:
         self.violations: list[Violation] = []
 
     def note(self, field: str, value: object, rationale: str) -> None:
+        """Record why ``field`` got ``value``."""
         self.why.append(Decision(field=field, value=str(value), rationale=rationale))
 
     def refuse(self, field: str, reason: str) -> None:
+        """Record a constraint the request breaks."""
         self.violations.append(Violation(field, reason))
 
     def base(self) -> dict[str, str]:
+        """The base section: Debian and its release, or the owner's own image."""
         ent = self.ent
         if ent.user_image is not None:
             return self._user_image(ent.user_image)
-        foreign = [o for o in ent.foreign_os if not (o == "mint" and ent.distribution)]
-        release = ent.release or "bookworm"
-        for name in foreign:
-            if name not in _LINUX_LIKE:
-                self.refuse(
-                    "base.distribution",
-                    f"{_label(name)} is not available: no "
-                    f"{_label(name)} image source is configured; GenOS builds Debian",
-                )
-        if foreign and not self.violations and ent.distribution is None:
-            answer = self.answers.get("base.distribution")
-            if answer in {"bookworm", "trixie"}:
-                release = answer
-            else:
-                self.questions.append(
-                    Question(
-                        "base.distribution",
-                        f"{_label(foreign[0])} is not an image source here; "
-                        "GenOS builds Debian. Use Debian instead?",
-                        ("bookworm", "trixie"),
-                        "bookworm",
-                    )
-                )
+        release = self._foreign(ent.release or "bookworm")
         if "unsupported_release" in ent.evidence and ent.release is None:
             self.questions.append(
                 Question(
@@ -83,6 +66,35 @@ class Decider:
         )
         return {"distribution": "debian", "release": release}
 
+    def _foreign(self, release: str) -> str:
+        """Refuse an OS GenOS has no image of; ask about a Linux it could replace."""
+        ent = self.ent
+        foreign = [o for o in ent.foreign_os if not (o == "mint" and ent.distribution)]
+        for name in foreign:
+            if name not in _LINUX_LIKE:
+                self.refuse(
+                    "base.distribution",
+                    f"'{ent.evidence.get(f'os:{name}', name)}': {_label(name)} is not "
+                    f"available: no {_label(name)} image source is configured; GenOS builds "
+                    "Debian (your own disk image can boot in a VM: `genos images add`)",
+                )
+        if not foreign or self.violations or ent.distribution is not None:
+            return release
+        answer = self.answers.get("base.distribution")
+        if answer in {"bookworm", "trixie"}:
+            return answer
+        self.questions.append(
+            Question(
+                "base.distribution",
+                f"'{ent.evidence.get(f'os:{foreign[0]}', foreign[0])}': "
+                f"{_label(foreign[0])} is not an image source here; "
+                "GenOS builds Debian. Use Debian instead?",
+                ("bookworm", "trixie"),
+                "bookworm",
+            )
+        )
+        return release
+
     def _user_image(self, name: str) -> dict[str, str]:
         # The composer sees no host state: whether `name` is registered is
         # checked where the environment is provisioned (the VM driver).
@@ -96,23 +108,20 @@ class Decider:
         return {"distribution": "debian", "release": "bookworm", "image": name}
 
     def network(self, res: Resolved) -> dict[str, Any]:
+        """The network section: none, internet, tor or an allowlist, with its reason."""
         ent, said = self.ent, dict(self.ent.network)
         if res.forced_mode:
             said.setdefault(res.forced_mode[0], res.forced_mode[1])
-        if ent.allow or ent.domains:
-            said["allowlist"] = ent.evidence["allowlist"]
+        if ent.net.no_tor and "tor" in said:
+            self.refuse(
+                "network.mode",
+                f"'{ent.net.no_tor}' rules Tor out, but '{said['tor']}' needs network mode tor",
+            )
+        if "none" in said and "allowlist" in said and not _says_offline(said["none"]):
+            # "no access except example.com": the exception is what is allowed.
+            del said["none"]
         if "none" in said:
-            others = [f"{m} ('{e}')" for m, e in said.items() if m != "none"]
-            if ent.browse_web:
-                others.append(f"browsing the web ('{ent.browse_web}')")
-            if others:
-                self.refuse(
-                    "network.mode",
-                    f"'{said['none']}' means no network, but the request "
-                    f"also asks for {' and '.join(others)}",
-                )
-            self.note("network.mode", "none", f"You asked for '{said['none']}': loopback only.")
-            return {"mode": NetworkMode.NONE}
+            return self._no_network(said, res)
         if "tor" in said and "allowlist" in said:
             self.refuse(
                 "network.mode",
@@ -134,17 +143,58 @@ class Decider:
                 "allow": [{"cidr": c, "ports": p} for c, p in ent.allow],
             }
         if "internet" in said or ent.browse_web or res.needs_network:
-            reason = (
-                f"You asked for '{said['internet']}'."
-                if "internet" in said
-                else f"{', '.join(res.needs_network) or 'Browsing'} needs the network."
-            )
-            self.note(
+            return self._internet(said, res)
+        return self._unasked()
+
+    def _no_network(self, said: dict[str, str], res: Resolved) -> dict[str, Any]:
+        ent = self.ent
+        others = [f"{m} ('{e}')" for m, e in said.items() if m != "none"]
+        if ent.browse_web:
+            others.append(f"browsing the web ('{ent.browse_web}')")
+        if others:
+            self.refuse(
                 "network.mode",
-                "internet",
-                f"{reason} Outbound only, through NAT; no inbound, no host or private addresses.",
+                f"'{said['none']}' means no network, but the request "
+                f"also asks for {' and '.join(others)}",
             )
-            return {"mode": NetworkMode.INTERNET}
+        needs = (
+            f" ({', '.join(res.needs_network)} will have no network.)" if res.needs_network else ""
+        )
+        self.note("network.mode", "none", f"You asked for '{said['none']}': loopback only.{needs}")
+        return {"mode": NetworkMode.NONE}
+
+    def _internet(self, said: dict[str, str], res: Resolved) -> dict[str, Any]:
+        reason = (
+            f"You asked for '{said['internet']}'."
+            if "internet" in said
+            else f"'{self.ent.browse_web}' needs the network."
+            if self.ent.browse_web
+            else f"{', '.join(res.needs_network)} needs the network."
+        )
+        self.note(
+            "network.mode",
+            "internet",
+            f"{reason} Outbound only, through NAT; no inbound, no host or private addresses.",
+        )
+        return {"mode": NetworkMode.INTERNET}
+
+    def _unasked(self) -> dict[str, Any]:
+        hedge = self.ent.net.hedge
+        if hedge:
+            answer = self.answers.get("network.mode")
+            if answer == "internet":
+                self.note("network.mode", "internet", f"You chose internet for '{hedge}'.")
+                return {"mode": NetworkMode.INTERNET}
+            if answer != "none":
+                self.questions.append(
+                    Question(
+                        "network.mode",
+                        f"You were unsure about '{hedge}'. Should the environment reach the "
+                        "internet (outbound only) or have no network?",
+                        ("none", "internet"),
+                        "none",
+                    )
+                )
         self.note(
             "network.mode",
             "none",
@@ -154,13 +204,14 @@ class Decider:
         return {"mode": NetworkMode.NONE}
 
     def tier(self, protocol: str, needs: tuple[str, str] | None = None) -> Tier:
+        """The isolation tier: the weakest that every wish and app allows."""
         ent = self.ent
         if ent.user_image is not None:
             return self._user_image_tier(ent.user_image)
         explicit = Tier(ent.tier) if ent.tier else None
         tier = explicit or Tier.CONTAINER
         reason = (
-            f"You asked for a {tier.value}."
+            f"You asked for '{ent.evidence.get('tier', tier.value)}'."
             if explicit
             else ("Containers start fastest; nothing asked for a stronger wall.")
         )
@@ -208,6 +259,7 @@ class Decider:
             )
 
     def resources(self, host: HostLimits) -> dict[str, Any]:
+        """CPUs, memory and disk asked for, refused beyond what the host can give."""
         ent, out = self.ent, {}
         if ent.cpus is not None:
             out["cpus"] = ent.cpus
@@ -238,6 +290,7 @@ class Decider:
         return out
 
     def lifetime(self) -> dict[str, Any]:
+        """TTL and idle timeout asked for."""
         ent, out = self.ent, {}
         if ent.ttl_seconds is not None:
             out["ttl_seconds"] = ent.ttl_seconds
@@ -256,6 +309,7 @@ class Decider:
         return out
 
     def persistence(self) -> dict[str, Any]:
+        """Ephemeral, or a (possibly encrypted) volume for the home directory."""
         ent = self.ent
         if ent.persist and ent.ephemeral:
             self.refuse(
@@ -281,13 +335,12 @@ class Decider:
         return {"mode": "volume", "volume": volume, "encrypted": ent.encrypted}
 
     def security(self) -> dict[str, Any]:
+        """Clipboard, file transfer and recording; host access refused with its words."""
         ent, out = self.ent, dict[str, Any]()
-        if ent.escalation:
-            self.refuse(
-                "security",
-                f"'{ent.escalation}': an environment can never get host "
-                "mounts, privileged mode, extra capabilities or host networking",
-            )
+        for field_name, reason in ent.refusals.violations:
+            self.refuse(field_name, reason)
+        for field_name, value, rationale in ent.refusals.notes:
+            self.note(field_name, value, rationale)
         untrusted = ent.tier_hint is not None
         out["clipboard"] = ent.clipboard or ("none" if untrusted else "to_env")
         out["file_transfer"] = ent.file_transfer or "to_env"
@@ -303,11 +356,36 @@ class Decider:
         )
         return out
 
+    def protocol(self) -> str:
+        """The display protocol; a device of the user's own computer asks for SPICE."""
+        ent = self.ent
+        device = ent.refusals.device
+        if ent.protocol or device is None:
+            return ent.protocol or "vnc"
+        answer = self.answers.get("display.protocol")
+        if answer in ("spice", "vnc"):
+            return answer
+        self.questions.append(
+            Question(
+                "display.protocol",
+                f"'{device}': GenOS passes no device of its host into an environment, but a "
+                "SPICE viewer can redirect a USB device of your own computer into a VM. "
+                "Use a VM over SPICE (spice), or go on without it (vnc)?",
+                ("spice", "vnc"),
+                "spice",
+            )
+        )
+        return "vnc"
+
 
 def _label(os_name: str) -> str:
     return {"macos": "macOS", "freebsd": "BSD", "chromeos": "ChromeOS"}.get(
         os_name, os_name.capitalize()
     )
+
+
+def _says_offline(words: str) -> bool:
+    return any(re.search(p, words) for p in NET_NONE)
 
 
 def _gib(mb: int) -> str:

@@ -1,10 +1,11 @@
 """The knowledge base the composer resolves against, and the host it composes for.
 
 :class:`Knowledge` joins the curated catalog with Debian's package index of
-each release (loaded lazily from the cache, once per process). With no cached
-index the composer still works from the catalog alone and says so when a name
-needs the index. :class:`HostLimits` is the most this host could ever give one
-environment.
+each release and what the archive says its programs are for (all loaded
+lazily from the cache, once per process), the task search built from both,
+and the speller. With nothing cached the composer still works from the
+catalog alone and says so when a name needs the index. :class:`HostLimits` is
+the most this host could ever give one environment.
 """
 
 from __future__ import annotations
@@ -16,21 +17,34 @@ from functools import cache
 from pathlib import Path
 
 from genos.composer import catalog as catalog_mod
-from genos.composer import debindex
+from genos.composer import debindex, programs
 from genos.composer.catalog import Catalog
 from genos.composer.debindex import PackageIndex
-from genos.composer.matcher import PhraseMatcher
+from genos.composer.lexicon import ENV_NOUNS, VOCABULARY, lexicon_words
+from genos.composer.matcher import ORDINARY, PhraseMatcher
+from genos.composer.programs import ProgramIndex
+from genos.composer.search import TaskIndex
+from genos.composer.spelling import Speller
+from genos.composer.words import STOP
 from genos.errors import CatalogError
 from genos.paths import data_dir
 
 
+def _load_programs(release: str) -> ProgramIndex:
+    return programs.load(release, debindex.host_arch())
+
+
 @dataclass
 class Knowledge:
-    """Catalog + Debian index, as the composer sees them."""
+    """Catalog + Debian index + what the programs are for, as the composer sees them."""
 
     catalog: Catalog
     index_loader: Callable[[str], PackageIndex] = debindex.load
+    programs_loader: Callable[[str], ProgramIndex] = _load_programs
     _indexes: dict[str, PackageIndex | None] = field(default_factory=dict, repr=False)
+    _programs: dict[str, ProgramIndex | None] = field(default_factory=dict, repr=False)
+    _tasks: dict[str, TaskIndex] = field(default_factory=dict, repr=False)
+    _speller: Speller | None = field(default=None, repr=False)
     matcher: PhraseMatcher = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -44,6 +58,39 @@ class Knowledge:
             except CatalogError:
                 self._indexes[release] = None
         return self._indexes[release]
+
+    def programs(self, release: str) -> ProgramIndex | None:
+        """What ``release``'s programs are for, or None when it is not cached."""
+        if release not in self._programs:
+            try:
+                self._programs[release] = self.programs_loader(release)
+            except CatalogError:
+                self._programs[release] = None
+        return self._programs[release]
+
+    def tasks(self, release: str) -> TaskIndex:
+        """The task search of ``release`` (the catalog alone when nothing is cached)."""
+        if release not in self._tasks:
+            self._tasks[release] = TaskIndex(self.catalog, self.programs(release), release)
+        return self._tasks[release]
+
+    def speller(self) -> Speller:
+        """The speller: catalog phrases and lexicon words, against every word the archive uses."""
+        if self._speller is None:
+            found = self.programs("bookworm")
+            words_df = found.words_df if found is not None else {}
+            english = found.english if found is not None else frozenset()
+            index = self.index("bookworm")
+            common = STOP | ORDINARY | ENV_NOUNS | lexicon_words()
+
+            def known(word: str) -> bool:
+                # Two or fewer uses in all of Debian's descriptions may be a typo there too.
+                used = words_df.get(word, 0) >= 3
+                return word in common or word in english or used or bool(index and index.has(word))
+
+            vocabulary = [w for phrase, _, _ in self.catalog.phrases() for w in phrase.split()]
+            self._speller = Speller([*vocabulary, *VOCABULARY], known)
+        return self._speller
 
 
 @cache

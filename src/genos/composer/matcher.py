@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from genos.composer.lexicon import ENV_NOUNS
 from genos.composer.normalise import tokenize
 
-_LEADS = frozenset({"with", "install", "installed", "plus", "and", "including", "also", "&", "+"})
+_LEADS = frozenset(
+    {"with", "install", "installed", "plus", "and", "including", "also", "&", "+", ","}
+)
 _TRAILS = frozenset({"app", "application", "apps", "package", "program", "tool", "software"})
 _BOUNDARY = frozenset(
     {
@@ -62,7 +64,9 @@ ORDINARY = frozenset(
     resolution root safe same screen secure security session sessions setup simple small
     so some space speed stable storage stuff support system test testing that the their
     them then these thing things this to tools up use using very want web what which
-    will with without work working would you your
+    will with without work working would you your something anything somewhere smth way
+    place tool program software disk drive ssd hdd cores vcpus vcpu gigs thanks thank
+    preferably ideally maybe please pls plz else
     """.split()
 )
 
@@ -75,6 +79,7 @@ class Match:
     id: str
     phrase: str
     start: int
+    length: int = 1
 
 
 class PhraseMatcher:
@@ -83,17 +88,26 @@ class PhraseMatcher:
     def __init__(self, phrases: Iterable[tuple[str, str, str]]) -> None:
         self._table: dict[tuple[str, ...], tuple[str, str]] = {}
         for phrase, kind, ident in phrases:
-            key = tokenize(phrase.lower())
-            if key:
-                self._table.setdefault(key, (kind, ident))
+            # "mind mapping" is also written "mind-mapping", "note-taking" "note taking".
+            lowered = phrase.lower()
+            for form in (lowered, lowered.replace(" ", "-"), lowered.replace("-", " ")):
+                key = tokenize(form)
+                if key:
+                    self._table.setdefault(key, (kind, ident))
         self._longest = max((len(k) for k in self._table), default=1)
         self._words = {w for key in self._table for w in key}
 
     def is_phrase(self, text: str) -> bool:
+        """Whether ``text`` is exactly one catalog phrase."""
         return tokenize(text) in self._table
 
     def scan(self, tokens: tuple[str, ...]) -> tuple[list[Match], list[str]]:
         """Catalog matches in order of appearance, and unknown names in software slots."""
+        matches, candidates = self.scan_positions(tokens)
+        return _dedupe(matches), list(dict.fromkeys(word for word, _ in candidates))
+
+    def scan_positions(self, tokens: tuple[str, ...]) -> tuple[list[Match], list[tuple[str, int]]]:
+        """:meth:`scan`, with each match's token length and each candidate's token index."""
         matches: list[Match] = []
         covered: set[int] = set()
         i = 0
@@ -103,10 +117,10 @@ class PhraseMatcher:
                 i += 1
                 continue
             length, (kind, ident) = hit
-            matches.append(Match(kind, ident, " ".join(tokens[i : i + length]), i))
+            matches.append(Match(kind, ident, " ".join(tokens[i : i + length]), i, length))
             covered.update(range(i, i + length))
             i += length
-        return _dedupe(matches), self._candidates(tokens, covered)
+        return matches, self._candidates(tokens, covered)
 
     def _longest_at(self, tokens: tuple[str, ...], i: int) -> tuple[int, tuple[str, str]] | None:
         for length in range(min(self._longest, len(tokens) - i), 0, -1):
@@ -115,8 +129,8 @@ class PhraseMatcher:
                 return length, found
         return None
 
-    def _candidates(self, tokens: tuple[str, ...], covered: set[int]) -> list[str]:
-        out: list[str] = []
+    def _candidates(self, tokens: tuple[str, ...], covered: set[int]) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
         for i, tok in enumerate(tokens):
             if i in covered or not self._unknown(tok):
                 continue
@@ -126,8 +140,8 @@ class PhraseMatcher:
             before_trail = nxt in _TRAILS
             at_boundary = nxt is None or nxt in _BOUNDARY
             if (after_lead and at_boundary) or before_trail:
-                out.append(tok)
-        return list(dict.fromkeys(out))
+                out.append((tok, i))
+        return out
 
     def _unknown(self, tok: str) -> bool:
         return (

@@ -6,7 +6,8 @@ fields refused); GenOS resolves the proposal's app names against the same
 knowledge base as the rules, builds the spec through the same validator and
 host limits, and returns the same three outcomes. Before any of that the
 rules' own stages run (input checks, intent, host-escalation refusal), so no
-model output can widen what a spec may say. When the endpoint fails, times
+model output can widen what a spec may say (host directories, host devices
+and text that asks for no computer are answered by the rules too). When the endpoint fails, times
 out or answers outside the schema, the deterministic composer answers instead
 and the rationale says why.
 
@@ -25,10 +26,9 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from genos.composer.intent import classify
 from genos.composer.knowledge import HostLimits, Knowledge, default_knowledge
-from genos.composer.normalise import normalise, tokenize
-from genos.composer.pipeline import compose, validate_spec
+from genos.composer.normalise import tokenize
+from genos.composer.pipeline import compose, front, validate_spec
 from genos.composer.result import Clarification, Composed, Question, Rejection, Result, Violation
 from genos.errors import SpecError
 from genos.spec import App, Decision, parse_spec
@@ -139,8 +139,8 @@ def compose_with_model(
     """
     kb = knowledge or default_knowledge()
     host = host or HostLimits.from_host()
-    intent = classify(normalise(text), kb.matcher)
-    if intent.escalation or not intent.request:
+    seen = front(text, kb)
+    if seen.ent.refusals.violations or not seen.intent.request:
         return compose(text, knowledge=kb, host=host)  # the rules refuse these
     try:
         proposal = propose(text, config)

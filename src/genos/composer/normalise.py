@@ -39,6 +39,22 @@ _NUMBER_WORDS = {
     "a couple": "2",
 }
 _NUMBER_RE = re.compile(r"\b(" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r")\b")
+# Shorthand people type for "with", "without", "and" ("w/ python", "w/o internet",
+# "gimp+inkscape"); "c++" and "notepad++" keep their pluses.
+_SHORTHAND = (
+    (re.compile(r"(?<![\w/])w/o(?![\w/])"), " without "),
+    (re.compile(r"(?<![\w/])w/(?![\w/])"), " with "),
+    (re.compile(r"\s*&\s*"), " and "),
+    (re.compile(r"(?<=[a-z0-9]{2})\+(?=[a-z])"), " + "),
+    (re.compile(r"\bback(?:ing)? up\b"), "backup"),
+    # "windows 10 apps" are Windows programs (Wine), whatever the version.
+    (
+        re.compile(
+            r"\bwindows (?:\d+|xp|vista|me) (apps?|applications?|programs?|software|games?)\b"
+        ),
+        r"windows \1",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +64,11 @@ class Normalised:
     original: str
     text: str
     tokens: tuple[str, ...]
+    spans: tuple[tuple[int, int], ...] = ()
+
+    def span(self, token_index: int) -> tuple[int, int]:
+        """Character span of a token in ``text``."""
+        return self.spans[token_index]
 
 
 def decode(raw: bytes) -> str:
@@ -92,7 +113,11 @@ def normalise(text: str) -> Normalised:
     folded = unicodedata.normalize("NFKC", original).translate(_FOLD).lower()
     folded = re.sub(r"\s+", " ", folded)
     folded = _NUMBER_RE.sub(lambda m: _NUMBER_WORDS[m.group(1)], folded)
-    return Normalised(original, folded, tokenize(folded))
+    for pattern, replacement in _SHORTHAND:
+        folded = pattern.sub(replacement, folded)
+    folded = re.sub(r" {2,}", " ", folded).strip()
+    tokens, spans = token_spans(folded)
+    return Normalised(original, folded, tokens, spans)
 
 
 def tokenize(text: str) -> tuple[str, ...]:
@@ -101,3 +126,9 @@ def tokenize(text: str) -> tuple[str, ...]:
     Commas and sentence marks stay as tokens of their own: they end a list.
     """
     return tuple(_TOKEN.findall(text))
+
+
+def token_spans(text: str) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
+    """:func:`tokenize`, with each token's character span in ``text``."""
+    found = list(_TOKEN.finditer(text))
+    return tuple(m.group() for m in found), tuple(m.span() for m in found)

@@ -1,18 +1,22 @@
 """The composer's pipeline, one stage per line of :func:`compose`.
 
-normalise -> intent -> extract -> resolve -> decide + validate -> result.
+normalise (+ spelling) -> language (clauses, negation) -> extract -> intent
+-> resolve (names, tasks) -> decide + validate -> result.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from genos.composer.decide import Decider
-from genos.composer.extract import Entities, extract
-from genos.composer.intent import classify
+from genos.composer.entities import Entities
+from genos.composer.extract import extract
+from genos.composer.intent import Intent, classify, computing_nouns
 from genos.composer.knowledge import HostLimits, Knowledge, default_knowledge
+from genos.composer.language import read
 from genos.composer.normalise import Normalised, normalise
 from genos.composer.resolve import Resolved, Resolver
 from genos.composer.result import (
@@ -26,7 +30,46 @@ from genos.errors import SpecError
 from genos.spec import EnvironmentSpec, parse_spec
 
 log = logging.getLogger("genos.composer")
-COMPOSER_ID = "genos-rules/1"
+COMPOSER_ID = "genos-rules/2"
+_EXAMPLE = (
+    "describe the computer you need, e.g. 'Debian with Firefox' or 'something to edit photos'"
+)
+_UNRESOLVED = (
+    "no program in Debian fits it well enough to install; name one if you need it "
+    "(e.g. 'with gimp')."
+)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The request after the front stages: folded text, entities and intent."""
+
+    norm: Normalised
+    ent: Entities
+    intent: Intent
+
+
+def front(text: str, kb: Knowledge) -> Reading:
+    """Normalise, respell, read, extract and classify ``text`` (no decisions yet).
+
+    Raises:
+        PromptError: the text is empty, too long, not text, or has control characters.
+    """
+    norm, corrections = kb.speller().respell(normalise(text))
+    ent = extract(norm, read(norm.text, names(norm, kb)), kb)
+    ent.corrections = corrections
+    host_access = bool(ent.refusals.violations)
+    return Reading(norm, ent, classify(norm, signals(ent, norm), bool(ent.tasks), host_access))
+
+
+def names(norm: Normalised, kb: Knowledge) -> list[tuple[int, int]]:
+    """Character spans of the catalog phrases in ``norm`` (names are read whole)."""
+    matches, _ = kb.matcher.scan_positions(norm.tokens)
+    return [
+        (norm.span(m.start)[0], norm.span(m.start + m.length - 1)[1])
+        for m in matches
+        if m.length > 1
+    ]
 
 
 def compose(
@@ -51,23 +94,47 @@ def compose(
         PromptError: the text is empty, too long, not text, or has control characters.
     """
     kb = knowledge or default_knowledge()
-    norm = normalise(text)
-    intent = classify(norm, kb.matcher)
-    if not intent.request:
-        return Rejection(
-            (
-                Violation(
-                    "prompt",
-                    "this does not ask for an environment; describe "
-                    "the computer you need, e.g. 'Debian with Firefox'",
-                ),
-            )
-        )
-    ent = extract(norm, kb.matcher)
-    decider = Decider(ent, answers or {})
+    seen = front(text, kb)
+    if not seen.intent.request:
+        return Rejection((Violation("prompt", f"{seen.intent.reason}; {_EXAMPLE}"),))
+    decider = Decider(seen.ent, answers or {})
     base = decider.base()
-    resolved = Resolver(kb, base["release"], answers or {}).run(ent)
-    return _result(norm, decider, resolved, base, host or HostLimits.from_host())
+    task_only = seen.intent.kind == "task"
+    resolved = Resolver(kb, base["release"], answers or {}).run(seen.ent, task_only=task_only)
+    if task_only and not (resolved.apps or resolved.questions):
+        return _no_software(resolved, seen.norm)
+    return _result(seen.norm, decider, resolved, base, host or HostLimits.from_host())
+
+
+def _no_software(resolved: Resolved, norm: Normalised) -> Rejection:
+    """A request that is only a task nothing in Debian fits: say so, with its words."""
+    phrases = "', '".join(resolved.unresolved) or norm.text[:60]
+    reason = (
+        f"'{phrases}': no program in Debian fits this, and nothing else in it names a "
+        f"computer; {_EXAMPLE}"
+    )
+    return Rejection((Violation("prompt", reason),))
+
+
+def signals(ent: Entities, norm: Normalised) -> list[str]:
+    """The words of a request that name a computer or something GenOS provides.
+
+    Args:
+        ent: what extraction found.
+        norm: the folded request.
+
+    Returns:
+        Quotes of the request, first the environment nouns ("a debian box").
+    """
+    words = computing_nouns(norm.text, norm.tokens)
+    words += [m.phrase for m in ent.apps] + [w for _, w in ent.explicit] + ent.candidates
+    words += list(ent.excluded.values()) + list(ent.network.values())
+    words += [v for k, v in ent.evidence.items() if k != "idle"]
+    maybe = [ent.browse_web, ent.tier_hint, ent.remote_client, ent.user_image, ent.persist]
+    maybe += [ent.ephemeral, ent.refusals.device]
+    words += [w for w in maybe if w]
+    words += [reason for _, reason in ent.refusals.violations]
+    return [w for w in words if w]
 
 
 def _result(
@@ -75,6 +142,8 @@ def _result(
 ) -> Result:
     display = _display(decider.ent, decider)
     decider.installs_nothing(res)
+    for phrase in res.unresolved:
+        decider.note("apps", "none", f"'{phrase}': {_UNRESOLVED}")
     spec_data: dict[str, Any] = {
         "base": base,
         "tier": decider.tier(display["protocol"], res.min_tier).value,
@@ -107,13 +176,16 @@ def _result(
 
 
 def _display(ent: Entities, decider: Decider) -> dict[str, Any]:
-    out: dict[str, Any] = {"protocol": ent.protocol or "vnc", "headless": ent.headless}
+    protocol = decider.protocol()
+    out: dict[str, Any] = {"protocol": protocol, "headless": ent.headless}
     decider.note(
         "display.protocol",
-        out["protocol"],
+        protocol,
         "You asked for it."
         if ent.protocol
-        else "VNC streams to the browser with nothing to install.",
+        else "VNC streams to the browser with nothing to install."
+        if protocol == "vnc"
+        else f"'{ent.refusals.device}' reaches a VM through a SPICE viewer's USB redirection.",
     )
     if ent.resolution:
         out["resolution"] = {"width": ent.resolution[0], "height": ent.resolution[1]}
