@@ -46,6 +46,7 @@ from genos.runtime.driver import Driver
 from genos.spec import EnvironmentSpec
 
 STALE_SAMPLE = 2.0  # seconds a usage reading is shown before a fresh one is taken
+REFILL_DELAY = 1.0  # seconds between a claim and the refill it starts
 
 
 class Engine(Verbs):
@@ -220,8 +221,14 @@ class Engine(Verbs):
             return None
         self._life.logger(env.id).info("claimed from pool %s by %s", pool_id, owner)
         self._life.bus.publish(env.id)
-        self._spawn(self.pools.refill())  # the pool starts its next one in the background
+        self._spawn(self._refill_soon())
         return env
+
+    async def _refill_soon(self) -> None:
+        # Starting the pool's next environment takes the host's CPU for a moment:
+        # not while the claimant's viewer connects and draws its first frame.
+        await asyncio.sleep(REFILL_DELAY)
+        await self.pools.refill()
 
     async def get(self, env_id: str) -> Environment:
         """One environment.
