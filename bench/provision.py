@@ -45,7 +45,7 @@ from genos.runtime.images import (  # noqa: E402
 )
 from genos.runtime.images.archive import sources  # noqa: E402
 from genos.runtime.images.recipes import BASE_PACKAGES, DESKTOP_PACKAGES, WM_PACKAGES  # noqa: E402
-from genos.runtime.oci import OCIDriver  # noqa: E402
+from genos.runtime.oci.driver import OCIDriver  # noqa: E402
 from genos.sandbox import cgroups  # noqa: E402
 from genos.sandbox.network import NetworkSandbox  # noqa: E402
 from genos.spec import App, EnvironmentSpec, WindowManager  # noqa: E402

@@ -37,10 +37,10 @@ os.environ["GENOS_DATA_DIR"] = str(TMP / "data")
 
 from genos.ids import new_env_id  # noqa: E402
 from genos.runtime.images import ImageStore  # noqa: E402
-from genos.runtime.qemu import QemuDriver  # noqa: E402
-from genos.runtime.qemucmd import Machine, kernel_args  # noqa: E402
-from genos.runtime.qemuguest import READY_MARK  # noqa: E402
-from genos.runtime.qemuimage import ensure_boot_files, vm_spec  # noqa: E402
+from genos.runtime.qemu.cmd import Machine, kernel_args  # noqa: E402
+from genos.runtime.qemu.driver import QemuDriver  # noqa: E402
+from genos.runtime.qemu.guest import READY_MARK  # noqa: E402
+from genos.runtime.qemu.image import ensure_boot_files, vm_spec  # noqa: E402
 from genos.spec import EnvironmentSpec  # noqa: E402
 
 CACHE = Path(os.environ.get("GENOS_TEST_CACHE", "/var/cache/genos-test")) / "images"

@@ -17,7 +17,7 @@ from genos.orchestrator import Capacity, Engine, Registry, State
 from genos.orchestrator.pools import POOL_USER_ID
 from genos.orchestrator.pressure import PressurePolicy
 from genos.runtime.images import ImageStore, Layer
-from genos.runtime.oci import OCIDriver
+from genos.runtime.oci.driver import OCIDriver
 from genos.spec import EnvironmentSpec, Provenance, ResourceRequest, Resources
 from tests.sandbox.probes import NOTHING, host_traces, offline_network
 

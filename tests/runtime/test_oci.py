@@ -15,12 +15,12 @@ import pytest
 
 from genos.errors import CapabilityError, ExternalError, NotFoundError, StateError
 from genos.ids import new_env_id
-from genos.runtime import ociruntime
 from genos.runtime.driver import Driver, EnvState
 from genos.runtime.images import ImageStore, Layer
 from genos.runtime.images.mounts import HasPath
-from genos.runtime.oci import CREATE_STEPS, OCIDriver
-from genos.runtime.ociruntime import RuntimeKind, detect, for_tier
+from genos.runtime.oci import runtime as ociruntime
+from genos.runtime.oci.driver import CREATE_STEPS, OCIDriver
+from genos.runtime.oci.runtime import RuntimeKind, detect, for_tier
 from genos.sandbox import audit, cgroups, idmap
 from genos.spec import EnvironmentSpec, Network, NetworkMode, Tier
 from genos.testing import EXPECTED_STATES, check_driver

@@ -15,13 +15,13 @@ import pytest
 
 from genos.errors import CapabilityError, InputError, NotFoundError, StateError
 from genos.ids import new_env_id
-from genos.runtime import qemuqmp
 from genos.runtime.driver import EnvState
 from genos.runtime.images import ImageStore
-from genos.runtime.qemu import QemuDriver
-from genos.runtime.qemuaccel import PROBE_BYTES, accelerator, guest_progress, probe_kvm
-from genos.runtime.qemuhost import cgroup_dirs, uid_holders
-from genos.runtime.qemuimage import module_order
+from genos.runtime.qemu import qmp as qemuqmp
+from genos.runtime.qemu.accel import PROBE_BYTES, accelerator, guest_progress, probe_kvm
+from genos.runtime.qemu.driver import QemuDriver
+from genos.runtime.qemu.host import cgroup_dirs, uid_holders
+from genos.runtime.qemu.image import module_order
 from genos.sandbox.network import NetworkSandbox
 from genos.spec import EnvironmentSpec
 from genos.testing import EXPECTED_STATES, RFB_BANNER, check_driver, read_banner

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from genos.runtime.qemuqmp import agent_run
+from genos.runtime.qemu.qmp import agent_run
 
 
 async def run_against(tmp_path: Path, reply: bytes) -> tuple[tuple[int, str], bytes]:

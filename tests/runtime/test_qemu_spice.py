@@ -17,11 +17,11 @@ import pytest
 from genos.ids import new_env_id
 from genos.runtime.images import ImageStore
 from genos.runtime.images.recipes import plan
-from genos.runtime.qemu import QemuDriver
-from genos.runtime.qemucmd import Machine, qemu_argv
-from genos.runtime.qemuguest import SPICE_PORT, spice_agent
-from genos.runtime.qemuhost import VmPaths
-from genos.runtime.qemuimage import SPICE_AGENT_PACKAGES, VM_PACKAGES, vm_spec
+from genos.runtime.qemu.cmd import Machine, qemu_argv
+from genos.runtime.qemu.driver import QemuDriver
+from genos.runtime.qemu.guest import SPICE_PORT, spice_agent
+from genos.runtime.qemu.host import VmPaths
+from genos.runtime.qemu.image import SPICE_AGENT_PACKAGES, VM_PACKAGES, vm_spec
 from genos.spec import EnvironmentSpec
 from tests.gateway.helpers import XServer, end_process, run_xvnc
 from tests.runtime.test_qemu import assert_nothing_left, guest

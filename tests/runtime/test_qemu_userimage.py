@@ -17,7 +17,7 @@ from genos.errors import CapabilityError, NotFoundError
 from genos.ids import new_env_id
 from genos.runtime.driver import EnvState
 from genos.runtime.images import ImageStore
-from genos.runtime.qemu import QemuDriver
+from genos.runtime.qemu.driver import QemuDriver
 from genos.runtime.userimages import UserImages
 from genos.spec import EnvironmentSpec
 from genos.testing import RFB_BANNER, read_banner

@@ -13,7 +13,7 @@ import pytest
 from genos.errors import ExternalError, InputError, StateError
 from genos.ids import new_env_id
 from genos.runtime.images import ImageStore
-from genos.runtime.oci import OCIDriver
+from genos.runtime.oci.driver import OCIDriver
 from genos.runtime.volumes import Volume, VolumeStore
 from genos.spec import EnvironmentSpec, Persistence, PersistenceMode
 from tests.sandbox.probes import NOTHING, Env, host_traces, offline_network

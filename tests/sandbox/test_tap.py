@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from genos.errors import ExternalError
-from genos.runtime.qemuuser import KVM_DEVICE, wrapper
+from genos.runtime.qemu.user import KVM_DEVICE, wrapper
 from genos.sandbox.tap import IFF_TAP, IFF_VNET_HDR, open_tap
 
 pytestmark = pytest.mark.root

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from genos.runtime.qemuhost import RUN_ROOT, VmPaths, cgroup_dirs
-from genos.runtime.qemuqmp import agent_run
+from genos.runtime.qemu.host import RUN_ROOT, VmPaths, cgroup_dirs
+from genos.runtime.qemu.qmp import agent_run
 from tests.sandbox.probes import NOTHING, host_traces, wait_for
 from tests.web.conftest import DESKTOP, Server, User, new_user, shot
 from tests.web.test_browser import sign_in, until

@@ -88,7 +88,7 @@ def make_driver(config: ServeConfig) -> Driver:
     if config.driver == "fake":
         return DemoDriver(config.root / "fake-displays")
     from genos.runtime.images import ImageStore  # noqa: PLC0415 - the real runtime only when asked
-    from genos.runtime.oci import OCIDriver  # noqa: PLC0415
+    from genos.runtime.oci.driver import OCIDriver  # noqa: PLC0415
     from genos.runtime.router import TierRouter  # noqa: PLC0415
     from genos.sandbox.network import NetworkSandbox  # noqa: PLC0415
 
@@ -99,7 +99,7 @@ def make_driver(config: ServeConfig) -> Driver:
     oci = OCIDriver(images, network=network, data_root=config.root)
     routes: dict[Tier, Driver] = {Tier.CONTAINER: oci, Tier.GVISOR: oci}
     if shutil.which("qemu-system-x86_64"):
-        from genos.runtime.qemu import QemuDriver  # noqa: PLC0415
+        from genos.runtime.qemu.driver import QemuDriver  # noqa: PLC0415
 
         qemu = QemuDriver(images, network=network, data_root=config.root)
         routes |= {Tier.VM: qemu, Tier.MICROVM: qemu}

@@ -54,7 +54,7 @@ from genos.spec import EnvironmentSpec, Tier
 
 DEFAULT_CPU_OVERCOMMIT = 4.0
 DEFAULT_MEMORY_OVERCOMMIT = 1.0
-# A VM's cgroup holds its guest plus QEMU itself (genos.runtime.qemu.CGROUP_OVERHEAD_MB).
+# A VM's cgroup holds its guest plus QEMU itself (genos.runtime.qemu.driver.CGROUP_OVERHEAD_MB).
 VM_OVERHEAD_MB = 512
 _EPSILON = 1e-9
 

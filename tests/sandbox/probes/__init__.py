@@ -3,7 +3,7 @@
 The probe (``probe.c``) is compiled with ``gcc -static`` once per test
 session and copied into an environment's home through the host side of its
 overlay root, so it needs nothing from the image. Environments run with the
-real :class:`~genos.runtime.oci.OCIDriver` on an :class:`asyncio.Runner`
+real :class:`~genos.runtime.oci.driver.OCIDriver` on an :class:`asyncio.Runner`
 shared by a module's tests.
 """
 
@@ -24,7 +24,7 @@ import pytest
 
 from genos.ids import new_env_id
 from genos.runtime.images import ImageStore
-from genos.runtime.oci import ExecResult, OCIDriver
+from genos.runtime.oci.driver import ExecResult, OCIDriver
 from genos.sandbox import idmap
 from genos.sandbox.network import NetworkSandbox
 from genos.spec import EnvironmentSpec

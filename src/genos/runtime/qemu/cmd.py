@@ -13,7 +13,7 @@ keyboard and tablet it feeds are virtio-input devices. Chosen over an Xvnc
 in the guest bridged through vsock or virtio-serial because it needs no
 proxy process on the host, survives viewers reconnecting, and is the same
 for both tiers. SPICE's agent channel (the clipboard) is there only when the
-spec allows a clipboard both ways (:func:`genos.runtime.qemuguest.spice_agent`);
+spec allows a clipboard both ways (:func:`genos.runtime.qemu.guest.spice_agent`);
 the pointer never goes through the agent (``agent-mouse=off``: it stays on
 the tablet, and GenOS's guest has no input device for the agent to drive),
 and the agent's file transfer is off.
@@ -24,7 +24,7 @@ as a CD-ROM, booted first) on q35's AHCI controller, standard VGA, the PS/2
 keyboard, a USB tablet, an ``e1000e`` NIC; it may reboot (an installer
 does), so ``-no-reboot`` is left out. See :func:`user_disks`.
 
-QEMU runs under the wrapper of :mod:`genos.runtime.qemuuser`: in the
+QEMU runs under the wrapper of :mod:`genos.runtime.qemu.user`: in the
 environment's network namespace, as its own user, with what it needs handed
 over (the tap and a user image as descriptors, KVM as a device node of its own).
 """
@@ -37,9 +37,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from genos.runtime.qemuaccel import QEMU, Accelerator
-from genos.runtime.qemuguest import AGENT_PORT, FW_CFG_NAME, SPICE_PORT
-from genos.runtime.qemuhost import VmPaths
+from genos.runtime.qemu.accel import QEMU, Accelerator
+from genos.runtime.qemu.guest import AGENT_PORT, FW_CFG_NAME, SPICE_PORT
+from genos.runtime.qemu.host import VmPaths
 
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 TCG_TB_MB = 128  # TCG's translation cache (QEMU's default is 1 GiB of host memory)

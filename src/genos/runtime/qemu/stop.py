@@ -1,6 +1,6 @@
 """Starting and stopping one QEMU process, and releasing everything a VM holds.
 
-Launch: the wrapper of :mod:`genos.runtime.qemucmd` plus QEMU's argv, umask
+Launch: the wrapper of :mod:`genos.runtime.qemu.cmd` plus QEMU's argv, umask
 077 (its sockets are 0600), its own session, stdout and stderr to
 ``qemu.log``; the pid goes into the VM's cgroup at once. Ready: the guest's
 mark on the serial console (GenOS's own images), then the RFB banner on
@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from genos.errors import ExternalError, GenOSError
-from genos.runtime import qemuhost, qemuqmp
-from genos.runtime.ocienv import alive, log_tail, wait_banner
-from genos.runtime.qemucmd import Machine
-from genos.runtime.qemuhost import VmPaths
+from genos.runtime.oci.env import alive, log_tail, wait_banner
+from genos.runtime.qemu import host as qemuhost
+from genos.runtime.qemu import qmp as qemuqmp
+from genos.runtime.qemu.cmd import Machine
+from genos.runtime.qemu.host import VmPaths
 from genos.sandbox import tap
 from genos.sandbox.network import NetworkSandbox
 

@@ -5,7 +5,7 @@ few instructions and then hang, or QEMU may abort setting MSRs. So the probe
 boots a 64 KiB firmware of our own (:func:`probe_firmware`) that writes
 ``K`` to the first serial port in an endless, delayed loop, and requires
 :data:`PROBE_BYTES` of them within the timeout; anything less (or an error)
-means TCG. The probe runs the way every VM does (:mod:`genos.runtime.qemuuser`:
+means TCG. The probe runs the way every VM does (:mod:`genos.runtime.qemu.user`:
 its own network namespace, an unprivileged uid of its own, ``/dev/kvm`` as a
 device node made for that uid), so it says whether KVM works for QEMU as
 GenOS runs it, not for root. The answer is cached for the life of the process.
@@ -23,8 +23,8 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from genos.runtime.qemuhost import QEMU_UID_BASE
-from genos.runtime.qemuuser import KVM_DEVICE, wrapper
+from genos.runtime.qemu.host import QEMU_UID_BASE
+from genos.runtime.qemu.user import KVM_DEVICE, wrapper
 from genos.sandbox.idmap import MAX_SLOTS
 
 logger = logging.getLogger("genos.runtime.qemu")

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from genos.errors import CapabilityError, ExternalError, GenOSError, NotFoundError
-from genos.runtime import ocienv, ociruntime
 from genos.runtime.images.mounts import mounted_under, unmount_all
-from genos.runtime.ocienv import EnvPaths
-from genos.runtime.ociruntime import OCIRuntime, RuntimeKind
+from genos.runtime.oci import env as ocienv
+from genos.runtime.oci import runtime as ociruntime
+from genos.runtime.oci.env import EnvPaths
+from genos.runtime.oci.runtime import OCIRuntime, RuntimeKind
 from genos.runtime.volumes import VolumeStore
 from genos.sandbox import cgroups, idmap
 from genos.sandbox.network import NetworkSandbox

@@ -20,7 +20,7 @@ from typing import Any
 from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError
 
 from genos.errors import ExternalError, WaitTimeoutError
-from genos.runtime.qemuguest import AGENT_EXIT, AGENT_READY
+from genos.runtime.qemu.guest import AGENT_EXIT, AGENT_READY
 
 logger = logging.getLogger("genos.runtime.qemu")
 # QMP runstates (qapi/run-state.json) that mean the guest does not run.

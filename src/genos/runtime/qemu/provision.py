@@ -14,7 +14,7 @@ name fails before anything is made), claimed for this environment after
 on the image's qcow2 (backing format explicit), or a blank qcow2 of
 ``resources.disk_mb`` beside its ISO. Nothing of GenOS goes into the guest.
 
-The caller rolls back with :func:`genos.runtime.qemustop.release` on failure.
+The caller rolls back with :func:`genos.runtime.qemu.stop.release` on failure.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from genos.errors import CapabilityError
-from genos.runtime import qemuhost
 from genos.runtime.images import ImageStore
-from genos.runtime.qemuaccel import QEMU, Accelerator
-from genos.runtime.qemucmd import Machine, mac_for
-from genos.runtime.qemuguest import guest_config, spice_agent
-from genos.runtime.qemuhost import VmPaths
-from genos.runtime.qemuimage import BootFiles, ensure_boot_files, vm_spec
+from genos.runtime.qemu import host as qemuhost
+from genos.runtime.qemu.accel import QEMU, Accelerator
+from genos.runtime.qemu.cmd import Machine, mac_for
+from genos.runtime.qemu.guest import guest_config, spice_agent
+from genos.runtime.qemu.host import VmPaths
+from genos.runtime.qemu.image import BootFiles, ensure_boot_files, vm_spec
 from genos.runtime.userimages import UserImage, UserImages
 from genos.sandbox.network import NetHandle, NetworkSandbox
 from genos.spec import EnvironmentSpec, NetworkMode, Protocol, Tier

@@ -12,17 +12,12 @@ starts a new QEMU that loads it. ``destroy`` powers off gracefully, then
 forcefully, and removes everything.
 
 With ``base.image`` the VM boots a user image instead (registered with
-``genos images add``, see :mod:`.userimages`): no image is built, the disk
+``genos images add``, see :mod:`genos.runtime.userimages`): no image is built, the disk
 is an overlay on the image's qcow2 or a blank disk beside its ISO, there is
 no GenOS guest (no console mark, no agent, so no ``exec``), and the VM is
 ready when QEMU's VNC socket answers; the other verbs are the same.
 
-How the pieces split: :mod:`.qemuimage` (the image), :mod:`.qemuguest` (the
-guest's init), :mod:`.qemucmd` (QEMU's command line, the display choice),
-:mod:`.userimages` and :mod:`.diskimage` (user images),
-:mod:`.qemuhost` (paths, uid, cgroup, tap), :mod:`.qemuqmp` (QMP and the
-guest command channel), :mod:`.qemustop` (launch, stop, release),
-:mod:`.qemuaccel` (KVM or TCG).
+How the pieces split: see the package's docstring (:mod:`genos.runtime.qemu`).
 """
 
 from __future__ import annotations
@@ -46,17 +41,20 @@ from genos.errors import (
 )
 from genos.ids import is_env_id
 from genos.paths import data_dir
-from genos.runtime import lifecycle, qemuhost, qemuqmp, qemustop
+from genos.runtime import lifecycle
 from genos.runtime.driver import EnvState, Inspection, Usage
 from genos.runtime.images import ImageStore
 from genos.runtime.lifecycle import Verb
-from genos.runtime.oci import ExecResult
-from genos.runtime.qemuaccel import Accelerator, accelerator
-from genos.runtime.qemucmd import Machine, qemu_argv
-from genos.runtime.qemuguest import READY_MARK
-from genos.runtime.qemuhost import RUN_ROOT, VmPaths
-from genos.runtime.qemuprovision import Provision
-from genos.runtime.qemuuser import wrapper
+from genos.runtime.oci.driver import ExecResult
+from genos.runtime.qemu import host as qemuhost
+from genos.runtime.qemu import qmp as qemuqmp
+from genos.runtime.qemu import stop as qemustop
+from genos.runtime.qemu.accel import Accelerator, accelerator
+from genos.runtime.qemu.cmd import Machine, qemu_argv
+from genos.runtime.qemu.guest import READY_MARK
+from genos.runtime.qemu.host import RUN_ROOT, VmPaths
+from genos.runtime.qemu.provision import Provision
+from genos.runtime.qemu.user import wrapper
 from genos.runtime.userimages import UserImages
 from genos.sandbox.network import NetworkSandbox
 from genos.spec import EnvironmentSpec
@@ -78,7 +76,7 @@ class QemuDriver:
         data_root: disks and saved states go under ``<data_root>/vms``.
         cache_dir: built VM images (default ``<images.root>/qemu``); user images
             (``base.image``) are those registered under ``<images.root>/user``.
-        accel: force ``kvm`` or ``tcg`` (default: probe once, see :mod:`.qemuaccel`).
+        accel: force ``kvm`` or ``tcg`` (default: probe once, see :mod:`genos.runtime.qemu.accel`).
         max_memory_mb: cap on the guest memory a spec may ask for.
         stop_timeout: seconds the guest gets to power off before QEMU is ended.
     """

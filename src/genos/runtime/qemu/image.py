@@ -4,7 +4,7 @@ The layers come from the :class:`~genos.runtime.images.ImageStore` for the
 spec plus :data:`VM_PACKAGES` (Debian's kernel, a static busybox, Xorg and its
 libinput driver), which land in the spec's apps layer, and
 :data:`SPICE_AGENT_PACKAGES` for a spec that gets SPICE's agent
-(:func:`~genos.runtime.qemuguest.spice_agent`); any other spec's layers stay
+(:func:`~genos.runtime.qemu.guest.spice_agent`); any other spec's layers stay
 the same. From them GenOS makes, once per content::
 
     <store>/qemu/<key>/root.ext4     the merged layers plus the guest init, as a raw ext4 image
@@ -34,7 +34,7 @@ from pathlib import Path
 from genos.errors import ExternalError
 from genos.runtime.images.locks import file_lock
 from genos.runtime.images.mounts import HasPath, overlay_options
-from genos.runtime.qemuguest import (
+from genos.runtime.qemu.guest import (
     INITRAMFS_INIT,
     MODULES,
     VM_INIT_PATH,

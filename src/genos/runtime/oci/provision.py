@@ -10,7 +10,7 @@
 - ``loopback``: ``lo`` up in a netns the runtime made.
 
 Each step is announced to a hook first, so tests can make any one of them
-fail; the caller rolls back with :class:`~genos.runtime.ociteardown.Teardown`.
+fail; the caller rolls back with :class:`~genos.runtime.oci.teardown.Teardown`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from genos.runtime import ocienv
 from genos.runtime.images import SESSION_ARGV, USER_UID, mount_root, session_env
 from genos.runtime.images.mounts import HasPath
-from genos.runtime.ocienv import EnvPaths
-from genos.runtime.ociruntime import OCIRuntime, RuntimeKind
+from genos.runtime.oci import env as ocienv
+from genos.runtime.oci.env import EnvPaths
+from genos.runtime.oci.runtime import OCIRuntime, RuntimeKind
 from genos.runtime.volumes import VolumeStore
 from genos.sandbox import audit, cgroups, config, idmap
 from genos.sandbox.config import IdMap
@@ -199,7 +199,7 @@ class Provision:
             id_map=self.id_map,
             home=home,
         )
-        # gVisor: no OCI seccomp (see ociruntime); its Sentry is the wall.
+        # gVisor: no OCI seccomp (see genos.runtime.oci.runtime); its Sentry is the wall.
         built = config.build(self.spec, layout, with_seccomp=not self.gvisor)
         ocienv.write_private(paths.config, json.dumps(built))
         return layout

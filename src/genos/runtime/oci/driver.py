@@ -7,7 +7,7 @@ once the display answers the RFB banner. A failure at any step of ``create``
 (or an injected one, see ``step_hook``) tears down what the earlier steps
 made, in the same way ``destroy`` does.
 
-Host layout: see :mod:`genos.runtime.ocienv`.
+Host layout: see :mod:`genos.runtime.oci.env`.
 """
 
 from __future__ import annotations
@@ -32,14 +32,16 @@ from genos.errors import (
 )
 from genos.ids import is_env_id
 from genos.paths import data_dir
-from genos.runtime import lifecycle, ocienv, ociruntime
+from genos.runtime import lifecycle
 from genos.runtime.driver import EnvState, Inspection, Usage
 from genos.runtime.images import RDP_SOCKET, ImageStore
 from genos.runtime.lifecycle import Verb
-from genos.runtime.ocienv import EnvPaths
-from genos.runtime.ociprovision import STEPS, LayerSource, Provision, StepHook
-from genos.runtime.ociruntime import OCIRuntime, RuntimeKind
-from genos.runtime.ociteardown import Teardown
+from genos.runtime.oci import env as ocienv
+from genos.runtime.oci import runtime as ociruntime
+from genos.runtime.oci.env import EnvPaths
+from genos.runtime.oci.provision import STEPS, LayerSource, Provision, StepHook
+from genos.runtime.oci.runtime import OCIRuntime, RuntimeKind
+from genos.runtime.oci.teardown import Teardown
 from genos.runtime.volumes import VolumeStore
 from genos.sandbox import audit, cgroups, config, idmap
 from genos.sandbox.network import NetworkSandbox

@@ -1,7 +1,7 @@
 """The guest side of the QEMU tiers: the initramfs ``/init`` and the root's init.
 
 Both tiers boot Debian's kernel directly (``-kernel``/``-initrd``). The
-initramfs GenOS builds (:mod:`genos.runtime.qemuimage`) holds only a static
+initramfs GenOS builds (:mod:`genos.runtime.qemu.image`) holds only a static
 busybox, the kernel modules below and :data:`INITRAMFS_INIT`, which loads them,
 mounts ``/dev/vda`` (ext4) and switches to it, running tini as PID 1 with
 :data:`VM_INIT` under it. There is no systemd and no udev: under TCG a lean
