@@ -10,6 +10,7 @@ done, 1 failure (server error, environment failed, not found), 2 bad input,
 from __future__ import annotations
 
 import json
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -23,7 +24,7 @@ from rich.table import Table
 
 from genos.client import Client
 from genos.errors import InputError
-from genos.paths import data_dir
+from genos.paths import data_dir, node_name
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -70,6 +71,10 @@ def serve(  # noqa: PLR0917 - Typer parameters
     images_dir: Annotated[
         Path | None, typer.Option(help="The image layer store (default: <data dir>/images).")
     ] = None,
+    node: Annotated[
+        str | None,
+        typer.Option(help="This host's node name (GENOS_NODE): its run roots and cgroups."),
+    ] = None,
     vnc_port: Annotated[
         int | None,
         typer.Option(
@@ -85,6 +90,9 @@ def serve(  # noqa: PLR0917 - Typer parameters
 
     if driver not in {"oci", "fake"}:
         raise InputError(f"--driver must be oci or fake, got {driver!r}")
+    if node is not None:
+        os.environ["GENOS_NODE"] = node
+        node_name()  # a bad name is refused here, in one line
     if (cpus is not None and cpus <= 0) or (memory_mb is not None and memory_mb < 256):
         raise InputError("--cpus must be positive and --memory-mb at least 256")
     whole = Capacity.from_host()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -13,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from genos.errors import CapabilityError, ExternalError, NotFoundError, StateError
+from genos.errors import CapabilityError, ExternalError, InputError, NotFoundError, StateError
 from genos.ids import new_env_id
+from genos.paths import node_scoped
 from genos.runtime.driver import Driver, EnvState
 from genos.runtime.images import ImageStore, Layer
 from genos.runtime.images.mounts import HasPath
@@ -458,3 +460,56 @@ def test_gvisor_session_runs_inside_the_sentry(
         assert env.exec("id", "-u").stdout.strip() == "1000"
         assert env.banner() == b"RFB 003.008\n"
     assert host_traces(env.env_id, data_root) == NOTHING
+
+
+@pytest.mark.usefixtures("desktop_layers")
+def test_two_nodes_on_one_machine_never_see_each_others_environments(
+    runner: asyncio.Runner,
+    image_store: ImageStore,
+    desktop_spec: EnvironmentSpec,
+    data_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A named node keeps its environments under its own run root and cgroup parent and
+    claims host-wide id ranges in its name; neither node lists the other's environment, so
+    neither reconcile could take it for an orphan."""
+    monkeypatch.delenv("GENOS_NODE", raising=False)
+    home = _driver(image_store, data_root)
+    mine = new_env_id()
+    runner.run(home.create(mine, desktop_spec))
+    try:
+        runner.run(home.start(mine))
+        monkeypatch.setenv("GENOS_NODE", "t2")
+        other = _driver(image_store, data_root / "t2")
+        theirs = new_env_id()
+        runner.run(other.create(theirs, desktop_spec))
+        try:
+            runner.run(other.start(theirs))
+            assert other.run_root == Path("/run/genos-t2")
+            assert runner.run(other.list_ids()) == [theirs]
+            assert (
+                f"/genos-t2/{theirs}"
+                in Path(f"/proc/{runner.run(other.inspect(theirs)).pid}/cgroup").read_text()
+            )
+            assert other.usage(theirs) is not None
+            monkeypatch.delenv("GENOS_NODE")
+            assert theirs not in runner.run(home.list_ids())
+            assert mine in runner.run(home.list_ids())
+            monkeypatch.setenv("GENOS_NODE", "t2")
+        finally:
+            runner.run(other.destroy(theirs))
+        assert runner.run(other.list_ids()) == []
+        assert not Path("/run/genos-t2", theirs).exists()
+        assert cgroups.remove_parent() == []  # node t2 leaves the machine
+        shutil.rmtree("/run/genos-t2")
+    finally:
+        monkeypatch.delenv("GENOS_NODE", raising=False)
+        runner.run(home.destroy(mine))
+    assert host_traces(mine, data_root) == NOTHING
+
+
+def test_a_bad_node_name_is_an_input_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GENOS_NODE must be a short lower-case label."""
+    monkeypatch.setenv("GENOS_NODE", "Bad/Name")
+    with pytest.raises(InputError, match="node name 'Bad/Name'"):
+        node_scoped("genos")

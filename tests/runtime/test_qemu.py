@@ -79,7 +79,7 @@ def assert_nothing_left(driver: QemuDriver, env_id: str) -> None:
     assert not paths.disk.exists()
     assert not paths.state.exists()
     assert cgroup_dirs(env_id) == []
-    assert env_id not in uid_holders(driver.run_root)
+    assert env_id not in uid_holders()
     assert not Path(f"/run/netns/genos-{env_id}").exists()
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from genos.errors import ExternalError, NotFoundError
+from genos.paths import node_scoped
 from genos.spec import Resources
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-PARENT = "genos"
+BASE_PARENT = "genos"  # the node's parent is node_scoped(BASE_PARENT): genos, genos-<node>
 CPU_PERIOD_US = 100_000
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids")
 
@@ -46,9 +47,14 @@ class Counters(NamedTuple):
     pids: int
 
 
+def parent() -> str:
+    """This node's parent cgroup of every environment (``genos`` or ``genos-<node>``)."""
+    return node_scoped(BASE_PARENT)
+
+
 def cgroups_path(env_id: str) -> str:
     """The OCI ``linux.cgroupsPath`` of an environment."""
-    return f"/{PARENT}/{env_id}"
+    return f"/{parent()}/{env_id}"
 
 
 def unified() -> bool:
@@ -86,7 +92,7 @@ def resources(res: Resources, *, extra_pids: int = 0) -> dict[str, Any]:
 
 def dirs(env_id: str) -> list[Path]:
     """Every cgroup directory of an environment that exists right now."""
-    rel = Path(PARENT) / env_id
+    rel = Path(parent()) / env_id
     if unified():
         candidates = [CGROUP_ROOT / rel]
     else:
@@ -96,8 +102,8 @@ def dirs(env_id: str) -> list[Path]:
 
 def _controller(env_id: str, name: str) -> Path:
     if unified():
-        return CGROUP_ROOT / PARENT / env_id
-    return CGROUP_ROOT / name / PARENT / env_id
+        return CGROUP_ROOT / parent() / env_id
+    return CGROUP_ROOT / name / parent() / env_id
 
 
 def _read_int(path: Path) -> int:
@@ -117,7 +123,7 @@ def usage(env_id: str) -> Counters:
         NotFoundError: the environment has no cgroup.
     """
     try:
-        return counters_at(Path(PARENT) / env_id)
+        return counters_at(Path(parent()) / env_id)
     except FileNotFoundError as exc:
         raise NotFoundError("cgroup", cgroups_path(env_id)) from exc
 
@@ -219,6 +225,27 @@ def remove(env_id: str) -> list[Path]:
     """
     left = []
     for path in dirs(env_id):
+        with contextlib.suppress(FileNotFoundError):
+            try:
+                path.rmdir()
+            except OSError:
+                left.append(path)
+    return left
+
+
+def remove_parent() -> list[Path]:
+    """Remove this node's parent cgroup where it is empty (a node leaving the machine).
+
+    Returns:
+        The parent directories still holding environments.
+    """
+    rel = Path(parent())
+    if unified():
+        candidates = [CGROUP_ROOT / rel]
+    else:
+        candidates = [CGROUP_ROOT / c / rel for c in (*V1_CONTROLLERS, "systemd", "unified")]
+    left = []
+    for path in candidates:
         with contextlib.suppress(FileNotFoundError):
             try:
                 path.rmdir()

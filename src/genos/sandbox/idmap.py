@@ -4,7 +4,8 @@ Root inside an environment (and its uid 1000) are, on the host, ids of a
 range nobody else uses: slot ``n`` maps ``0..65535`` inside to
 ``BASE + n * 65536..`` outside, so two environments never share a host id.
 Slots are claimed with ``O_EXCL`` marker files under ``/run/genos/ids`` (one
-per slot, holding the env id), which works across processes and is forgotten
+per slot, holding the env id and the node that claimed it), which works
+across processes, and across GenOS nodes sharing a machine, and is forgotten
 at reboot.
 
 The shared read-only layers stay owned by real root on disk; each env sees
@@ -24,7 +25,10 @@ import time
 from pathlib import Path
 
 from genos.errors import CapabilityError, ExternalError
+from genos.paths import node_name
 from genos.sandbox.config import IdMap
+
+IDS_DIR = Path("/run/genos/ids")  # host-wide: every node's environments need distinct ranges
 
 BASE = 1 << 20  # above the ranges /etc/subuid usually hands out
 SIZE = 65536
@@ -72,10 +76,16 @@ def claim(ids_dir: Path, env_id: str) -> int:
             fd = os.open(ids_dir / str(slot), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             continue
+        node = node_name()
         with os.fdopen(fd, "w") as marker:
-            marker.write(env_id)
+            marker.write(f"{env_id}\n{node}" if node else env_id)
         return slot
     raise CapabilityError(f"all {MAX_SLOTS} user-namespace id ranges are in use")
+
+
+def _marker(path: Path) -> tuple[str, str]:
+    env_id, _, node = path.read_text().partition("\n")
+    return env_id, node
 
 
 def release(ids_dir: Path, env_id: str) -> None:
@@ -83,17 +93,20 @@ def release(ids_dir: Path, env_id: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         for marker in ids_dir.iterdir():
             with contextlib.suppress(OSError):
-                if marker.read_text() == env_id:
+                if _marker(marker)[0] == env_id:
                     marker.unlink()
 
 
 def holders(ids_dir: Path) -> set[str]:
-    """Env ids holding a slot (a crash may leave one without its env)."""
+    """Env ids of this node holding a slot (a crash may leave one without its env)."""
     found = set()
+    node = node_name()
     with contextlib.suppress(FileNotFoundError):
         for marker in ids_dir.iterdir():
             with contextlib.suppress(OSError):
-                found.add(marker.read_text())
+                env_id, owner = _marker(marker)
+                if owner == node:
+                    found.add(env_id)
     return found
 
 

@@ -31,7 +31,7 @@ from genos.errors import (
     StateError,
 )
 from genos.ids import is_env_id
-from genos.paths import data_dir
+from genos.paths import data_dir, node_scoped
 from genos.runtime import lifecycle
 from genos.runtime.driver import EnvState, Inspection, Usage
 from genos.runtime.images import RDP_SOCKET, ImageStore
@@ -49,7 +49,12 @@ from genos.spec import EnvironmentSpec
 
 logger = logging.getLogger("genos.runtime.oci")
 
-RUN_ROOT = Path("/run/genos")
+
+def default_run_root() -> Path:
+    """``/run/genos``, or ``/run/genos-<node>`` for a named node."""
+    return Path("/run") / node_scoped("genos")
+
+
 CREATE_STEPS = STEPS
 
 _STATUS = {
@@ -79,7 +84,7 @@ class OCIDriver:
         network: the network sandbox for modes other than ``none``; mode
             ``none`` gets a fresh namespace from the runtime, with ``lo`` up.
         runtime: force one runtime (else the first that works for the tier).
-        run_root: per-env state and bundles (``/run/genos``).
+        run_root: per-env state and bundles (``/run/genos``, ``/run/genos-<node>``).
         data_root: per-env writable dirs go under ``<data_root>/envs``.
         stop_timeout: seconds between SIGTERM and SIGKILL on ``destroy``.
         step_hook: called before each ``create`` step (tests inject failures).
@@ -100,7 +105,7 @@ class OCIDriver:
         *,
         network: NetworkSandbox | None = None,
         runtime: RuntimeKind | None = None,
-        run_root: Path = RUN_ROOT,
+        run_root: Path | None = None,
         data_root: Path | None = None,
         stop_timeout: float = 5.0,
         step_hook: StepHook | None = None,
@@ -110,7 +115,7 @@ class OCIDriver:
         self.images: LayerSource = images if images is not None else ImageStore()
         self.network = network
         self.prefer = runtime
-        self.run_root = run_root
+        self.run_root = run_root if run_root is not None else default_run_root()
         self.data_root = data_root if data_root is not None else data_dir()
         self.stop_timeout = stop_timeout
         self.step_hook = step_hook
@@ -142,7 +147,7 @@ class OCIDriver:
                 raise StateError(await self._describe(env_id), ["absent"], "create")
             runtime = await ociruntime.for_tier(spec.tier, self._state_root, self.prefer)
             started = time.monotonic()
-            ids_dir = self.run_root / "ids" if await self._use_userns(runtime) else None
+            ids_dir = idmap.IDS_DIR if await self._use_userns(runtime) else None
             provision = Provision(self.paths(env_id), spec, runtime, images=self.images,
                                   network=self._network, hook=self.step_hook,
                                   ids_dir=ids_dir, volumes=self._volumes,
@@ -294,12 +299,12 @@ class OCIDriver:
 
     def _ids_on_host(self) -> list[str]:
         places = [self.run_root, self.data_root / "envs"]
-        places += list(cgroups.CGROUP_ROOT.glob(f"*/{cgroups.PARENT}"))
-        places.append(cgroups.CGROUP_ROOT / cgroups.PARENT)
+        places += list(cgroups.CGROUP_ROOT.glob(f"*/{cgroups.parent()}"))
+        places.append(cgroups.CGROUP_ROOT / cgroups.parent())
         found: set[str] = set()
         for kind in RuntimeKind:
             found |= ociruntime.container_ids(self._state_root / kind.value)
-        found |= idmap.holders(self.run_root / "ids")
+        found |= idmap.holders(idmap.IDS_DIR)
         for place in places:
             with contextlib.suppress(OSError):
                 found.update(p.name for p in place.iterdir())

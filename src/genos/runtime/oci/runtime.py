@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from genos.errors import CapabilityError, ExternalError, NotFoundError
+from genos.sandbox import cgroups
 from genos.sandbox.config import IdMap
 from genos.spec import Tier
 
@@ -261,7 +262,9 @@ async def detect(kind: RuntimeKind, state_root: Path) -> OCIRuntime:
     found = await _probe_once(key, state_root, lambda: _probe(kind, path, state_root / kind.value))
     if isinstance(found, str):
         raise CapabilityError(f"{kind} cannot run containers on this host: {found}")
-    return found
+    # Whether the binary works is the host's; where its state lives is the caller's
+    # (two nodes in one process keep their containers apart).
+    return replace(found, state_root=state_root / kind.value)
 
 
 async def for_tier(tier: Tier, state_root: Path, prefer: RuntimeKind | None = None) -> OCIRuntime:
@@ -328,7 +331,7 @@ def _trial_config(trial_id: str, id_map: IdMap | None) -> dict[str, Any]:
     namespaces = ["pid", "network", "ipc", "uts", "mount", "cgroup"]
     linux: dict[str, Any] = {
         "namespaces": [{"type": t} for t in [*namespaces, *(["user"] if id_map else [])]],
-        "cgroupsPath": f"/genos/{trial_id}",
+        "cgroupsPath": f"/{cgroups.parent()}/{trial_id}",
         "resources": {"pids": {"limit": 512}, "memory": {"limit": 256 << 20}},
     }
     if id_map is not None:
@@ -400,11 +403,11 @@ async def userns_problem(runtime: OCIRuntime, id_map: IdMap) -> str | None:
 
 
 def _remove_trial_cgroups(trial_id: str) -> None:
-    for path in Path("/sys/fs/cgroup").glob(f"*/genos/{trial_id}"):
+    for path in Path("/sys/fs/cgroup").glob(f"*/{cgroups.parent()}/{trial_id}"):
         with contextlib.suppress(OSError):
             path.rmdir()
     with contextlib.suppress(OSError):
-        Path("/sys/fs/cgroup/genos", trial_id).rmdir()
+        Path("/sys/fs/cgroup", cgroups.parent(), trial_id).rmdir()
 
 
 _CRIU: list[str | None] = []

@@ -55,7 +55,7 @@ class Teardown:
         self.env_id = paths.env_id
         self.record = ocienv.read_record(paths)
         self.state_root = state_root
-        self.ids_dir = paths.root.parent / "ids"
+        self.ids_dir = idmap.IDS_DIR
         self.network = network
         self.stop_timeout = stop_timeout
         self.log = logger.getChild(self.env_id)

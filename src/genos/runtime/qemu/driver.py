@@ -52,7 +52,7 @@ from genos.runtime.qemu import stop as qemustop
 from genos.runtime.qemu.accel import Accelerator, accelerator
 from genos.runtime.qemu.cmd import Machine, qemu_argv
 from genos.runtime.qemu.guest import READY_MARK
-from genos.runtime.qemu.host import RUN_ROOT, VmPaths
+from genos.runtime.qemu.host import VmPaths, default_run_root
 from genos.runtime.qemu.provision import Provision
 from genos.runtime.qemu.user import wrapper
 from genos.runtime.userimages import UserImages
@@ -88,7 +88,7 @@ class QemuDriver:
         images: ImageStore | None = None,
         *,
         network: NetworkSandbox | None = None,
-        run_root: Path = RUN_ROOT,
+        run_root: Path | None = None,
         data_root: Path | None = None,
         cache_dir: Path | None = None,
         accel: Accelerator | None = None,
@@ -97,7 +97,7 @@ class QemuDriver:
     ) -> None:
         self.images = images if images is not None else ImageStore()
         self.network = network
-        self.run_root = run_root
+        self.run_root = run_root if run_root is not None else default_run_root()
         self.data_root = data_root if data_root is not None else data_dir()
         self.cache_dir = cache_dir if cache_dir is not None else self.images.root / "qemu"
         self.user_images = UserImages(self.images.root / "user")
@@ -369,7 +369,6 @@ class QemuDriver:
         network = self._network() if record.get("netns") else None
         problems = await qemustop.release(
             paths,
-            self.run_root,
             pid=pid,
             network=network,
             graceful=self.stop_timeout,
@@ -418,7 +417,7 @@ class QemuDriver:
     def _ids_on_host(self) -> list[str]:
         # Not the cgroups: their names are host-wide, and another driver's VMs
         # (other roots, e.g. a benchmark next to the tests) are not ours to list.
-        found: set[str] = set(qemuhost.uid_holders(self.run_root))
+        found: set[str] = set(qemuhost.uid_holders())
         for place in (self.run_root, self.data_root / "vms"):
             with contextlib.suppress(OSError):
                 found.update(p.name for p in place.iterdir())

@@ -2,14 +2,14 @@
 
 ::
 
-    /run/genos-qemu/<id>/            0711 root (QEMU's user may only pass through)
+    /run/genos-qemu[-<node>]/<id>/   0711 root (QEMU's user may only pass through)
         env.json                     0600: what create decided, the pid, the saved state
         qemu.log                     QEMU's own stdout and stderr
         qemu/                        0700, owned by QEMU's user
             qmp.sock vnc.sock spice.sock agent.sock   0600 (QEMU runs with umask 077)
             console.log              the guest's serial console
             guest.cfg                the fw_cfg settings file
-    /run/genos-qemu/ids/<slot>       QEMU user slots (one uid per VM)
+    /run/genos-qemu/ids/<slot>       QEMU user slots (one uid per VM, host-wide, naming the node)
     <data dir>/vms/<id>/             0711 root
         disk.qcow2                   0600 QEMU's user; the overlay on the cached root.ext4
                                      (a user image: on its qcow2, or blank beside its ISO)
@@ -17,7 +17,8 @@
 
 These roots are apart from the OCI driver's (``/run/genos``, ``<data>/envs``,
 cgroup ``genos``), so neither driver lists or tears down the other's
-environments. QEMU runs as ``QEMU_UID_BASE + slot`` (no passwd entry, no
+environments; a named node's carry its name (:mod:`genos.paths`), cgroup
+``genos-vm-<node>`` included. QEMU runs as ``QEMU_UID_BASE + slot`` (no passwd entry, no
 groups but ``kvm`` when KVM is used), a range above every container id range.
 """
 
@@ -32,12 +33,25 @@ from pathlib import Path
 from typing import Any
 
 from genos.errors import CapabilityError, ExternalError, NotFoundError
+from genos.paths import node_scoped
 from genos.sandbox import cgroups, idmap
 
-RUN_ROOT = Path("/run/genos-qemu")
+IDS_DIR = Path("/run/genos-qemu/ids")  # host-wide: every node's VMs need distinct uids
 QEMU_UID_BASE = idmap.BASE + idmap.MAX_SLOTS * idmap.SIZE
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-CGROUP_PARENT = "genos-vm"
+BASE_CGROUP_PARENT = "genos-vm"
+
+
+def default_run_root() -> Path:
+    """``/run/genos-qemu``, or ``/run/genos-qemu-<node>`` for a named node."""
+    return Path("/run") / node_scoped("genos-qemu")
+
+
+def cgroup_parent() -> str:
+    """This node's parent cgroup of every VM (``genos-vm`` or ``genos-vm-<node>``)."""
+    return node_scoped(BASE_CGROUP_PARENT)
+
+
 V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids", "freezer")
 CPU_PERIOD_US = 100_000
 _TIMEOUT = 30
@@ -138,19 +152,19 @@ def read_record(paths: VmPaths) -> dict[str, Any]:
     return data
 
 
-def claim_uid(run_root: Path, env_id: str) -> int:
+def claim_uid(env_id: str) -> int:
     """A host uid for this VM's QEMU that nothing else uses."""
-    return QEMU_UID_BASE + idmap.claim(run_root / "ids", env_id)
+    return QEMU_UID_BASE + idmap.claim(IDS_DIR, env_id)
 
 
-def release_uid(run_root: Path, env_id: str) -> None:
+def release_uid(env_id: str) -> None:
     """Free the VM's uid slot (nothing if it has none)."""
-    idmap.release(run_root / "ids", env_id)
+    idmap.release(IDS_DIR, env_id)
 
 
-def uid_holders(run_root: Path) -> set[str]:
-    """Ids of the VMs holding a uid slot."""
-    return idmap.holders(run_root / "ids")
+def uid_holders() -> set[str]:
+    """Ids of this node's VMs holding a uid slot."""
+    return idmap.holders(IDS_DIR)
 
 
 def run_tool(argv: list[str], what: str) -> str:
@@ -238,7 +252,7 @@ def _unified() -> bool:
 
 def cgroup_dirs(env_id: str) -> list[Path]:
     """Every cgroup directory of the VM that exists now."""
-    rel = Path(CGROUP_PARENT) / env_id
+    rel = Path(cgroup_parent()) / env_id
     bases = [CGROUP_ROOT] if _unified() else [CGROUP_ROOT / c for c in V1_CONTROLLERS]
     return [base / rel for base in bases if (base / rel).is_dir()]
 
@@ -252,7 +266,7 @@ def join_cgroup(env_id: str, pid: int, memory_bytes: int, cpus: float, pids: int
     quota = str(int(cpus * CPU_PERIOD_US))
     try:
         if _unified():
-            base = CGROUP_ROOT / CGROUP_PARENT
+            base = CGROUP_ROOT / cgroup_parent()
             base.mkdir(exist_ok=True)
             (CGROUP_ROOT / "cgroup.subtree_control").write_text("+cpu +memory +pids")
             (base / "cgroup.subtree_control").write_text("+cpu +memory +pids")
@@ -266,7 +280,7 @@ def join_cgroup(env_id: str, pid: int, memory_bytes: int, cpus: float, pids: int
             "cpu": {"cpu.cfs_period_us": str(CPU_PERIOD_US), "cpu.cfs_quota_us": quota},
         }
         for controller in V1_CONTROLLERS:
-            _join(CGROUP_ROOT / controller / CGROUP_PARENT / env_id, pid, v1.get(controller, {}))
+            _join(CGROUP_ROOT / controller / cgroup_parent() / env_id, pid, v1.get(controller, {}))
     except OSError as exc:
         raise ExternalError(f"cgroup of {env_id}: {exc}") from exc
 
@@ -281,7 +295,7 @@ def _join(path: Path, pid: int, limits: dict[str, str]) -> None:
 def usage(env_id: str) -> tuple[float, int, int] | None:
     """CPU seconds, working-set memory bytes and tasks of the VM's cgroup (None if it has none)."""
     try:
-        found = cgroups.counters_at(Path(CGROUP_PARENT) / env_id)
+        found = cgroups.counters_at(Path(cgroup_parent()) / env_id)
     except (OSError, ValueError, KeyError):
         return None
     return found.cpu_seconds, found.memory_bytes, found.pids

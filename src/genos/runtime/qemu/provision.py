@@ -132,7 +132,7 @@ class Provision:
 
     def _make_dirs(self) -> int:
         self.run_root.mkdir(mode=0o711, parents=True, exist_ok=True)
-        uid = qemuhost.claim_uid(self.run_root, self.env_id)
+        uid = qemuhost.claim_uid(self.env_id)
         self.record["uid"] = uid
         qemuhost.make_dirs(self.paths, uid)
         qemuhost.write_record(self.paths, self.record)

@@ -210,7 +210,6 @@ async def stop(paths: VmPaths, pid: int, graceful: float) -> None:
 
 async def release(
     paths: VmPaths,
-    run_root: Path,
     *,
     pid: int | None,
     network: NetworkSandbox | None,
@@ -245,7 +244,7 @@ async def release(
         if directory.exists():
             problems.append(f"could not remove {directory}")
     try:
-        qemuhost.release_uid(run_root, paths.env_id)
+        qemuhost.release_uid(paths.env_id)
     except (GenOSError, OSError) as exc:
         problems.append(f"uid slot: {exc}")
     return problems
