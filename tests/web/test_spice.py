@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from genos.runtime.qemu.host import RUN_ROOT, VmPaths, cgroup_dirs
+from genos.runtime.qemu.host import VmPaths, cgroup_dirs, default_run_root
 from genos.runtime.qemu.qmp import agent_run
 from tests.sandbox.probes import NOTHING, host_traces, wait_for
 from tests.web.conftest import DESKTOP, Server, User, new_user, shot
@@ -84,7 +84,7 @@ def test_a_spice_vm_page_has_no_share_link_and_reconnects_on_demand(
 
 def in_guest(server: Server, env_id: str, command: str) -> str:
     """Run ``command`` as root in the guest (over the VM's command channel); its output."""
-    agent = VmPaths.of(env_id, RUN_ROOT, server.data_dir).agent
+    agent = VmPaths.of(env_id, default_run_root(), server.data_dir).agent
     # Playwright's sync API runs an event loop in this thread: ask from another.
     with ThreadPoolExecutor(1) as pool:
         code, out = pool.submit(asyncio.run, agent_run(agent, command, 30)).result()
@@ -140,7 +140,7 @@ TYPED_KEYS = [18, 46, 35, 24, 57, 5, 3, 28]
 
 def vm_traces(env_id: str, data_root: Path) -> dict[str, list[str]]:
     """What a VM could leave on the host: the container traces plus its own dirs and cgroups."""
-    paths = VmPaths.of(env_id, RUN_ROOT, data_root)
+    paths = VmPaths.of(env_id, default_run_root(), data_root)
     return {
         **host_traces(env_id, data_root),
         "vm dirs": [str(p) for p in (paths.root, paths.data) if p.exists()],
