@@ -9,16 +9,16 @@ done, 1 failure (server error, environment failed, not found), 2 bad input,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-import uuid
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from genos.client import Client
@@ -32,8 +32,11 @@ EnvId = Annotated[str, typer.Argument(help="The environment's id (see genos ls).
 FINAL = {"terminated", "failed"}
 
 
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
+def _print_json(data: Any, *, compact: bool = False) -> None:
+    if compact:
+        print(json.dumps(data, separators=(",", ":"), default=str), flush=True)
+    else:
+        print(json.dumps(data, indent=2, default=str))
 
 
 def _env_line(env: dict[str, Any]) -> str:
@@ -144,69 +147,104 @@ def up(  # noqa: PLR0917 - Typer parameters
     answer: Annotated[
         list[str] | None, typer.Option("--answer", "-a", help="FIELD=OPTION reply to a question.")
     ] = None,
-    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once it is accepted.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for running.")] = 900.0,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Return once it is accepted (it keeps its place).")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for running; then it is cancelled, exit 1.")
+    ] = 900.0,
     as_json: JsonOpt = False,
+    show_events: Annotated[
+        bool,
+        typer.Option(
+            "--events", help="With --json: a JSON line per event and queue move, then the result."
+        ),
+    ] = False,
 ) -> None:
-    """Create an environment and wait until it runs; prints the URL where its desktop opens."""
+    """Create an environment and wait until it runs; prints the URL where its desktop opens.
+
+    While it waits it shows its place in the queue and the provisioning steps.
+    On --timeout or Ctrl-C it cancels the environment it asked for: up leaves
+    a running desktop or nothing (--no-wait leaves the request waiting).
+    """
+    import uuid  # noqa: PLC0415
+
     from genos.cli import _answers  # noqa: PLC0415 - shared parsing of --answer
 
+    deadline = time.monotonic() + timeout
+    if show_events and not as_json:
+        raise InputError("--events goes with --json")
+    if not timeout > 0:
+        raise InputError(f"--timeout must be positive, got {timeout:g}")
     body = _spec_body(prompt, file) | {"request_id": uuid.uuid4().hex}
     if answer:
         body["answers"] = _answers(answer)
-    with Client() as client:
+    with Client(timeout=min(30.0, timeout)) as client:
         created = client.call("POST", "/v1/environments", body)
         if "outcome" in created:
-            _composer_answer(created, as_json)
-        env = created if no_wait else _follow(client, created, timeout, quiet=as_json)
+            _composer_answer(created, as_json, compact=show_events)
+        env = created
+        if not no_wait:
+            env = _wait(client, created, (deadline, timeout), as_json=as_json, events=show_events)
         if env["state"] == "running":
             link = client.call("POST", "/v1/login-links")
             env["login_url"] = f"{env['url']}?login={link['code']}"
     if as_json:
-        _print_json(env)
+        _print_json(env, compact=show_events)
     elif env["state"] == "running":
-        out.print(f"{env['id']} is running: {env['summary']}")
-        out.print(f"Open the desktop: {env['login_url']}")
+        print(f"{env['id']} is running: {env['summary']}")
+        print(f"Open the desktop: {env['login_url']}")
     else:
-        out.print(_env_line(env))
+        print(_env_line(env))
     if env["state"] in FINAL:
         raise typer.Exit(1)
 
 
-def _composer_answer(result: dict[str, Any], as_json: bool) -> None:
+def _composer_answer(result: dict[str, Any], as_json: bool, *, compact: bool = False) -> None:
     from genos.composer.result import EXIT_CODES  # noqa: PLC0415
 
     if as_json:
-        _print_json(result)
+        _print_json(result, compact=compact)
     elif result["outcome"] == "clarify":
         for q in result["clarifications"]:
-            err.print(f"{q['question']} ({q['field']}: {', '.join(q['options'])})")
-        err.print("Answer with --answer FIELD=OPTION.")
+            print(f"{q['question']} ({q['field']}: {', '.join(q['options'])})", file=sys.stderr)
+        print("Answer with --answer FIELD=OPTION.", file=sys.stderr)
     else:
         for v in result["violations"]:
-            err.print(f"refused: {v['field']}: {v['reason']}")
+            print(f"refused: {v['field']}: {v['reason']}", file=sys.stderr)
     raise typer.Exit(EXIT_CODES[result["outcome"]])
 
 
-def _follow(client: Client, env: dict[str, Any], timeout: float, *, quiet: bool) -> dict[str, Any]:
-    """Show provisioning progress from the events until a settled state; the final record."""
-    import time  # noqa: PLC0415
+def _wait(
+    client: Client, env: dict[str, Any], limit: tuple[float, float], *, as_json: bool, events: bool
+) -> dict[str, Any]:
+    """The record once ``env`` runs or ended; at the deadline or on Ctrl-C, cancel it and exit.
 
-    deadline = time.monotonic() + timeout
-    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True, disable=quiet) as bar:
-        task = bar.add_task(f"{env['id']}: {env['state']}", total=None)
-        for event in client.events(env["id"]):
-            data = event.get("data") or {}
-            if "steps" in data and "step" in data:
-                bar.update(task, total=data["steps"], completed=data["step"])
-            bar.update(task, description=f"{env['id']}: {event['message']}")
-            if event["type"] == "state" and event["state"] in {"running", *FINAL}:
-                break
-            if time.monotonic() > deadline:
-                err.print(f"genos: {env['id']} not running after {timeout:g}s; still waiting there")
-                break
-    return dict(client.call("GET", f"/v1/environments/{env['id']}"))
+    ``limit`` is the deadline (monotonic clock) and the ``--timeout`` it came from.
+    """
+    from genos import cli_wait  # noqa: PLC0415
+
+    if env["state"] in cli_wait.SETTLED:
+        return env  # running at once (a warm pool): no stream to open
+    report = cli_wait.reporter(env["id"], as_json=as_json, events=events)
+    wait = cli_wait.Wait(client, env, report)
+    try:
+        with contextlib.closing(report), cli_wait.stopped_by_signals():
+            settled = wait.until(limit[0])
+        if settled:
+            return dict(client.call("GET", f"/v1/environments/{env['id']}"))
+        why, code, hint = f"timed out after {limit[1]:g}s", 1, " (--no-wait leaves it waiting)"
+    except KeyboardInterrupt:
+        why, code, hint = "interrupted", 130, ""
+    except cli_wait.Stopped as stop:
+        why, code, hint = f"stopped by {stop.name}", 128 + stop.signum, ""
+    ended, message = cli_wait.give_up(client, wait, why, hint=hint)
+    if not message:
+        return ended  # it ran after all
+    if as_json:
+        _print_json(ended, compact=events)
+    print(f"genos: {message}", file=sys.stderr)
+    raise typer.Exit(code)
 
 
 def ls(
@@ -280,8 +318,8 @@ def events(
     as_json: JsonOpt = False,
 ) -> None:
     """Print an environment's events (one JSON object per line with --json)."""
-    with Client() as client:
-        _print_events(client.events(env_id, follow=follow), as_json)
+    with Client() as client, client.events(env_id, follow=follow) as stream:
+        _print_events(stream, as_json)
 
 
 def _print_events(source: Any, as_json: bool) -> None:
