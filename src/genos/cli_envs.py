@@ -14,19 +14,22 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
-from rich.console import Console
-from rich.table import Table
 
+from genos.cli_console import LazyConsole
 from genos.client import Client
 from genos.errors import InputError
 from genos.paths import data_dir
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+# Rich, YAML and the waiting machinery load inside the commands that use them:
+# `genos ls --json` or a launch from a warm pool print plain text.
+out = LazyConsole()
+err = LazyConsole(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 EnvId = Annotated[str, typer.Argument(help="The environment's id (see genos ls).")]
 FINAL = {"terminated", "failed"}
@@ -42,6 +45,15 @@ def _print_json(data: Any, *, compact: bool = False) -> None:
 def _env_line(env: dict[str, Any]) -> str:
     note = f" ({env['failure_reason']})" if env.get("failure_reason") else ""
     return f"{env['id']}  {env['state']}{note}  {env['summary']}"
+
+
+def _columns(rows: list[list[str]]) -> str:
+    """Rows as left-aligned columns two spaces apart (the first row is the header)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
 
 
 def serve(  # noqa: PLR0917 - Typer parameters
@@ -130,6 +142,8 @@ def _spec_body(prompt: str | None, file: Path | None) -> dict[str, Any]:
         raise InputError("give a prompt or -f SPEC.yaml (one of them)")
     if file is None:
         return {"prompt": prompt}
+    import yaml  # noqa: PLC0415
+
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -264,10 +278,8 @@ def ls(
     if as_json:
         _print_json(items)
         return
-    table = Table("id", "state", "what", "created", box=None)
-    for env in items:
-        table.add_row(env["id"], env["state"], env["summary"], str(env["created"])[:19])
-    out.print(table if items else "no environments")
+    rows = [[e["id"], e["state"], e["summary"], str(e["created"])[:19]] for e in items]
+    print(_columns([["id", "state", "what", "created"], *rows]) if items else "no environments")
 
 
 def show(env_id: EnvId, as_json: JsonOpt = False) -> None:
@@ -277,15 +289,17 @@ def show(env_id: EnvId, as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(env)
         return
-    out.print(_env_line(env))
-    out.print(f"url: {env['url']}")
+    import yaml  # noqa: PLC0415
+
+    print(_env_line(env))
+    print(f"url: {env['url']}")
     if env.get("usage"):
         u = env["usage"]
         mib = u["memory_bytes"] >> 20
-        out.print(f"usage: cpu {u['cpu_seconds']:.1f}s, memory {mib} MiB, pids {u['pids']}")
+        print(f"usage: cpu {u['cpu_seconds']:.1f}s, memory {mib} MiB, pids {u['pids']}")
     if env.get("tier_note"):
-        out.print(f"note: {env['tier_note']}")
-    out.print(yaml.safe_dump(env["spec"], sort_keys=False).rstrip())
+        print(f"note: {env['tier_note']}")
+    print(yaml.safe_dump(env["spec"], sort_keys=False).rstrip())
 
 
 def _verb(method: str, path: str, env_id: str, as_json: bool) -> None:
@@ -294,7 +308,7 @@ def _verb(method: str, path: str, env_id: str, as_json: bool) -> None:
     if as_json:
         _print_json(env)
     else:
-        out.print(_env_line(env))
+        print(_env_line(env))
 
 
 def suspend(env_id: EnvId, as_json: JsonOpt = False) -> None:
@@ -322,13 +336,13 @@ def events(
         _print_events(stream, as_json)
 
 
-def _print_events(source: Any, as_json: bool) -> None:
+def _print_events(source: Iterable[dict[str, Any]], as_json: bool) -> None:
     for ev in source:
         if as_json:
             print(json.dumps(ev), flush=True)
         else:
             when = str(ev["time"])[11:19]
-            out.print(f"{ev['seq']:>4} {when} {ev['type']:<8} {ev['state']:<12} {ev['message']}")
+            print(f"{ev['seq']:>4} {when} {ev['type']:<8} {ev['state']:<12} {ev['message']}")
         sys.stdout.flush()
 
 

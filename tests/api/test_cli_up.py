@@ -12,6 +12,7 @@ import queue
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -133,20 +134,19 @@ def state_of(server: Server, env_id: str) -> str:
 
 def test_up_events_show_queue_moves_then_the_environment(small: Server, full: str) -> None:
     """--json --events: server events and queue moves as JSON lines, the environment last."""
-    with (
-        launched(small, DESKTOP, "--json", "--events") as second,
-        launched(small, DESKTOP, "--json", "--events") as third,
-    ):
-        second_out, third_out = Lines(second.stdout), Lines(third.stdout)
+    with launched(small, DESKTOP, "--json", "--events") as second:
+        second_out = Lines(second.stdout)
         second_out.until('"type":"queue"')
-        third_out.until('"position":2')
-        api(small, "DELETE", f"/v1/environments/{full}")  # the second starts, the third moves up
-        second_lines = [json.loads(line) for line in second_out.rest()]
-        assert second.wait(timeout=30) == 0
-        third_out.until('"position":1')
-        api(small, "DELETE", f"/v1/environments/{second_lines[-1]['id']}")
-        third_lines = [json.loads(line) for line in third_out.rest()]
-        assert third.wait(timeout=30) == 0
+        with launched(small, DESKTOP, "--json", "--events") as third:
+            third_out = Lines(third.stdout)
+            third_out.until('"position":2')
+            api(small, "DELETE", f"/v1/environments/{full}")  # the second starts, the third moves
+            second_lines = [json.loads(line) for line in second_out.rest()]
+            assert second.wait(timeout=30) == 0
+            third_out.until('"position":1')
+            api(small, "DELETE", f"/v1/environments/{second_lines[-1]['id']}")
+            third_lines = [json.loads(line) for line in third_out.rest()]
+            assert third.wait(timeout=30) == 0
 
     env = third_lines[-1]
     assert env["state"] == "running"
@@ -271,6 +271,44 @@ def test_up_option_mistakes_are_one_line(small: Server, args: list[str], message
     result = genos(small, "up", DESKTOP, *args)
     assert result.returncode == 2
     assert result.stderr == message
+
+
+# Run the CLI as `genos` does, and write the modules it loaded to a file at exit.
+PROBE = (
+    "import atexit, sys\n"
+    "out = sys.argv.pop(1)\n"
+    "atexit.register(lambda: open(out, 'w').write(' '.join(sorted(sys.modules))))\n"
+    "from genos.cli import main\n"
+    "main()\n"
+)
+HEAVY = ("httpx", "rich", "yaml", "sqlalchemy", "fastapi", "genos.spec", "genos.composer")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["ls", "--json"],
+        ["ls"],
+        ["up", DESKTOP],
+        ["up", DESKTOP, "--json"],
+        ["up", DESKTOP, "--json", "--events"],
+        ["show", "0123456789"],
+    ],
+)
+def test_commands_import_only_what_they_use(clean: Server, tmp_path: Path, args: list[str]) -> None:
+    """--help, ls and up load no HTTP library, no Rich, no YAML, no server or composer code."""
+    modules = tmp_path / "modules"
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, str(modules), *args], env=clean.env(),
+        capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert "Traceback" not in result.stderr
+    assert result.returncode == (1 if args[0] == "show" else 0), result.stderr
+    loaded = set(modules.read_text().split())
+    assert {m for m in loaded if m in HEAVY or m.startswith(tuple(f"{h}." for h in HEAVY))} == set()
+    if args[0] == "--help":
+        assert "http.client" not in loaded
 
 
 def test_client_reopens_a_connection_the_server_closed(small: Server) -> None:
