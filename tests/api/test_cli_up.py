@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import pty
 import queue
 import signal
 import socket
@@ -186,6 +188,29 @@ def test_up_timeout_while_queued_cancels_and_exits_1(small: Server, full: str) -
     )
     assert 2 <= took < 12
     assert state_of(small, env_id) == "terminated"
+
+
+def test_up_on_a_terminal_shows_the_queue_on_its_progress_bar(small: Server, full: str) -> None:
+    """On a terminal, up's progress bar says where it waits; the message stays after it."""
+    master, slave = pty.openpty()
+    env = small.env(COLUMNS="160", TERM="xterm")
+    with subprocess.Popen(
+        [str(BIN / "genos"), "up", DESKTOP, "--timeout", "3"], env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
+    ) as proc:  # fmt: skip
+        os.close(slave)
+        screen = b""
+        with contextlib.suppress(OSError):  # EIO once the process closed its end
+            while chunk := os.read(master, 4096):
+                screen += chunk
+        os.close(master)
+        assert proc.wait(timeout=30) == 1
+    text = screen.decode()
+    env_id = text.split("genos: timed out after 3s: ")[1].split()[0]
+    assert f"{env_id}: waiting in the queue, position 1" in text
+    assert text.rstrip().endswith(
+        "was queued at position 1; cancelled it (--no-wait leaves it waiting)"
+    )
 
 
 def test_up_json_timeout_prints_the_cancelled_environment(small: Server, full: str) -> None:
