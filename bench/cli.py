@@ -15,11 +15,13 @@ so a load that comes and goes touches them alike; medians and p90 of
   ``genos up`` minus this is the CLI's own overhead (interpreter, imports,
   argument parsing, output).
 
-``--baseline-src DIR`` runs the commands a second time from another source
-tree (``PYTHONPATH=DIR``, e.g. ``git archive <rev> src | tar -x -C /tmp/base``)
-to compare before and after in the same run.
+``--baseline PATH`` runs the commands a second time with ``PYTHONPATH=PATH``:
+another source tree (``git archive <rev> src | tar -x -C /tmp/base``), and
+if need be a directory with other versions of its dependencies
+(``pip install --no-deps --target DIR typer==X``) before it, to compare
+before and after in the same run.
 
-Run: .venv/bin/python bench/cli.py [--rounds 30] [--envs 20] [--baseline-src DIR]
+Run: .venv/bin/python bench/cli.py [--rounds 30] [--envs 20] [--baseline PATH]
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--envs", type=int, default=20, help="environments genos ls lists")
-    parser.add_argument("--baseline-src", type=Path, help="another source tree to compare")
+    parser.add_argument("--baseline", help="PYTHONPATH of a baseline to compare (a src tree)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"
@@ -106,16 +108,16 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, env: dict[str, str], url: str, token: str) -> None:
-    trees = {"": Path(__file__).resolve().parents[1] / "src"}
-    if args.baseline_src:
-        trees["baseline "] = args.baseline_src.resolve()
+    trees = {"": str(Path(__file__).resolve().parents[1] / "src")}
+    if args.baseline:
+        trees["baseline "] = args.baseline
     commands = {"--help": ["--help"], "ls": ["ls"], "ls --json": ["ls", "--json"]}
     times: dict[str, list[float]] = {}
     for _ in range(args.rounds):
         times.setdefault("python -c pass", []).append(timed([PYTHON, "-c", "pass"], env))
         times.setdefault("up's HTTP (from a running process)", []).append(up_exchange(url, token))
         for label, src in trees.items():
-            tree_env = env | {"PYTHONPATH": str(src)}
+            tree_env = env | {"PYTHONPATH": src}
             for name, argv in commands.items():
                 key = f"{label}genos {name}"
                 times.setdefault(key, []).append(timed([PYTHON, "-c", RUN_CLI, *argv], tree_env))
