@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 POLL = 2.0
 SETTLED = frozenset({"running", "terminated", "failed"})
+MAX_BLOCK = 60.0  # longest single block on the inbox (a lock's timeout is bounded; --timeout inf)
 CANCEL_TIMEOUT = 5.0  # seconds each call of a cancellation may take once we gave up
 
 Item = dict[str, Any]
@@ -127,7 +128,7 @@ class Wait:
                 continue
             until = min(deadline, next_poll) if polling else deadline
             try:
-                item = inbox.get(timeout=until - now)
+                item = inbox.get(timeout=min(until - now, MAX_BLOCK))
             except queue.Empty:
                 continue
             if item is None:
