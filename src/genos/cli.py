@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-import yaml
-from rich.console import Console
 
 from genos import __version__
-from genos.audit import AuditLog
+from genos.cli_console import LazyConsole
 from genos.cli_envs import register as register_env_commands
 from genos.cli_images import images_app
 from genos.cli_pools import pool_app
@@ -28,24 +26,33 @@ from genos.paths import data_dir
 if TYPE_CHECKING:
     from genos.composer import Clarification, Composed, Rejection
 
-# The composer, the spec models and the image store load only in the commands
-# that use them: `genos up`, `ls` and friends start in a fraction of the time.
+# The composer, the spec models, the image store, YAML and Rich load only in
+# the commands that use them: `genos --help`, `up`, `ls` and friends start in a
+# fraction of the time. Help is click's plain text (rich_markup_mode=None):
+# drawing it with Rich cost more than everything else `genos --help` does.
 
 app = typer.Typer(
     help="GenOS: describe a computer in a sentence, get a sandboxed Linux desktop.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
-spec_app = typer.Typer(help="The environment spec (genos/v1).", no_args_is_help=True)
-catalog_app = typer.Typer(help="The composer's knowledge base.", no_args_is_help=True)
+spec_app = typer.Typer(
+    help="The environment spec (genos/v1).", no_args_is_help=True, rich_markup_mode=None
+)
+catalog_app = typer.Typer(
+    help="The composer's knowledge base.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(spec_app, name="spec")
-audit_app = typer.Typer(help="The hash-chained audit logs.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help="The hash-chained audit logs.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(audit_app, name="audit")
 app.add_typer(images_app, name="images")
 app.add_typer(pool_app, name="pool")
-out = Console(highlight=False, soft_wrap=True)
+out = LazyConsole()
 register_env_commands(app)
 
 
@@ -104,6 +111,8 @@ def compose_cmd(
     if as_json:
         print(json.dumps(to_json(result), indent=2))
     elif as_yaml and not isinstance(result, Rejection):
+        import yaml  # noqa: PLC0415
+
         spec = result.spec if isinstance(result, Composed) else result.draft
         print(yaml.safe_dump(dump(spec), sort_keys=False), end="")
     else:
@@ -151,6 +160,8 @@ def spec_schema() -> None:
 @spec_app.command("validate")
 def spec_validate(path: Annotated[Path, typer.Argument(help="A spec in YAML or JSON.")]) -> None:
     """Check a spec file; print it normalised, or the first problem."""
+    import yaml  # noqa: PLC0415
+
     from genos.spec import dump, parse_spec  # noqa: PLC0415
 
     try:
@@ -227,6 +238,8 @@ def catalog_search(
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Check every audit log's hash chain; exit 1 at the first broken record."""
+    from genos.audit import AuditLog  # noqa: PLC0415
+
     logs = sorted((data_dir() / "audit").glob("*.jsonl"))
     broken = False
     for path in logs:

@@ -9,37 +9,52 @@ done, 1 failure (server error, environment failed, not found), 2 bad input,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-import uuid
+import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from genos.cli_console import LazyConsole
 from genos.client import Client
 from genos.errors import InputError
 from genos.paths import data_dir, node_name
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+# Rich, YAML and the waiting machinery load inside the commands that use them:
+# `genos ls --json` or a launch from a warm pool print plain text.
+out = LazyConsole()
+err = LazyConsole(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 EnvId = Annotated[str, typer.Argument(help="The environment's id (see genos ls).")]
 FINAL = {"terminated", "failed"}
 
 
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
+def _print_json(data: Any, *, compact: bool = False) -> None:
+    if compact:
+        print(json.dumps(data, separators=(",", ":"), default=str), flush=True)
+    else:
+        print(json.dumps(data, indent=2, default=str))
 
 
 def _env_line(env: dict[str, Any]) -> str:
     note = f" ({env['failure_reason']})" if env.get("failure_reason") else ""
     return f"{env['id']}  {env['state']}{note}  {env['summary']}"
+
+
+def _columns(rows: list[list[str]]) -> str:
+    """Rows as left-aligned columns two spaces apart (the first row is the header)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
 
 
 def serve(  # noqa: PLR0917 - Typer parameters
@@ -101,6 +116,8 @@ def serve(  # noqa: PLR0917 - Typer parameters
         memory_mb or whole.memory_mb,
         cpu_overcommit=cpu_overcommit,
         memory_overcommit=memory_overcommit,
+        host_cpus=whole.host_cpus,
+        host_memory_mb=whole.host_memory_mb,
     )
     config = ServeConfig(
         host=host,
@@ -121,6 +138,8 @@ def serve(  # noqa: PLR0917 - Typer parameters
 
 def _requests(path: Path | None) -> Any:
     """The default requests with an operator's file applied (None: the defaults as they are)."""
+    import yaml  # noqa: PLC0415
+
     from genos.orchestrator.capacity import Requests  # noqa: PLC0415
 
     if path is None:
@@ -166,6 +185,8 @@ def _spec_body(prompt: str | None, file: Path | None) -> dict[str, Any]:
         raise InputError("give a prompt or -f SPEC.yaml (one of them)")
     if file is None:
         return {"prompt": prompt}
+    import yaml  # noqa: PLC0415
+
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -183,69 +204,104 @@ def up(  # noqa: PLR0917 - Typer parameters
     answer: Annotated[
         list[str] | None, typer.Option("--answer", "-a", help="FIELD=OPTION reply to a question.")
     ] = None,
-    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once it is accepted.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for running.")] = 900.0,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Return once it is accepted (it keeps its place).")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for running; then it is cancelled, exit 1.")
+    ] = 900.0,
     as_json: JsonOpt = False,
+    show_events: Annotated[
+        bool,
+        typer.Option(
+            "--events", help="With --json: a JSON line per event and queue move, then the result."
+        ),
+    ] = False,
 ) -> None:
-    """Create an environment and wait until it runs; prints the URL where its desktop opens."""
+    """Create an environment and wait until it runs; prints the URL where its desktop opens.
+
+    While it waits it shows its place in the queue and the provisioning steps.
+    On --timeout or Ctrl-C it cancels the environment it asked for: up leaves
+    a running desktop or nothing (--no-wait leaves the request waiting).
+    """
+    import uuid  # noqa: PLC0415
+
     from genos.cli import _answers  # noqa: PLC0415 - shared parsing of --answer
 
+    deadline = time.monotonic() + timeout
+    if show_events and not as_json:
+        raise InputError("--events goes with --json")
+    if not timeout > 0:
+        raise InputError(f"--timeout must be positive, got {timeout:g}")
     body = _spec_body(prompt, file) | {"request_id": uuid.uuid4().hex}
     if answer:
         body["answers"] = _answers(answer)
-    with Client() as client:
+    with Client(timeout=min(30.0, timeout)) as client:
         created = client.call("POST", "/v1/environments", body)
         if "outcome" in created:
-            _composer_answer(created, as_json)
-        env = created if no_wait else _follow(client, created, timeout, quiet=as_json)
+            _composer_answer(created, as_json, compact=show_events)
+        env = created
+        if not no_wait:
+            env = _wait(client, created, (deadline, timeout), as_json=as_json, events=show_events)
         if env["state"] == "running":
             link = client.call("POST", "/v1/login-links")
             env["login_url"] = f"{env['url']}?login={link['code']}"
     if as_json:
-        _print_json(env)
+        _print_json(env, compact=show_events)
     elif env["state"] == "running":
-        out.print(f"{env['id']} is running: {env['summary']}")
-        out.print(f"Open the desktop: {env['login_url']}")
+        print(f"{env['id']} is running: {env['summary']}")
+        print(f"Open the desktop: {env['login_url']}")
     else:
-        out.print(_env_line(env))
+        print(_env_line(env))
     if env["state"] in FINAL:
         raise typer.Exit(1)
 
 
-def _composer_answer(result: dict[str, Any], as_json: bool) -> None:
+def _composer_answer(result: dict[str, Any], as_json: bool, *, compact: bool = False) -> None:
     from genos.composer.result import EXIT_CODES  # noqa: PLC0415
 
     if as_json:
-        _print_json(result)
+        _print_json(result, compact=compact)
     elif result["outcome"] == "clarify":
         for q in result["clarifications"]:
-            err.print(f"{q['question']} ({q['field']}: {', '.join(q['options'])})")
-        err.print("Answer with --answer FIELD=OPTION.")
+            print(f"{q['question']} ({q['field']}: {', '.join(q['options'])})", file=sys.stderr)
+        print("Answer with --answer FIELD=OPTION.", file=sys.stderr)
     else:
         for v in result["violations"]:
-            err.print(f"refused: {v['field']}: {v['reason']}")
+            print(f"refused: {v['field']}: {v['reason']}", file=sys.stderr)
     raise typer.Exit(EXIT_CODES[result["outcome"]])
 
 
-def _follow(client: Client, env: dict[str, Any], timeout: float, *, quiet: bool) -> dict[str, Any]:
-    """Show provisioning progress from the events until a settled state; the final record."""
-    import time  # noqa: PLC0415
+def _wait(
+    client: Client, env: dict[str, Any], limit: tuple[float, float], *, as_json: bool, events: bool
+) -> dict[str, Any]:
+    """The record once ``env`` runs or ended; at the deadline or on Ctrl-C, cancel it and exit.
 
-    deadline = time.monotonic() + timeout
-    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True, disable=quiet) as bar:
-        task = bar.add_task(f"{env['id']}: {env['state']}", total=None)
-        for event in client.events(env["id"]):
-            data = event.get("data") or {}
-            if "steps" in data and "step" in data:
-                bar.update(task, total=data["steps"], completed=data["step"])
-            bar.update(task, description=f"{env['id']}: {event['message']}")
-            if event["type"] == "state" and event["state"] in {"running", *FINAL}:
-                break
-            if time.monotonic() > deadline:
-                err.print(f"genos: {env['id']} not running after {timeout:g}s; still waiting there")
-                break
-    return dict(client.call("GET", f"/v1/environments/{env['id']}"))
+    ``limit`` is the deadline (monotonic clock) and the ``--timeout`` it came from.
+    """
+    from genos import cli_wait  # noqa: PLC0415
+
+    if env["state"] in cli_wait.SETTLED:
+        return env  # running at once (a warm pool): no stream to open
+    report = cli_wait.reporter(env["id"], as_json=as_json, events=events)
+    wait = cli_wait.Wait(client, env, report)
+    try:
+        with contextlib.closing(report), cli_wait.stopped_by_signals():
+            settled = wait.until(limit[0])
+        if settled:
+            return dict(client.call("GET", f"/v1/environments/{env['id']}"))
+        why, code, hint = f"timed out after {limit[1]:g}s", 1, " (--no-wait leaves it waiting)"
+    except KeyboardInterrupt:
+        why, code, hint = "interrupted", 130, ""
+    except cli_wait.Stopped as stop:
+        why, code, hint = f"stopped by {stop.name}", 128 + stop.signum, ""
+    ended, message = cli_wait.give_up(client, wait, why, hint=hint)
+    if not message:
+        return ended  # it ran after all
+    if as_json:
+        _print_json(ended, compact=events)
+    print(f"genos: {message}", file=sys.stderr)
+    raise typer.Exit(code)
 
 
 def ls(
@@ -265,10 +321,8 @@ def ls(
     if as_json:
         _print_json(items)
         return
-    table = Table("id", "state", "what", "created", box=None)
-    for env in items:
-        table.add_row(env["id"], env["state"], env["summary"], str(env["created"])[:19])
-    out.print(table if items else "no environments")
+    rows = [[e["id"], e["state"], e["summary"], str(e["created"])[:19]] for e in items]
+    print(_columns([["id", "state", "what", "created"], *rows]) if items else "no environments")
 
 
 def show(env_id: EnvId, as_json: JsonOpt = False) -> None:
@@ -278,15 +332,17 @@ def show(env_id: EnvId, as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(env)
         return
-    out.print(_env_line(env))
-    out.print(f"url: {env['url']}")
+    import yaml  # noqa: PLC0415
+
+    print(_env_line(env))
+    print(f"url: {env['url']}")
     if env.get("usage"):
         u = env["usage"]
         mib = u["memory_bytes"] >> 20
-        out.print(f"usage: cpu {u['cpu_seconds']:.1f}s, memory {mib} MiB, pids {u['pids']}")
+        print(f"usage: cpu {u['cpu_seconds']:.1f}s, memory {mib} MiB, pids {u['pids']}")
     if env.get("tier_note"):
-        out.print(f"note: {env['tier_note']}")
-    out.print(yaml.safe_dump(env["spec"], sort_keys=False).rstrip())
+        print(f"note: {env['tier_note']}")
+    print(yaml.safe_dump(env["spec"], sort_keys=False).rstrip())
 
 
 def _verb(method: str, path: str, env_id: str, as_json: bool) -> None:
@@ -295,7 +351,7 @@ def _verb(method: str, path: str, env_id: str, as_json: bool) -> None:
     if as_json:
         _print_json(env)
     else:
-        out.print(_env_line(env))
+        print(_env_line(env))
 
 
 def suspend(env_id: EnvId, as_json: JsonOpt = False) -> None:
@@ -319,17 +375,17 @@ def events(
     as_json: JsonOpt = False,
 ) -> None:
     """Print an environment's events (one JSON object per line with --json)."""
-    with Client() as client:
-        _print_events(client.events(env_id, follow=follow), as_json)
+    with Client() as client, client.events(env_id, follow=follow) as stream:
+        _print_events(stream, as_json)
 
 
-def _print_events(source: Any, as_json: bool) -> None:
+def _print_events(source: Iterable[dict[str, Any]], as_json: bool) -> None:
     for ev in source:
         if as_json:
             print(json.dumps(ev), flush=True)
         else:
             when = str(ev["time"])[11:19]
-            out.print(f"{ev['seq']:>4} {when} {ev['type']:<8} {ev['state']:<12} {ev['message']}")
+            print(f"{ev['seq']:>4} {when} {ev['type']:<8} {ev['state']:<12} {ev['message']}")
         sys.stdout.flush()
 
 

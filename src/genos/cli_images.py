@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-import yaml
-from rich.console import Console
 
+from genos.cli_console import LazyConsole
 from genos.errors import InputError, NotFoundError
 
 if TYPE_CHECKING:
@@ -26,11 +25,14 @@ if TYPE_CHECKING:
 images_app = typer.Typer(
     help="Root filesystem layers (base -> desktop -> apps) and user disk images.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
-out = Console(highlight=False, soft_wrap=True)
+out = LazyConsole()
 
 
 def _spec(prompt: str | None, file: Path | None) -> EnvironmentSpec:
+    import yaml  # noqa: PLC0415
+
     from genos.composer import Composed, Rejection, compose  # noqa: PLC0415
     from genos.spec import parse_spec  # noqa: PLC0415
 

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+
+from genos.cli_console import LazyConsole
 
 pool_app = typer.Typer(
     help="Warm pools: environments started before anyone asks.", no_args_is_help=True
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = LazyConsole()
+err = LazyConsole(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 

@@ -174,9 +174,12 @@ def _rule(kind: str, value: Any, base: RequestRule) -> RequestRule:
 class Capacity:
     """What environments on one host may reserve in total.
 
-    ``cpus`` and ``memory_mb`` are the host's own, less a reserve for the
-    system and GenOS; requests may add up to them times the overcommit
-    ratios. Constructed directly, nothing is overcommitted; :meth:`from_host`
+    ``cpus`` and ``memory_mb`` are what GenOS gives environments (the host's
+    own less a reserve, or what the operator set); requests may add up to them
+    times the overcommit ratios. An environment's limits must fit the machine
+    itself (``host_cpus``/``host_memory_mb``): a limit no host could reach
+    says nothing, but one beyond the operator's share is allowed, since only
+    requests are reserved. Constructed directly, nothing is overcommitted; :meth:`from_host`
     applies the defaults an operator of desktop hosts would choose.
     """
 
@@ -184,6 +187,8 @@ class Capacity:
     memory_mb: int
     cpu_overcommit: float = 1.0
     memory_overcommit: float = 1.0
+    host_cpus: float | None = None  # the machine's own (limits must fit it); None: ``cpus``
+    host_memory_mb: int | None = None  # the same for memory; None: ``memory_mb``
 
     @classmethod
     def from_host(
@@ -206,11 +211,14 @@ class Capacity:
             The capacity environments may share.
         """
         limits = HostLimits.from_host(reserve_mb=reserve_mb)
+        whole = HostLimits.from_host(reserve_mb=0)
         return cls(
             cpus=max(0.25, limits.cpus - reserve_cpus),
             memory_mb=limits.memory_mb,
             cpu_overcommit=cpu_overcommit,
             memory_overcommit=memory_overcommit,
+            host_cpus=whole.cpus,
+            host_memory_mb=whole.memory_mb,
         )
 
     @property
@@ -250,12 +258,14 @@ class Capacity:
                 f"offers at most {self.allocatable_cpus:g} cpus and "
                 f"{self.allocatable_memory_mb} MB to environments"
             )
+        host_cpus = self.host_cpus if self.host_cpus is not None else self.cpus
+        host_mb = self.host_memory_mb if self.host_memory_mb is not None else self.memory_mb
         if limits is not None and (
-            limits.cpus > self.cpus + _EPSILON or limits.memory_mb > self.memory_mb
+            limits.cpus > host_cpus + _EPSILON or limits.memory_mb > host_mb
         ):
             raise CapacityError(
                 f"may use up to {limits.cpus:g} cpus and {limits.memory_mb} MB; this host has "
-                f"{self.cpus:g} cpus and {self.memory_mb} MB for environments"
+                f"{host_cpus:g} cpus and {host_mb} MB"
             )
 
 
