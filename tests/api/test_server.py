@@ -52,7 +52,8 @@ def start_server(
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``genos serve`` (or ``genos gateway``) and wait until /readyz answers."""
     port = port or free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GENOS_")}
+    # A test run's node (GENOS_NODE) goes along: its servers keep to its run roots.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENOS_") or k == "GENOS_NODE"}
     env["GENOS_DATA_DIR"] = str(root)
     with (root.parent / f"{command}-{port}.log").open("ab") as log:
         process = subprocess.Popen(

@@ -175,7 +175,7 @@ def _processes_of(env_id: str) -> list[str]:
         except OSError:
             continue
         # A zombie holds nothing but its pid until the host's init reaps it.
-        if not zombie and (f"/genos/{env_id}" in cgroup or env_id in cmdline):
+        if not zombie and (f"/{env_id}\n" in cgroup or env_id in cmdline):
             found.append(f"{proc.name} {cmdline.strip()}")
     return found
 
@@ -190,9 +190,10 @@ def host_traces(env_id: str, data_root: Path) -> dict[str, list[str]]:
     Returns:
         Kind -> what is there; every list is empty when nothing is left.
     """
-    state_roots = Path("/run/genos/runtime").glob(f"*/{env_id}")
+    # Under any node's roots (/run/genos, /run/genos-<node>): a trace is a trace.
+    state_roots = Path("/run").glob(f"genos*/runtime/*/{env_id}")
     mounts = [m for m in Path("/proc/self/mountinfo").read_text().splitlines() if env_id in m]
-    dirs = [Path("/run/genos") / env_id, data_root / "envs" / env_id]
+    dirs = [*Path("/run").glob(f"genos*/{env_id}"), data_root / "envs" / env_id]
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     tables = subprocess.run(
         ["nft", "list", "tables"], capture_output=True, text=True, check=True
@@ -202,7 +203,7 @@ def host_traces(env_id: str, data_root: Path) -> dict[str, list[str]]:
         "containers": [str(p) for p in state_roots],
         "mounts": mounts,
         "dirs": [str(d) for d in dirs if d.exists()],
-        "cgroups": [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/genos/{env_id}")],
+        "cgroups": [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/genos*/{env_id}")],
         "netns": [str(p) for p in Path("/run/netns").glob(f"genos-{env_id}*")],
         "veths": [
             line.split(":")[1].strip().split("@")[0]
