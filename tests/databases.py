@@ -10,11 +10,8 @@ Every test gets its own database on it. Loaded by ``tests/conftest.py``.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
-import shutil
 import socket
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-PG_BIN = Path(os.environ.get("GENOS_PG_BIN", "/usr/lib/postgresql/15/bin"))
+from genos.cluster import localpg
+
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
@@ -39,46 +37,18 @@ def _free_port() -> int:
         return port
 
 
-def _as_server_user(argv: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
-
-
 @contextlib.contextmanager
 def postgres_cluster() -> Iterator[str]:
-    """Run a throwaway PostgreSQL 15 cluster; yields its base URL (no database).
-
-    Raises:
-        FileNotFoundError: PostgreSQL is not installed in ``PG_BIN``.
-    """
-    if not (PG_BIN / "initdb").exists():
-        raise FileNotFoundError(f"PostgreSQL not installed in {PG_BIN} (apt install postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="genos-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    data, port = root / "data", _free_port()
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    pg_ctl = [str(PG_BIN / "pg_ctl"), "-D", str(data)]
-    try:
-        subprocess.run(
-            _as_server_user([str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres",
-                             "--auth=trust", "-E", "UTF8", "--no-sync"]),
-            check=True, capture_output=True,
-        )  # fmt: skip
-        start = [*pg_ctl, "-l", str(root / "server.log"), "-o", options, "-w", "start"]
-        subprocess.run(_as_server_user(start), check=True, capture_output=True)
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
-    finally:
-        if (data / "postmaster.pid").exists():
-            stop = [*pg_ctl, "-m", "fast", "-w", "stop"]
-            subprocess.run(_as_server_user(stop), check=False, capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+    """Run a throwaway PostgreSQL 15 cluster; yields its base URL (no database)."""
+    with localpg.server(Path(tempfile.mkdtemp(prefix="genos-pg-")), _free_port()) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A running throwaway PostgreSQL 15 cluster for the session; yields its base URL."""
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip(f"PostgreSQL not installed in {PG_BIN} (apt install postgresql)")
+    if not (localpg.PG_BIN / "initdb").exists():
+        pytest.skip(f"PostgreSQL not installed in {localpg.PG_BIN} (apt install postgresql)")
     with postgres_cluster() as url:
         yield url
 

@@ -18,6 +18,7 @@ into a one-line message and an exit code, the API into a 4xx/5xx JSON body.
     ├── CatalogError            host     catalog       Debian's package index missing/unreadable
     │   └── IndexFetchError     outside  index_fetch   the archive unreachable or its data bad
     ├── ExternalError           outside  external      a host tool failed (runc, nft, mmdebstrap)
+    │   └── ClusterUnavailableError outside cluster_unavailable  etcd unreachable or without quorum
     ├── ClosedError             genos    closed        used after aclose()
     ├── ConflictError           user     conflict      a request id reused with a different spec
     ├── QuotaError              user     quota         over a per-user quota (count, cpus, memory)
@@ -136,6 +137,12 @@ class ExternalError(GenOSError):
     def __init__(self, message: str, detail: str = "") -> None:
         super().__init__(message)
         self.detail = detail
+
+
+class ClusterUnavailableError(ExternalError):
+    """etcd cannot be reached or has lost its quorum: nothing can be agreed on now."""
+
+    code = "cluster_unavailable"
 
 
 class ClosedError(GenOSError):

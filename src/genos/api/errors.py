@@ -35,6 +35,7 @@ STATUS: tuple[tuple[type[errors.GenOSError], int], ...] = (
     (errors.WaitTimeoutError, 504),
     (errors.ClosedError, 503),
     (errors.RegistryError, 503),
+    (errors.ClusterUnavailableError, 503),
     (errors.ExternalError, 502),
 )
 HTTP_CODES = {

@@ -1,0 +1,320 @@
+"""What the control plane and the nodes agree on, as etcd keys.
+
+::
+
+    /genos/v1/nodes/<node>            NodeInfo, under the node's lease (TTL 10 s,
+                                      renewed every 3 s): present means alive
+    /genos/v1/cordon/<node>           {"by", "reason", "at"}: no new work goes there
+    /genos/v1/owner/<env>             the node an environment is assigned to (one at a time)
+    /genos/v1/assign/<node>/<env>     Assignment: what the node must make of it
+    /genos/v1/status/<node>/<env>     Status: what the node has made of it (the node writes)
+    /genos/v1/leader                  the replica running the singletons, under its lease
+    /genos/v1/kick                    any replica bumps it: the leader serves the queue again
+
+An assignment is made, moved and removed in one transaction with
+``owner/<env>`` as the compare-and-swap: an environment is on at most one
+node, whatever two control planes do at once. A node reads only its own
+``assign/<node>/`` range, and writes only its own ``status/<node>/`` keys and
+node record; it never reads the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from genos.cluster.etcd import EtcdClient, Event, call, watch
+from genos.errors import ConflictError
+
+PREFIX = b"/genos/v1/"
+NODE_TTL = 10
+KEEPALIVE_EVERY = 3.0
+LEADER_TTL = 5
+
+
+def _key(*parts: str) -> bytes:
+    return PREFIX + "/".join(parts).encode()
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A node as it announces itself (its record under its lease)."""
+
+    name: str
+    boot: str  # a fresh id per start: tells a restart from a second process with the same name
+    relay: str  # host:port of its display relay (mutual TLS)
+    capacity: dict[str, Any]  # Capacity's fields
+    started: float  # its clock (seconds since the epoch) when it started
+    clock: float = 0.0  # its clock when it last wrote this record
+    used: dict[str, Any] = field(default_factory=dict)  # measured: {"cpus", "memory_mb"}
+    version: str = ""
+
+    def dump(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def load(cls, data: bytes) -> NodeInfo:
+        return cls(**json.loads(data))
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """What a node must make of one environment: ``desired`` is created, running or suspended."""
+
+    env_id: str
+    node: str
+    spec: dict[str, Any]
+    desired: str
+    generation: int = 1
+    owner: str = ""
+
+    def dump(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def load(cls, data: bytes) -> Assignment:
+        return cls(**json.loads(data))
+
+
+@dataclass(frozen=True)
+class Status:
+    """What a node reports of one environment (``state``: a driver state or ``failed``)."""
+
+    env_id: str
+    node: str
+    state: str
+    generation: int
+    detail: str = ""
+    message: str = ""  # the latest progress step ("image: layer 2/3 built")
+    step: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)
+    at: float = field(default_factory=time.time)
+
+    def dump(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def load(cls, data: bytes) -> Status:
+        return cls(**json.loads(data))
+
+
+class ClusterStore:
+    """Typed operations on the keys above (every call translated by :func:`call`)."""
+
+    def __init__(self, client: EtcdClient, timeout: float = 3.0) -> None:
+        self.client = client
+        self.timeout = timeout
+
+    async def _call(self, what: str, work: Any) -> Any:
+        return await call(what, work, self.timeout)
+
+    # -- nodes ---------------------------------------------------------------------
+
+    async def register(self, info: NodeInfo, ttl: int = NODE_TTL) -> int:
+        """Announce ``info`` under a new lease; its id.
+
+        Raises:
+            ConflictError: a live node of that name with another boot id is there.
+        """
+        c = self.client
+        lease = await self._call("lease", c.lease(ttl))
+        key = _key("nodes", info.name)
+        ok, _ = await self._call("register", c.transaction(
+            compare=[c.transactions.version(key) == 0],
+            success=[c.transactions.put(key, info.dump(), lease.id)],
+            failure=[],
+        ))  # fmt: skip
+        if not ok:
+            found = await self.node(info.name)
+            if found is not None and found.boot != info.boot:
+                await self._call("revoke", c.revoke_lease(lease.id))
+                raise ConflictError(f"node name {info.name!r} is in use by another node")
+            await self._call("re-register", c.put(key, info.dump(), lease=lease.id))
+        return int(lease.id)
+
+    async def keepalive(self, lease_id: int) -> bool:
+        """Renew a lease; False when it has expired already (the node must fence)."""
+        answer = await self._call("keepalive", self.client.refresh_lease(lease_id))
+        return answer is not None and int(answer.TTL) > 0
+
+    async def update_node(self, info: NodeInfo, lease_id: int) -> None:
+        """Rewrite a node's record under its lease (figures, clock)."""
+        await self._call("node", self.client.put(_key("nodes", info.name), info.dump(),
+                                                 lease=lease_id))  # fmt: skip
+
+    async def node(self, name: str) -> NodeInfo | None:
+        """One live node, or None."""
+        found = await self._call("node", self.client.get(_key("nodes", name)))
+        return None if found is None else NodeInfo.load(found.value)
+
+    async def nodes(self) -> tuple[list[NodeInfo], int]:
+        """Every live node, and the revision of that reading (to watch from after it)."""
+        found = await self._call("nodes", self.client.get_prefix(_key("nodes", "")))
+        items = [NodeInfo.load(kv.value) for kv in found]
+        return sorted(items, key=lambda n: n.name), int(found.header.revision) + 1
+
+    async def revision(self) -> int:
+        """The store's current revision."""
+        found = await self._call("revision", self.client.get_prefix(_key("kick")))
+        return int(found.header.revision)
+
+    def watch_nodes(self, start: int) -> AsyncIterator[Event]:
+        """Nodes coming (put) and going (delete: the lease lapsed or it left)."""
+        return watch(self.client, _key("nodes", ""), start)
+
+    async def deregister(self, lease_id: int) -> None:
+        """Leave on purpose: the record goes with the lease."""
+        await self._call("revoke", self.client.revoke_lease(lease_id))
+
+    # -- cordons -------------------------------------------------------------------
+
+    async def cordon(self, name: str, by: str, reason: str) -> None:
+        """Keep new work off ``name``."""
+        record = {"by": by, "reason": reason, "at": time.time()}
+        await self._call("cordon", self.client.put(_key("cordon", name),
+                                                   json.dumps(record).encode()))  # fmt: skip
+
+    async def uncordon(self, name: str) -> bool:
+        """Let work go to ``name`` again; False if it was not cordoned."""
+        answer = await self._call("uncordon", self.client.delete(_key("cordon", name)))
+        return bool(answer)
+
+    async def cordons(self) -> dict[str, dict[str, Any]]:
+        """Cordoned nodes and why."""
+        kvs = await self._call("cordons", self.client.get_prefix(_key("cordon", "")))
+        return {kv.key.decode().rsplit("/", 1)[1]: json.loads(kv.value) for kv in kvs}
+
+    # -- assignments ---------------------------------------------------------------
+
+    async def assign(self, assignment: Assignment) -> bool:
+        """Give an environment to a node, if no node has it (False otherwise)."""
+        c = self.client
+        owner = _key("owner", assignment.env_id)
+        target = _key("assign", assignment.node, assignment.env_id)
+        ok, _ = await self._call("assign", c.transaction(
+            compare=[c.transactions.version(owner) == 0],
+            success=[c.transactions.put(owner, assignment.node.encode()),
+                     c.transactions.put(target, assignment.dump())],
+            failure=[],
+        ))  # fmt: skip
+        return bool(ok)
+
+    async def update(self, assignment: Assignment) -> bool:
+        """Rewrite an assignment while its node still owns the environment (False otherwise)."""
+        c = self.client
+        owner = _key("owner", assignment.env_id)
+        target = _key("assign", assignment.node, assignment.env_id)
+        ok, _ = await self._call("update", c.transaction(
+            compare=[c.transactions.value(owner) == assignment.node.encode()],
+            success=[c.transactions.put(target, assignment.dump())],
+            failure=[],
+        ))  # fmt: skip
+        return bool(ok)
+
+    async def unassign(self, env_id: str, node: str) -> bool:
+        """Take an environment away from ``node`` (False: it was not that node's)."""
+        c = self.client
+        owner = _key("owner", env_id)
+        ok, _ = await self._call("unassign", c.transaction(
+            compare=[c.transactions.value(owner) == node.encode()],
+            success=[c.transactions.delete(owner),
+                     c.transactions.delete(_key("assign", node, env_id))],
+            failure=[],
+        ))  # fmt: skip
+        return bool(ok)
+
+    async def owner(self, env_id: str) -> str | None:
+        """The node ``env_id`` is assigned to, if any."""
+        found = await self._call("owner", self.client.get(_key("owner", env_id)))
+        return None if found is None else found.value.decode()
+
+    async def owners(self) -> dict[str, str]:
+        """Every assigned environment and its node."""
+        kvs = await self._call("owners", self.client.get_prefix(_key("owner", "")))
+        return {kv.key.decode().rsplit("/", 1)[1]: kv.value.decode() for kv in kvs}
+
+    async def assignment(self, env_id: str, node: str) -> Assignment | None:
+        """One assignment, if there is one."""
+        found = await self._call("assignment", self.client.get(_key("assign", node, env_id)))
+        return None if found is None else Assignment.load(found.value)
+
+    async def assignments(self, node: str) -> tuple[list[Assignment], int]:
+        """A node's assignments, and the revision to watch from after them."""
+        found = await self._call("assignments", self.client.get_prefix(_key("assign", node, "")))
+        return [Assignment.load(kv.value) for kv in found], int(found.header.revision) + 1
+
+    def watch_assignments(self, node: str, start: int) -> AsyncIterator[Event]:
+        """Changes to ``node``'s assignments from revision ``start`` on."""
+        return watch(self.client, _key("assign", node, ""), start)
+
+    # -- status --------------------------------------------------------------------
+
+    async def report(self, status: Status) -> None:
+        """A node's word on one environment."""
+        key = _key("status", status.node, status.env_id)
+        await self._call("report", self.client.put(key, status.dump()))
+
+    async def clear(self, node: str, env_id: str) -> None:
+        """Forget a node's word on an environment it no longer has."""
+        await self._call("clear", self.client.delete(_key("status", node, env_id)))
+
+    async def status(self, node: str, env_id: str) -> Status | None:
+        """A node's last word on an environment."""
+        found = await self._call("status", self.client.get(_key("status", node, env_id)))
+        return None if found is None else Status.load(found.value)
+
+    def watch_status(self, start: int) -> AsyncIterator[Event]:
+        """Every status change, of every node."""
+        return watch(self.client, _key("status", ""), start)
+
+    # -- leadership and the queue ---------------------------------------------------
+
+    async def campaign(self, replica: str, ttl: int = LEADER_TTL) -> int | None:
+        """Become the leader if there is none; the lease to keep alive, or None."""
+        c = self.client
+        lease = await self._call("lease", c.lease(ttl))
+        key = _key("leader")
+        ok, _ = await self._call("campaign", c.transaction(
+            compare=[c.transactions.version(key) == 0],
+            success=[c.transactions.put(key, replica.encode(), lease.id)],
+            failure=[],
+        ))  # fmt: skip
+        if not ok:
+            await self._call("revoke", c.revoke_lease(lease.id))
+            return None
+        return int(lease.id)
+
+    async def leader(self) -> str | None:
+        """The replica that leads now, if any."""
+        found = await self._call("leader", self.client.get(_key("leader")))
+        return None if found is None else found.value.decode()
+
+    async def resign(self, lease_id: int) -> None:
+        """Step down (the key goes with the lease)."""
+        await self._call("resign", self.client.revoke_lease(lease_id))
+
+    def watch_leader(self, start: int) -> AsyncIterator[Event]:
+        """The leader key's changes (a delete: the leader is gone)."""
+        return watch(self.client, _key("leader"), start)
+
+    async def kick(self) -> None:
+        """Tell the leader there is something to admit."""
+        await self._call("kick", self.client.put(_key("kick"), str(time.time()).encode()))
+
+    def watch_kicks(self, start: int) -> AsyncIterator[Event]:
+        """Every kick from revision ``start`` on."""
+        return watch(self.client, _key("kick"), start)
+
+
+def env_of(event: Event) -> tuple[str, str]:
+    """(node, env id) of an ``assign/`` or ``status/`` key."""
+    parts = event.key.decode().split("/")
+    return parts[-2], parts[-1]
+
+
+def node_of(event: Event) -> str:
+    """The node of a ``nodes/`` key."""
+    return event.key.decode().rsplit("/", 1)[1]
