@@ -33,7 +33,7 @@ out = LazyConsole()
 err = LazyConsole(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 EnvId = Annotated[str, typer.Argument(help="The environment's id (see genos ls).")]
-FINAL = {"terminated", "failed"}
+FINAL = {"terminated", "failed", "lost"}
 
 
 def _print_json(data: Any, *, compact: bool = False) -> None:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
 POLL = 2.0
-SETTLED = frozenset({"running", "terminated", "failed"})
+SETTLED = frozenset({"running", "terminated", "failed", "lost"})
 MAX_BLOCK = 60.0  # longest single block on the inbox (a lock's timeout is bounded; --timeout inf)
 CANCEL_TIMEOUT = 5.0  # seconds each call of a cancellation may take once we gave up
 

@@ -219,6 +219,13 @@ class Lifetime(_Model):
     ttl_seconds: int = Field(default=4 * 3600, ge=60, le=30 * 24 * 3600)
     idle_timeout_seconds: int | None = Field(default=3600, ge=60, le=7 * 24 * 3600)
     on_idle: Literal["suspend", "terminate"] = "suspend"
+    on_host_loss: Literal["fail", "replace"] = Field(
+        default="fail",
+        description=(
+            "When the host of a cluster it runs on is lost: stay 'lost' (fail), or have a "
+            "replacement made from the same spec on another host (replace)."
+        ),
+    )
 
 
 class Persistence(_Model):

@@ -12,14 +12,15 @@ from genos.orchestrator.states import State
 
 R, Q, P = State.REQUESTED, State.QUEUED, State.PROVISIONING
 RUN, S, T, F = State.RUNNING, State.SUSPENDED, State.TERMINATED, State.FAILED
+L = State.LOST
 
 # Written out from the issue, independently of the table in the package.
 ALLOWED = {
     (R, Q), (R, P), (R, T), (R, F),
     (Q, P), (Q, T), (Q, F),
-    (P, RUN), (P, T), (P, F),
-    (RUN, S), (RUN, T), (RUN, F),
-    (S, RUN), (S, T), (S, F),
+    (P, RUN), (P, T), (P, F), (P, L),
+    (RUN, S), (RUN, T), (RUN, F), (RUN, L),
+    (S, RUN), (S, T), (S, F), (S, L),
 }  # fmt: skip
 PAIRS = list(itertools.product(State, State))
 
@@ -38,10 +39,16 @@ def test_every_pair_is_allowed_or_a_state_error(current: State, target: State) -
 
 
 def test_final_states_have_no_way_out() -> None:
-    """Terminated and failed are final and lead nowhere."""
-    assert [s for s in State if s.final] == [State.TERMINATED, State.FAILED]
+    """Terminated, failed and lost are final and lead nowhere."""
+    assert [s for s in State if s.final] == [State.TERMINATED, State.FAILED, State.LOST]
     assert states.TRANSITIONS[State.TERMINATED] == frozenset()
     assert states.TRANSITIONS[State.FAILED] == frozenset()
+    assert states.TRANSITIONS[State.LOST] == frozenset()
+
+
+def test_only_what_a_host_holds_can_be_lost_with_it() -> None:
+    """Provisioning, running and suspended environments are on a host; only they can be lost."""
+    assert states.sources(State.LOST) == [P, RUN, S]
 
 
 def test_failed_is_reachable_from_every_non_final_state() -> None:

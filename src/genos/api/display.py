@@ -35,7 +35,7 @@ from genos.gateway.session import ProxyOptions, proxy
 from genos.gateway.streams import websocket_stream
 from genos.ids import is_env_id
 from genos.orchestrator.states import State
-from genos.runtime.driver import endpoint
+from genos.runtime.driver import DisplayTarget, endpoint
 from genos.spec import Protocol, Security
 
 log = logging.getLogger("genos.api.display")
@@ -53,7 +53,7 @@ async def _authorise(svc: Service, env_id: str, token: str) -> Grant:
 
 async def _admit(
     websocket: WebSocket, env_id: str, token: str, protocol: str
-) -> tuple[Service, Grant, Path] | None:
+) -> tuple[Service, Grant, DisplayTarget] | None:
     """Check the token and the environment, then accept; None (and closed) when refused."""
     svc: Service = websocket.app.state.service
     client = websocket.client.host if websocket.client else "unknown"
@@ -128,18 +128,24 @@ async def _carry(websocket: WebSocket, env_id: str, token: str, protocol: str) -
 
 
 async def _open_server(
-    target: Path, wait: float = SERVER_WAIT
+    target: DisplayTarget, wait: float = SERVER_WAIT
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connect to ``target``; a server that is still starting (xrdp comes up just
     after the display does) gets ``wait`` seconds to appear."""
     deadline = asyncio.get_running_loop().time() + wait
     while True:
         try:
-            return await asyncio.open_unix_connection(str(target))
+            opened: tuple[asyncio.StreamReader, asyncio.StreamWriter] = (
+                await asyncio.open_unix_connection(str(target))
+                if isinstance(target, Path)
+                else await target.open()
+            )
         except (FileNotFoundError, ConnectionRefusedError):
             if asyncio.get_running_loop().time() >= deadline:
                 raise
             await asyncio.sleep(0.05)
+        else:
+            return opened
 
 
 async def _pipe(

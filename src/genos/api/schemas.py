@@ -123,8 +123,11 @@ class EnvironmentOut(BaseModel):
     priority: int
     cpus: float  # what it reserves (its request)
     memory_mb: int
+    node: str | None = None  # the host (node) it was placed on
     pool: str | None = None  # the warm pool it came from
     claimed: datetime | None = None  # when it was taken from that pool
+    replaces: str | None = None  # the lost environment it replaces
+    replaced_by: str | None = None  # its replacement, if it was lost
     usage: UsageOut | None = None
     tier_note: str | None = None
 

@@ -77,8 +77,11 @@ def environment(
         "priority": env.priority,
         "cpus": env.cpus,
         "memory_mb": env.memory_mb,
+        "node": env.host,
         "pool": env.pool_id,
         "claimed": _when(env.claimed),
+        "replaces": env.replaces,
+        "replaced_by": env.replaced_by,
         "usage": None
         if usage is None
         else {

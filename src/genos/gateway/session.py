@@ -33,8 +33,9 @@ from genos.gateway.pumps import Pumps
 from genos.gateway.recording import Recorder
 from genos.gateway.rfb import DEFAULT_LIMITS, Framebuffer, Limits
 from genos.gateway.server_messages import EnvState
-from genos.gateway.streams import ByteStream, open_unix
+from genos.gateway.streams import ByteStream, open_target
 from genos.paths import data_dir
+from genos.runtime.driver import DisplayTarget
 
 log = logging.getLogger("genos.gateway")
 
@@ -61,7 +62,7 @@ class ProxyOptions:
     tuning: Tuning | None = None
     clock: Clock = time.monotonic
     registry: ConnectionRegistry = field(default_factory=lambda: REGISTRY)
-    connect: Callable[[Path], Awaitable[ByteStream]] = open_unix
+    connect: Callable[[DisplayTarget], Awaitable[ByteStream]] = open_target
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class _Peer:
 
 
 async def proxy(
-    client: ByteStream, target: Path, grant: Grant, options: ProxyOptions | None = None
+    client: ByteStream, target: DisplayTarget, grant: Grant, options: ProxyOptions | None = None
 ) -> Closed:
     """Proxy one authorised viewer to the environment's display socket.
 
@@ -137,7 +138,7 @@ class _Session:
         self.log = log.getChild(grant.env_id)
         self.gone: str | None = None
 
-    async def run(self, target: Path) -> Closed:
+    async def run(self, target: DisplayTarget) -> Closed:
         if self.grant.record:
             root = self.options.recordings or data_dir() / "recordings"
             self.client.recorder = Recorder.for_connection(
@@ -151,7 +152,7 @@ class _Session:
         self.log.info("viewer %s closed: %s: %s", self.grant.user_id, closed.side, closed.reason)
         return closed
 
-    async def _run(self, target: Path) -> Closed:
+    async def _run(self, target: DisplayTarget) -> Closed:
         closed = Closed("gateway", "cancelled", error=False)
         try:
             async with asyncio.timeout(self.options.handshake_timeout):
@@ -167,7 +168,7 @@ class _Session:
             await self._close_all(closed)  # also when cancelled: no socket outlives us
         return closed
 
-    async def _handshake(self, target: Path) -> tuple[_Peer, ServerInit]:
+    async def _handshake(self, target: DisplayTarget) -> tuple[_Peer, ServerInit]:
         await client_version(self.client)
         try:
             self.env = _Peer(await self._connect(target), "environment", self)
@@ -180,7 +181,7 @@ class _Session:
         await self.client.write(init.pack())
         return self.env, init
 
-    async def _connect(self, target: Path) -> ByteStream:
+    async def _connect(self, target: DisplayTarget) -> ByteStream:
         try:
             return await self.options.connect(target)
         except StreamClosedError:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from genos.errors import ProtocolError, StreamClosedError
+from genos.runtime.driver import DisplayTarget
 
 log = logging.getLogger("genos.gateway")
 
@@ -114,6 +115,21 @@ async def open_unix(path: str | os.PathLike[str]) -> AsyncioStream:
         reader, writer = await asyncio.open_unix_connection(os.fspath(path))
     except OSError as exc:
         raise StreamClosedError(f"cannot connect to {path}: {exc}") from exc
+    return AsyncioStream(reader, writer)
+
+
+async def open_target(target: DisplayTarget) -> AsyncioStream:
+    """Connect to a display: a local unix socket, or a remote one through its relay.
+
+    Raises:
+        StreamClosedError: nothing answers there.
+    """
+    if isinstance(target, str | os.PathLike):
+        return await open_unix(target)
+    try:
+        reader, writer = await target.open()
+    except OSError as exc:
+        raise StreamClosedError(f"cannot reach the display: {exc}") from exc
     return AsyncioStream(reader, writer)
 
 

@@ -38,7 +38,7 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-STATES = "'requested','queued','provisioning','running','suspended','terminated','failed'"
+STATES = "'requested','queued','provisioning','running','suspended','terminated','failed','lost'"
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
 
@@ -110,6 +110,8 @@ class EnvironmentRow(Base):
     failure_reason: Mapped[str | None] = mapped_column(Text)
     host: Mapped[str | None] = mapped_column(String(255))
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    replaces: Mapped[str | None] = mapped_column(String(16))  # the lost environment it replaces
+    replaced_by: Mapped[str | None] = mapped_column(String(16))  # its replacement, once lost
     pool_id: Mapped[str | None] = mapped_column(String(16), index=True)  # the pool it came from
     claimed: Mapped[datetime | None] = mapped_column(UTCDateTime())  # None while in its pool
 

@@ -55,6 +55,7 @@ class NewEnvironment:
     request_id: str | None = None
     request: Request | None = None  # what it reserves; None: its limits
     pool_id: str | None = None  # made to wait in this warm pool
+    replaces: str | None = None  # the lost environment it replaces
 
     @property
     def reserves(self) -> Request:
@@ -83,6 +84,8 @@ ENVIRONMENT_COLUMNS = (
     EnvironmentRow.host,
     EnvironmentRow.pool_id,
     EnvironmentRow.claimed,
+    EnvironmentRow.replaces,
+    EnvironmentRow.replaced_by,
 )
 QUEUE_ORDER = (
     EnvironmentRow.priority.desc(),
@@ -117,6 +120,8 @@ def to_environment(row: Row[*tuple[Any, ...]], position: int | None = None) -> E
         queue_position=position,
         pool_id=row.pool_id,
         claimed=row.claimed,
+        replaces=row.replaces,
+        replaced_by=row.replaced_by,
     )
 
 
@@ -250,7 +255,7 @@ def insert_environment(
         id=new.env_id, owner=new.owner, name=new.spec.name, state=State.REQUESTED,
         spec_json=spec_json, priority=new.priority, request_id=new.request_id,
         created=now, updated=now, cpus=row["cpus"], memory_mb=row["memory_mb"],
-        pool_id=new.pool_id,
+        pool_id=new.pool_id, replaces=new.replaces,
     )  # fmt: skip
     return env, True
 
@@ -281,6 +286,7 @@ def _new_row(new: NewEnvironment, now: datetime, spec: dict[str, Any]) -> dict[s
         "updated": now,
         "last_seq": 1,
         "pool_id": new.pool_id,
+        "replaces": new.replaces,
     }
 
 

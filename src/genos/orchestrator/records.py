@@ -50,6 +50,8 @@ class Environment:
     failure_reason: str | None = None
     host: str | None = None
     queue_position: int | None = None
+    replaces: str | None = None  # the lost environment this one replaces
+    replaced_by: str | None = None  # the environment that replaced this lost one
     pool_id: str | None = None  # the warm pool it came from (or waits in, while unclaimed)
     claimed: datetime | None = None  # when a user took it from its pool
 

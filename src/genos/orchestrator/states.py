@@ -6,11 +6,14 @@
         │           │             │              │             │
         └───────────┴─────────────┴──────────────┴─────────────┴──▶ terminated
                                                                 ──▶ failed
+                                  └──────────────┴─────────────┴──▶ lost
 
 ``requested`` is the instant between the registry insert and admission: the
 engine then moves the environment to ``provisioning`` when it fits on the
 host, or to ``queued`` when it must wait for capacity (queueing is a state, so
-clients see it and ``wait`` for it). ``terminated`` and ``failed`` are final.
+clients see it and ``wait`` for it). ``lost``: its node of a cluster stopped
+answering (its lease lapsed); the node destroys it when it comes back.
+``terminated``, ``failed`` and ``lost`` are final.
 A queued or requested environment holds nothing on the host; a provisioning,
 running or suspended one holds its reservation (cpus, memory) until it ends.
 """
@@ -33,14 +36,15 @@ class State(StrEnum):
     SUSPENDED = "suspended"
     TERMINATED = "terminated"
     FAILED = "failed"
+    LOST = "lost"
 
     @property
     def final(self) -> bool:
-        """True for ``terminated`` and ``failed``: nothing follows them."""
+        """True for ``terminated``, ``failed`` and ``lost``: nothing follows them."""
         return self in FINAL
 
 
-FINAL = frozenset({State.TERMINATED, State.FAILED})
+FINAL = frozenset({State.TERMINATED, State.FAILED, State.LOST})
 WAITING = frozenset({State.REQUESTED, State.QUEUED})
 HOLDING = frozenset({State.PROVISIONING, State.RUNNING, State.SUSPENDED})
 LIVE = WAITING | HOLDING
@@ -48,11 +52,12 @@ LIVE = WAITING | HOLDING
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.REQUESTED: frozenset({State.QUEUED, State.PROVISIONING, State.TERMINATED, State.FAILED}),
     State.QUEUED: frozenset({State.PROVISIONING, State.TERMINATED, State.FAILED}),
-    State.PROVISIONING: frozenset({State.RUNNING, State.TERMINATED, State.FAILED}),
-    State.RUNNING: frozenset({State.SUSPENDED, State.TERMINATED, State.FAILED}),
-    State.SUSPENDED: frozenset({State.RUNNING, State.TERMINATED, State.FAILED}),
+    State.PROVISIONING: frozenset({State.RUNNING, State.TERMINATED, State.FAILED, State.LOST}),
+    State.RUNNING: frozenset({State.SUSPENDED, State.TERMINATED, State.FAILED, State.LOST}),
+    State.SUSPENDED: frozenset({State.RUNNING, State.TERMINATED, State.FAILED, State.LOST}),
     State.TERMINATED: frozenset(),
     State.FAILED: frozenset(),
+    State.LOST: frozenset(),
 }
 
 

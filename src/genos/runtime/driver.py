@@ -14,6 +14,7 @@ States a driver reports (the orchestrator's lifecycle is richer)::
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -112,14 +113,35 @@ class Driver(Protocol):
         ...
 
 
-def endpoint(driver: Driver, env_id: str, protocol: str) -> Path:
-    """The socket of display ``protocol`` (``vnc``, ``spice``, ``rdp``) of ``env_id``:
-    VNC is every driver's :meth:`Driver.display`; the others come from the
-    driver's own ``endpoint`` where it has one.
+@runtime_checkable
+class RemoteDisplay(Protocol):
+    """A display on another host, opened through that host's relay (the cluster's driver)."""
+
+    async def open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Connect; the streams carry the display's own protocol.
+
+        Raises:
+            OSError: the relay cannot be reached or refused.
+        """
+        ...
+
+
+DisplayTarget = Path | RemoteDisplay
+
+
+def endpoint(driver: Driver, env_id: str, protocol: str) -> DisplayTarget:
+    """Where display ``protocol`` (``vnc``, ``spice``, ``rdp``) of ``env_id`` is reached:
+    VNC is every local driver's :meth:`Driver.display`; the others come from the
+    driver's own ``endpoint`` where it has one; a driver of environments on other
+    hosts (the cluster's) gives a :class:`RemoteDisplay` through its ``remote``.
 
     Raises:
         NotFoundError: unknown environment, or the driver does not serve ``protocol``.
     """
+    remote = getattr(driver, "remote", None)
+    if remote is not None:
+        found: DisplayTarget = remote(env_id, protocol)
+        return found
     if protocol == "vnc":
         return driver.display(env_id)
     served = getattr(driver, "endpoint", None)

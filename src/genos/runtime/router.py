@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from genos.errors import CapabilityError, NotFoundError, StateError
-from genos.runtime.driver import Driver, Inspection, Usage, endpoint
+from genos.runtime.driver import DisplayTarget, Driver, Inspection, Usage, endpoint
 from genos.spec import EnvironmentSpec, Tier
 
 
@@ -133,7 +133,7 @@ class TierRouter:
             return candidate
         raise NotFoundError("environment", env_id)
 
-    def endpoint(self, env_id: str, protocol: str) -> Path:
+    def endpoint(self, env_id: str, protocol: str) -> DisplayTarget:
         """The socket of ``protocol`` (``vnc``, ``spice``, ``rdp``) if the owning driver serves it.
 
         Raises:

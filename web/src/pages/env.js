@@ -8,7 +8,7 @@ import { createOverlay } from '../overlay.js';
 import { go } from '../router.js';
 import { SpiceSession } from '../spice.js';
 
-const FINAL = new Set(['terminated', 'failed']);
+const FINAL = new Set(['terminated', 'failed', 'lost']);
 const DESKTOP = new Set(['running', 'suspended']);
 
 export function envPage(root, { id }, ctx) {
@@ -126,7 +126,7 @@ function progressCard(id) {
       replace(log, view.messages.slice(-8).map((e) => h('li', { class: e.type },
         h('time', null, (e.time ?? '').slice(11, 19)), ' ', e.message)));
       const reason = view.failure ?? env?.failure_reason;
-      failure.hidden = view.state !== 'failed' || !reason;
+      failure.hidden = !['failed', 'lost'].includes(view.state) || !reason;
       failure.textContent = reason ?? '';
       cancel.hidden = final;
       again.hidden = !final;

@@ -8,7 +8,7 @@ const REFRESH_MS = 3000;
 const ACTIONS = {
   suspend: (s) => s === 'running',
   resume: (s) => s === 'suspended',
-  terminate: (s) => !['terminated', 'failed'].includes(s),
+  terminate: (s) => !['terminated', 'failed', 'lost'].includes(s),
 };
 
 export function envsPage(root, _params, ctx) {
@@ -20,7 +20,7 @@ export function envsPage(root, _params, ctx) {
     try {
       const page = await routes.list(showAll.checked);
       if (ctx.signal.aborted) return;
-      const items = page.items.filter((e) => showEnded.checked || !['terminated', 'failed'].includes(e.state));
+      const items = page.items.filter((e) => showEnded.checked || !['terminated', 'failed', 'lost'].includes(e.state));
       replace(list, items.length ? items.map((env) => row(env, refresh))
         : h('p', { class: 'muted', testid: 'envs-empty' }, 'No environments yet. ', h('a', { href: '#/' }, 'Create one')));
     } catch (exc) {
