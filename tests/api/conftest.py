@@ -21,10 +21,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from genos.api.app import create_app
-from genos.api.serve import DemoDriver
 from genos.api.service import Service
 from genos.gateway.metrics import REGISTRY
 from genos.gateway.tokens import MemoryRevocations, TokenAuthority
+from genos.node.local import DemoDriver
 from genos.orchestrator import Capacity, Engine, Registry
 
 AsUser = Callable[..., Awaitable[httpx.AsyncClient]]

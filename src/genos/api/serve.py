@@ -12,8 +12,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
-import shutil
 import socket
 import ssl
 import sys
@@ -25,18 +23,17 @@ import uvicorn
 
 from genos.api.app import create_app
 from genos.api.service import Service
-from genos.errors import CapabilityError, GenOSError, InputError, NotFoundError
-from genos.gateway.fake import FakeDisplay
+from genos.errors import GenOSError, InputError, NotFoundError
 from genos.gateway.metrics import REGISTRY
 from genos.gateway.server import serve_tcp, token_preamble
 from genos.gateway.session import ProxyOptions
 from genos.gateway.tokens import TokenAuthority
+from genos.node.local import local_driver
 from genos.orchestrator.capacity import Capacity, Requests
 from genos.orchestrator.engine import Engine
 from genos.orchestrator.registry import Registry
 from genos.orchestrator.states import State
 from genos.runtime.driver import Driver
-from genos.runtime.fake import FakeDriver
 from genos.spec import Security, Tier
 
 log = logging.getLogger("genos.api.serve")
@@ -64,46 +61,9 @@ class ServeConfig:
     gateway_only: bool = False  # `genos gateway`: display paths only, beside a `genos serve`
 
 
-class DemoDriver(FakeDriver):
-    """The fake driver with a real (in-process) RFB display per environment."""
-
-    name = "fake"
-
-    async def start(self, env_id: str, *, timeout: float = 30.0) -> None:
-        """Start as the fake does, then serve a :class:`FakeDisplay` on the display socket."""
-        await super().start(env_id, timeout=timeout)
-        env = self.envs[env_id]
-        if env.server is not None:
-            env.server.close()
-            await env.server.wait_closed()
-        sock = self.display(env_id)
-        sock.unlink(missing_ok=True)
-        res = env.spec.display.resolution
-        display = FakeDisplay(res.width, res.height, answer_incremental=False)
-        env.server = await display.serve_unix(sock)
-
-
 def make_driver(config: ServeConfig) -> Driver:
     """The runtime driver ``config`` names: the fake, or OCI for containers and QEMU for VMs."""
-    if config.driver == "fake":
-        return DemoDriver(config.root / "fake-displays")
-    from genos.runtime.images import ImageStore  # noqa: PLC0415 - the real runtime only when asked
-    from genos.runtime.oci.driver import OCIDriver  # noqa: PLC0415
-    from genos.runtime.router import TierRouter  # noqa: PLC0415
-    from genos.sandbox.network import NetworkSandbox  # noqa: PLC0415
-
-    if os.geteuid() != 0:
-        raise CapabilityError("the oci driver needs root (or use --driver fake)")
-    images = ImageStore(config.images_dir or config.root / "images")
-    network = NetworkSandbox()
-    oci = OCIDriver(images, network=network, data_root=config.root)
-    routes: dict[Tier, Driver] = {Tier.CONTAINER: oci, Tier.GVISOR: oci}
-    if shutil.which("qemu-system-x86_64"):
-        from genos.runtime.qemu.driver import QemuDriver  # noqa: PLC0415
-
-        qemu = QemuDriver(images, network=network, data_root=config.root)
-        routes |= {Tier.VM: qemu, Tier.MICROVM: qemu}
-    return TierRouter(routes)
+    return local_driver(config.driver, config.root, config.images_dir)
 
 
 async def build(config: ServeConfig) -> Service:

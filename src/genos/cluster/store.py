@@ -70,6 +70,7 @@ class Assignment:
     desired: str
     generation: int = 1
     owner: str = ""
+    to_disk: bool = False  # with desired suspended: save it to disk (VMs)
 
     def dump(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()

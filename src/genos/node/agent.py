@@ -209,7 +209,7 @@ class NodeAgent:
             elif assignment.desired == "running" and state is EnvState.SUSPENDED:
                 await self.driver.resume(env_id)
             elif assignment.desired == "suspended" and state is EnvState.RUNNING:
-                await self.driver.suspend(env_id)
+                await self.driver.suspend(env_id, to_disk=assignment.to_disk)
             now = await self._state(env_id)
             await self.store.report(replace(base, state=(now or EnvState.STOPPED).value,
                                             at=self.clock()))  # fmt: skip

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 from genos.errors import StateError
 from genos.orchestrator import provision
-from genos.orchestrator.capacity import Capacity
 from genos.orchestrator.lifecycle import SYSTEM, Lifecycle
+from genos.orchestrator.placing import Placer
 from genos.orchestrator.queries import Note
 from genos.orchestrator.records import Environment, EventType
 from genos.orchestrator.states import State
@@ -25,13 +26,17 @@ from genos.orchestrator.states import State
 class Admission:
     """The queue's server and the provisioning tasks it starts."""
 
-    def __init__(self, life: Lifecycle, capacity: Capacity) -> None:
+    def __init__(self, life: Lifecycle, placer: Placer) -> None:
         self.lock = asyncio.Lock()
         self.closed = False
         self._asked = 0  # admission passes asked for
         self._served = 0  # asks covered by a finished pass
         self._life = life
-        self._capacity = capacity
+        self.placer = placer
+        # Whether this process may admit (a cluster's follower replica may not):
+        # when it may not, ``defer`` passes the ask on (to the leader).
+        self.allowed: Callable[[], bool] = lambda: True
+        self.defer: Callable[[], Awaitable[None]] | None = None
         # Requests waiting for a pass, and what the pass made of theirs (so a
         # request answers with its admitted environment without reading it back).
         self.wanted: set[str] = set()
@@ -46,6 +51,10 @@ class Admission:
         """
         if self.closed:
             return
+        if not self.allowed():
+            if self.defer is not None:
+                await self.defer()
+            return
         self._asked += 1
         mine = self._asked
         async with self.lock:
@@ -56,19 +65,19 @@ class Admission:
             self._served = max(self._served, covers)
 
     async def _pass(self) -> None:
-        used, waiting = await self._life.registry.usage_and_queue(self._life.host_name)
-        admit: list[Environment] = []
+        plan, waiting = await self.placer.plan(self._life.registry)
+        admit: list[tuple[Environment, str]] = []
         wait: list[Environment] = []
         for env in waiting:
-            if not wait and self._capacity.fits(used, env.cpus, env.memory_mb):
-                admit.append(env)
-                used = used.plus(env.cpus, env.memory_mb)
+            host = None if wait else plan.place(env.cpus, env.memory_mb)
+            if host is not None:
+                admit.append((env, host))
             elif env.state is State.REQUESTED or not wait:
                 wait.append(env)  # strict order: nothing overtakes the head of the queue
         # Decided in queue order, written together (one group commit for many).
         # One that was cancelled meanwhile frees its place for the next pass.
         await asyncio.gather(
-            *(self._start(env) for env in admit),
+            *(self._start(env, host) for env, host in admit),
             *(self._queue(env) for env in wait if env.state is State.REQUESTED),
         )
 
@@ -77,7 +86,7 @@ class Admission:
         with contextlib.suppress(StateError):  # cancelled meanwhile
             await self._life.move(env.id, env.state, State.QUEUED, actor=SYSTEM, reason=reason)
 
-    async def _start(self, env: Environment) -> bool:
+    async def _start(self, env: Environment, host: str) -> bool:
         life = self._life
         try:
             creating: Note = (EventType.PROGRESS, "creating sandbox", {"driver": life.driver.name})
@@ -86,8 +95,8 @@ class Admission:
                 env.state,
                 State.PROVISIONING,
                 actor=SYSTEM,
-                reason="admitted",
-                host=life.host_name,
+                reason="admitted" if host == life.host_name else f"admitted to {host}",
+                host=host,
                 after=[creating],  # stored with the move: one commit
             )
         except StateError:
@@ -126,8 +135,9 @@ class Admission:
 
         # "creating sandbox" was stored with the move to provisioning.
         async with provision.Progress(report) as progress:
+            spec = life.spec_of(env)
             await life.call(
-                "create", provision.create(driver, env.id, life.spec_of(env), progress, env.owner)
+                "create", provision.create(driver, env.id, spec, progress, env.owner, node=env.host)
             )
         await report("sandbox ready", {})
         await life.call("start", driver.start(env.id))

@@ -15,7 +15,7 @@ import builtins
 import contextlib
 import socket
 import time
-from collections.abc import AsyncGenerator, Coroutine, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -32,12 +32,13 @@ from genos.orchestrator.capacity import (
     no_quota,
 )
 from genos.orchestrator.events import EventBus, stream
-from genos.orchestrator.lifecycle import Lifecycle, log
+from genos.orchestrator.lifecycle import SYSTEM, Lifecycle, log
+from genos.orchestrator.placing import Placer, SingleHost
 from genos.orchestrator.pools import PoolKeeper
 from genos.orchestrator.pressure import Presence, PressureMonitor, PressurePolicy, nobody
 from genos.orchestrator.queries import NewEnvironment
 from genos.orchestrator.reconcile import ReconcileReport, reconcile
-from genos.orchestrator.records import Environment, Event
+from genos.orchestrator.records import Environment, Event, EventType
 from genos.orchestrator.registry import Registry
 from genos.orchestrator.states import State
 from genos.orchestrator.timers import Timers
@@ -99,7 +100,8 @@ class Engine(Verbs):
         self._intervals = (tick_interval, reconcile_interval, event_poll)
         self._life = Lifecycle(registry, driver, EventBus(), self.host_name)
         self._timers = Timers(self._life, warning_lead, activity_interval)
-        self._admission = Admission(self._life, self.capacity)
+        self.placer: Placer = SingleHost(self.host_name, self.capacity)
+        self._admission = Admission(self._life, self.placer)
         self.pools = PoolKeeper(self)
         self.pressure = PressureMonitor(
             self._life, self.capacity, pressure or PressurePolicy(), presence, self._relieve
@@ -126,12 +128,46 @@ class Engine(Verbs):
         Returns:
             What the first reconcile did.
         """
-        report = await self.reconcile()
         await self.pools.load()
-        await self.pools.refill()
+        report = ReconcileReport(complete=False)
+        if self.leading():
+            report = await self.reconcile()
+            await self.pools.refill()
         if maintenance:
             self._spawn(self._maintain())
         return report
+
+    def leading(self) -> bool:
+        """Whether this engine runs the singletons (always on one host; the leader in a cluster)."""
+        return self._admission.allowed()
+
+    def use_placer(self, placer: Placer, *, every_host: bool = False) -> None:
+        """Place admitted environments with ``placer``; ``every_host``: this engine answers for
+        the environments of every host (a cluster's control plane), not only its own."""
+        self.placer = self._admission.placer = placer
+        self._life.every_host = every_host
+
+    async def admit(self) -> None:
+        """Serve the queue now (a pass; what fits starts)."""
+        await self._admit()
+
+    async def lose(self, env: Environment, reason: str, *, actor: str = SYSTEM) -> bool:
+        """Record that ``env``'s host is gone with it (``lost``); False if it ended meanwhile."""
+        try:
+            await self._life.move(env.id, env.state, State.LOST, actor=actor, reason=reason)
+        except StateError:
+            return False
+        return True
+
+    async def note(self, env_id: str, kind: EventType, message: str, data: dict[str, Any]) -> None:
+        """Add an event to an environment's history (and wake its followers)."""
+        await self._life.emit(env_id, kind, message, data)
+
+    def lead(self, leading: Callable[[], bool], defer: Callable[[], Awaitable[None]]) -> None:
+        """Run the singletons (admission, timers, reconcile, pools) only while ``leading()``;
+        otherwise admission asks are passed on by ``defer`` (a cluster's follower replica)."""
+        self._admission.allowed = leading
+        self._admission.defer = defer
 
     async def aclose(self) -> None:
         """Stop background work; the registry and the driver stay open (their owner closes them).
@@ -153,6 +189,7 @@ class Engine(Verbs):
         request_id: str | None = None,
         priority: int = 0,
         pool_id: str | None = None,
+        replaces: str | None = None,
     ) -> Environment:
         """Ask for an environment; returns at once, provisioning goes on in the background.
 
@@ -166,6 +203,7 @@ class Engine(Verbs):
                 always return the same environment.
             priority: higher is served first from the queue.
             pool_id: make it to wait in this warm pool (the pool keeper's own requests).
+            replaces: the lost environment it replaces (a cluster's leader).
 
         Returns:
             The environment, ``provisioning`` or ``queued`` (with its position),
@@ -179,12 +217,14 @@ class Engine(Verbs):
         """
         self._check_open()
         reserves = self.check_fits(spec)
-        pool = self.pools.match(spec) if pool_id is None else None
+        pool = self.pools.match(spec) if pool_id is None and replaces is None else None
         if pool is not None:
             claimed = await self._claim(pool, owner, spec, request_id, priority)
             if claimed is not None:
                 return claimed
-        new = NewEnvironment(new_env_id(), owner, spec, priority, request_id, reserves, pool_id)
+        new = NewEnvironment(
+            new_env_id(), owner, spec, priority, request_id, reserves, pool_id, replaces
+        )
         env, created = await self.registry.create(new, self.quotas(owner))
         if not created:
             return await self.registry.get(env.id)
@@ -368,6 +408,8 @@ class Engine(Verbs):
         while True:
             await self.clock.sleep(tick)
             since += tick
+            if not self.leading():
+                continue
             try:
                 await self.tick()
                 if since >= every:

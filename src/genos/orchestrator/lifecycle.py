@@ -39,11 +39,22 @@ class Lifecycle:
         self.driver = driver
         self.bus = bus
         self.host_name = host_name
+        # A cluster's control plane answers for the environments of every host.
+        self.every_host = False
         self.tasks: dict[str, asyncio.Task[None]] = {}  # provisioning in flight here
         # Specs of environments requested here, parsed already: provisioning
         # takes its own from here instead of parsing the stored JSON again.
         self._specs: collections.OrderedDict[str, EnvironmentSpec] = collections.OrderedDict()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def mine(self, host: str | None) -> bool:
+        """Whether an environment placed on ``host`` is this engine's to look after."""
+        return self.every_host or host == self.host_name
+
+    @property
+    def scope(self) -> str | None:
+        """The host to filter the registry by; None for every host (a cluster)."""
+        return None if self.every_host else self.host_name
 
     def keep_spec(self, env_id: str, spec: EnvironmentSpec) -> None:
         """Remember a just-requested environment's spec (the newest few thousand)."""

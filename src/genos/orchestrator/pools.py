@@ -221,9 +221,9 @@ class PoolKeeper:
     async def _fill(self, pool: Pool, missing: int) -> None:
         engine = self._engine
         request = engine.requests.for_spec(pool.spec)
-        used = await engine.registry.host_usage(engine.host_name)
+        plan, _waiting = await engine.placer.plan(engine.registry)
         for _ in range(missing):
-            if not engine.capacity.fits(used, request.cpus, request.memory_mb):
+            if plan.place(request.cpus, request.memory_mb) is None:
                 return  # a pool never waits in the queue: it fills when there is room
             try:
                 await engine.request(POOL_USER_ID, pool.spec, priority=POOL_PRIORITY,
@@ -231,7 +231,6 @@ class PoolKeeper:
             except GenOSError as exc:
                 log.warning("pool %s: cannot start an environment: %s", pool.id, exc)
                 return
-            used = used.plus(request.cpus, request.memory_mb)
 
     async def _trim(self, pool: Pool, have: builtins.list[tuple[str, State]]) -> None:
         # Those still waiting or starting go first, then the newest ready ones.

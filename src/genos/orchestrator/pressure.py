@@ -137,7 +137,7 @@ class PressureMonitor:
 
     async def sample(self) -> Sample:
         """Read the host and every holding environment's cgroup now."""
-        clocks = await self._life.registry.clocks(list(HOLDING), self._life.host_name)
+        clocks = await self._life.registry.clocks(list(HOLDING), self._life.scope)
         usage: dict[str, Usage] = {}
         for env in clocks:
             found = self._life.driver.usage(env.id)
@@ -184,7 +184,7 @@ class PressureMonitor:
         self.short = self.why_short(sample) if self.policy.enabled else None
         if self.short is None or sample.at - self._acted_at < self.policy.cooldown:
             return None
-        mine = await self._life.registry.list(None, [State.RUNNING], self._life.host_name)
+        mine = await self._life.registry.list(None, [State.RUNNING], self._life.scope)
         order = self.victims(mine, sample.usage, now)
         if not order:
             log.warning("memory pressure (%s): every environment is in use; not acting", self.short)

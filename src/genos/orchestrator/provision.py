@@ -81,11 +81,18 @@ def accepts_progress(driver: Driver) -> bool:
 
 
 async def create(
-    driver: Driver, env_id: str, spec: EnvironmentSpec, progress: Progress, owner: str
+    driver: Driver,
+    env_id: str,
+    spec: EnvironmentSpec,
+    progress: Progress,
+    owner: str,
+    *,
+    node: str | None = None,
 ) -> None:
-    """``driver.create``, with ``progress`` and ``owner`` where the driver takes them.
+    """``driver.create``, with ``progress``, ``owner`` and ``node`` where the driver takes them.
 
-    ``owner`` names whose volumes a persistent environment attaches.
+    ``owner`` names whose volumes a persistent environment attaches; ``node``
+    is where placement put it (the cluster's driver needs it).
     """
     accepted = _keywords(driver)
     extra: dict[str, object] = {}
@@ -93,6 +100,8 @@ async def create(
         extra["progress"] = progress
     if "owner" in accepted:
         extra["owner"] = owner
+    if "node" in accepted:
+        extra["node"] = node
     create_with: Callable[..., Awaitable[None]] = driver.create
     await create_with(env_id, spec, **extra)
 

@@ -173,12 +173,14 @@ def load(session: Session, env_id: str) -> Environment:
     return to_environment(row, int(count) + 1)
 
 
-def clocks(session: Session, states: list[str], host: str) -> list[Clocks]:
-    """:class:`Clocks` of the environments in ``states`` placed on ``host``."""
+def clocks(session: Session, states: list[str], host: str | None) -> list[Clocks]:
+    """:class:`Clocks` of the environments in ``states`` placed on ``host`` (None: any)."""
     query = select(
         EnvironmentRow.id, EnvironmentRow.state, EnvironmentRow.started,
         EnvironmentRow.last_activity, EnvironmentRow.pool_id, EnvironmentRow.claimed,
-    ).where(EnvironmentRow.state.in_(states), EnvironmentRow.host == host)  # fmt: skip
+    ).where(EnvironmentRow.state.in_(states))  # fmt: skip
+    if host is not None:
+        query = query.where(EnvironmentRow.host == host)
     rows = session.connection().execute(query.order_by(EnvironmentRow.created))
     return [Clocks(row.id, State(row.state), row.started, row.last_activity,
                    row.pool_id is not None and row.claimed is None) for row in rows]  # fmt: skip
@@ -319,6 +321,25 @@ def owner_usage(session: Session, owner: str) -> Usage:
 def host_usage(session: Session, host: str) -> Usage:
     """What the environments placed on ``host`` hold."""
     return _usage(session, EnvironmentRow.host == host, HOLDING)
+
+
+def usage_by_host(session: Session) -> dict[str, Usage]:
+    """What the environments placed on each host hold (requests), host by host."""
+    query = (
+        select(
+            EnvironmentRow.host,
+            func.count(),
+            func.coalesce(func.sum(EnvironmentRow.cpus), 0.0),
+            func.coalesce(func.sum(EnvironmentRow.memory_mb), 0),
+        )
+        .where(
+            EnvironmentRow.host.is_not(None),
+            EnvironmentRow.state.in_([s.value for s in HOLDING]),
+        )
+        .group_by(EnvironmentRow.host)
+    )
+    rows = session.connection().execute(query)
+    return {str(row[0]): Usage(int(row[1]), float(row[2]), int(row[3])) for row in rows}
 
 
 def host_limits(session: Session, host: str) -> Usage:

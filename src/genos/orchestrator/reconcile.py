@@ -94,14 +94,14 @@ async def reconcile(life: Lifecycle, busy: Container[str]) -> ReconcileReport:
         return ReconcileReport(complete=False)
     report = ReconcileReport()
     live = {env.id: env for env in await life.registry.list(states=LIVE)}
-    mine = [e for e in live.values() if e.host == life.host_name and e.state in HOLDING]
+    mine = [e for e in live.values() if life.mine(e.host) and e.state in HOLDING]
     for env in mine:
         if env.id not in busy:
             async with life.lock(env.id):
                 await _repair(life, env.id, report)
     for env_id in picture:
         known = live.get(env_id)
-        if known is None or known.state in WAITING or known.host != life.host_name:
+        if known is None or known.state in WAITING or not life.mine(known.host):
             async with life.lock(env_id):
                 await _remove_orphan(life, env_id, report)
     return report
@@ -117,7 +117,7 @@ async def _observe(life: Lifecycle, env_id: str) -> EnvState | None:
 async def _repair(life: Lifecycle, env_id: str, report: ReconcileReport) -> None:
     try:
         env = await life.registry.get(env_id)
-        if env.state not in HOLDING or env.host != life.host_name:
+        if env.state not in HOLDING or not life.mine(env.host):
             return
         await _apply(life, env, await _observe(life, env_id), report)
     except GenOSError as exc:
@@ -153,7 +153,7 @@ async def _remove_orphan(life: Lifecycle, env_id: str, report: ReconcileReport) 
     env: Environment | None = None
     with contextlib.suppress(NotFoundError):
         env = await life.registry.get(env_id)
-    if env is not None and env.state in HOLDING and env.host == life.host_name:
+    if env is not None and env.state in HOLDING and life.mine(env.host):
         return  # became ours since the picture was taken
     try:
         await life.call("destroy", life.driver.destroy(env_id))

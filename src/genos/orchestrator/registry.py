@@ -223,8 +223,9 @@ class Registry:
         """Waiting (requested or queued) environments, in the order they will be served."""
         return await self.run(queries.queue, write=False)
 
-    async def clocks(self, states: Iterable[State], host: str) -> builtins.list[Clocks]:
-        """State, start and last activity of the environments in ``states`` on ``host``."""
+    async def clocks(self, states: Iterable[State], host: str | None) -> builtins.list[Clocks]:
+        """State, start and last activity of the environments in ``states`` on ``host``
+        (None: on any host)."""
         wanted = [s.value for s in states]
         return await self.run(lambda s: queries.clocks(s, wanted, host), write=False)
 
@@ -238,6 +239,12 @@ class Registry:
         return await self.run(
             lambda s: (queries.host_usage(s, host), queries.queue(s)), write=False
         )
+
+    async def usage_by_host_and_queue(
+        self,
+    ) -> tuple[dict[str, Usage], builtins.list[Environment]]:
+        """What every host holds and the queue, read together (a cluster's admission pass)."""
+        return await self.run(lambda s: (queries.usage_by_host(s), queries.queue(s)), write=False)
 
     async def host_usage(self, host: str) -> Usage:
         """What environments placed on ``host`` hold (provisioning, running, suspended)."""
@@ -293,6 +300,15 @@ class Registry:
         """
         now = self.clock.now()
         return await self.run(lambda s: poolstore.claim(s, wanted, quota, now), write=True)
+
+    async def link_replacement(self, lost: str, replacement: str) -> None:
+        """Record that ``replacement`` was made for the lost environment ``lost``."""
+
+        def link(session: Session) -> None:
+            row = queries.get_row(session, lost)
+            row.replaced_by = replacement
+
+        await self.run(link, write=True)
 
     async def host_totals(self, host: str) -> tuple[Usage, Usage]:
         """The requests and the limits of the environments holding ``host``, in one read."""

@@ -73,7 +73,7 @@ class Timers:
         registry = self._life.registry
         # Only the clock columns of every environment; a spec's lifetime is read
         # once per environment (a tick must not re-read and re-parse every spec).
-        envs = await registry.clocks(wanted, self._life.host_name)
+        envs = await registry.clocks(wanted, self._life.scope)
         missing = [env.id for env in envs if env.id not in self._lifetimes]
         if missing:
             self._lifetimes.update(await registry.lifetimes(missing))

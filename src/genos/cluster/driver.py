@@ -1,0 +1,284 @@
+"""The control plane's driver for a whole cluster: every verb is an assignment a node carries out.
+
+It implements :class:`~genos.runtime.driver.Driver` for the engine, so the
+lifecycle, the queue, reconcile and the API are the one-host code. ``create``
+gives the environment to the node placement chose (compare-and-swap on its
+owner key) with ``desired: created``; ``start``, ``suspend`` and ``resume``
+change ``desired``; ``destroy`` removes the assignment. Each returns when
+the node reports the state it was asked for (or raises with the node's
+reason when the node reports ``failed``). The provisioning steps a node
+reports come through as progress.
+
+One watch on every node's status and one on the node records keep this
+driver's picture current; a node whose record disappears (its lease lapsed)
+fails whatever waits on it. A display is reached through the node's relay
+(:mod:`genos.node.relay`): ``remote`` gives the gateway a
+:class:`~genos.runtime.driver.RemoteDisplay`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from genos.cluster.etcd import Resync
+from genos.cluster.pki import Identity
+from genos.cluster.store import Assignment, ClusterStore, NodeInfo, Status, env_of, node_of
+from genos.errors import (
+    CapabilityError,
+    ClusterUnavailableError,
+    ExternalError,
+    NotFoundError,
+    StateError,
+)
+from genos.node.relay import client_context, open_relay
+from genos.orchestrator.provision import Progress
+from genos.runtime.driver import EnvState, Inspection, RemoteDisplay, Usage
+from genos.spec import EnvironmentSpec, dump
+
+log = logging.getLogger("genos.cluster.driver")
+STEP_TIMEOUT = 600.0  # a first build of an image's layers can take minutes
+Check = Callable[[Status | None], bool]
+SETTLED = ("created", "running", "suspended", "stopped", "failed")
+
+
+@dataclass(frozen=True)
+class RelayDisplay:
+    """An environment's display on a node, opened through that node's relay."""
+
+    host: str
+    port: int
+    env_id: str
+    protocol: str
+    context: Any  # ssl.SSLContext
+
+    async def open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Connect through the relay (mutual TLS)."""
+        return await open_relay(self.host, self.port, self.env_id, self.protocol, self.context)
+
+
+class ClusterDriver:
+    """See the module docstring. Call :meth:`open` before use and :meth:`aclose` after."""
+
+    name = "cluster"
+
+    def __init__(self, store: ClusterStore, identity: Identity) -> None:
+        self.store = store
+        self.nodes: dict[str, NodeInfo] = {}
+        self.statuses: dict[str, Status] = {}
+        self.owners: dict[str, str] = {}
+        self._context = client_context(identity)
+        self._changed = asyncio.Condition()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.node_lost: list[Callable[[str], None]] = []  # called with a node's name
+
+    async def open(self) -> None:
+        """Read the nodes and every status, then keep them current."""
+        nodes, revision = await self.store.nodes()
+        self.nodes = {n.name: n for n in nodes}
+        self.owners = await self.store.owners()
+        self._tasks = [
+            asyncio.create_task(self._watch_nodes(revision), name="cluster-nodes"),
+            asyncio.create_task(self._watch_status(), name="cluster-status"),
+        ]
+
+    async def aclose(self) -> None:
+        """Stop watching (environments and assignments stay)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- watches -------------------------------------------------------------------
+
+    async def _watch_nodes(self, revision: int) -> None:
+        while True:
+            try:
+                async for event in self.store.watch_nodes(revision):
+                    name = node_of(event)
+                    if event.kind == "put":
+                        self.nodes[name] = NodeInfo.load(event.value)
+                    elif self.nodes.pop(name, None) is not None:
+                        log.warning("node %s is gone (its lease lapsed or it left)", name)
+                        for callback in self.node_lost:
+                            callback(name)
+                    await self._notify()
+            except Resync:
+                nodes, revision = await self.store.nodes()
+                self.nodes = {n.name: n for n in nodes}
+            except ClusterUnavailableError:
+                await asyncio.sleep(1.0)
+
+    async def _watch_status(self) -> None:
+        revision = await self.store.revision() + 1
+        while True:
+            try:
+                async for event in self.store.watch_status(revision):
+                    _node, env_id = env_of(event)
+                    if event.kind == "put":
+                        self.statuses[env_id] = Status.load(event.value)
+                    else:
+                        self.statuses.pop(env_id, None)
+                    revision = event.revision + 1
+                    await self._notify()
+            except (Resync, ClusterUnavailableError):
+                await asyncio.sleep(0.5)
+                revision = await self.store.revision() + 1
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _wait(
+        self, env_id: str, node: str, check: Check, progress: Progress | None = None
+    ) -> Status | None:
+        """Until ``check(status)`` holds; the status then. Raises when the node goes away."""
+        seen = ""
+        async with asyncio.timeout(STEP_TIMEOUT):
+            while True:
+                status = self.statuses.get(env_id)
+                if status is None:
+                    status = await self.store.status(node, env_id)
+                if check(status):
+                    return status
+                if node not in self.nodes:
+                    raise ExternalError(f"{env_id}: node {node} is gone")
+                if progress is not None and status is not None and status.message != seen:
+                    seen = status.message
+                    progress(f"{node}: {seen}", status.step)
+                async with self._changed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), 1.0)
+
+    # -- the driver protocol -------------------------------------------------------
+
+    async def create(
+        self,
+        env_id: str,
+        spec: EnvironmentSpec,
+        progress: Progress | None = None,
+        owner: str | None = None,
+        node: str | None = None,
+    ) -> None:
+        """Give ``env_id`` to ``node`` and wait until the node has created it.
+
+        Raises:
+            CapabilityError: no node was chosen (placement's job).
+            StateError: another node has it already.
+            ExternalError: the node failed to create it (its reason in the message).
+        """
+        if node is None or node not in self.nodes:
+            raise CapabilityError(f"no live node was chosen for {env_id}")
+        wanted = Assignment(env_id, node, dump(spec), "created", 1, owner or "")
+        if not await self.store.assign(wanted):
+            holder = await self.store.owner(env_id)
+            if holder != node:
+                raise StateError("assigned", ["absent"], "create")
+        self.owners[env_id] = node
+        status = await self._wait(env_id, node, lambda s: _settled(s, 1), progress)
+        _raise_failed(env_id, status)
+
+    async def _change(self, env_id: str, desired: str, verb: str, **extra: Any) -> None:
+        node = await self._node_of(env_id)
+        current = await self.store.assignment(env_id, node)
+        if current is None:
+            raise NotFoundError("environment", env_id)
+        wanted = replace(current, desired=desired, generation=current.generation + 1, **extra)
+        if not await self.store.update(wanted):
+            raise NotFoundError("environment", env_id)
+        status = await self._wait(env_id, node, lambda s: _settled(s, wanted.generation))
+        _raise_failed(env_id, status)
+        if status is not None and status.state not in (desired, "failed"):
+            raise StateError(status.state, [desired], verb)
+
+    async def start(self, env_id: str, *, timeout: float = 30.0) -> None:  # noqa: ARG002
+        """Ask the node to start it; returns once its display answers there."""
+        await self._change(env_id, "running", "start")
+
+    async def suspend(self, env_id: str, *, to_disk: bool = False) -> None:
+        """Ask the node to suspend it (to disk for VMs when asked)."""
+        await self._change(env_id, "suspended", "suspend", to_disk=to_disk)
+
+    async def resume(self, env_id: str) -> None:
+        """Ask the node to resume it."""
+        await self._change(env_id, "running", "resume")
+
+    async def destroy(self, env_id: str) -> None:
+        """Take it away from its node; returns once the node has destroyed it (or is gone)."""
+        node = self.owners.get(env_id) or await self.store.owner(env_id)
+        if node is None:
+            return
+        await self.store.unassign(env_id, node)
+        self.owners.pop(env_id, None)
+        if node not in self.nodes:
+            return  # the node fences it when it comes back
+        await self._wait(env_id, node, lambda s: s is None or s.state == "failed")
+
+    async def inspect(self, env_id: str) -> Inspection:
+        """The node's last word on it.
+
+        Raises:
+            NotFoundError: no node has it.
+        """
+        node = await self._node_of(env_id)
+        status = self.statuses.get(env_id) or await self.store.status(node, env_id)
+        if status is None or status.state in ("failed", "creating", ""):
+            state = EnvState.STOPPED if status is not None else None
+            if state is None:
+                raise NotFoundError("environment", env_id)
+        else:
+            state = EnvState(status.state)
+        return Inspection(env_id, state, None, self.usage(env_id), f"cluster:{node}")
+
+    def usage(self, env_id: str) -> Usage | None:
+        """What its node last reported it used (None: nothing reported)."""
+        status = self.statuses.get(env_id)
+        if status is None or not status.usage:
+            return None
+        return Usage(**status.usage)
+
+    def display(self, env_id: str) -> Path:
+        """Never local: see :meth:`remote`.
+
+        Raises:
+            CapabilityError: always.
+        """
+        raise CapabilityError(f"{env_id} is on a node; its display is reached through the relay")
+
+    def remote(self, env_id: str, protocol: str) -> RemoteDisplay:
+        """``env_id``'s display through its node's relay.
+
+        Raises:
+            NotFoundError: no live node has it.
+        """
+        node = self.owners.get(env_id)
+        info = self.nodes.get(node or "")
+        if info is None:
+            raise NotFoundError(f"{protocol} display of environment", env_id)
+        host, _, port = info.relay.rpartition(":")
+        return RelayDisplay(host, int(port), env_id, protocol, self._context)
+
+    async def list_ids(self) -> list[str]:
+        """Every environment some node is assigned."""
+        self.owners = await self.store.owners()
+        return sorted(self.owners)
+
+    async def _node_of(self, env_id: str) -> str:
+        node = self.owners.get(env_id) or await self.store.owner(env_id)
+        if node is None:
+            raise NotFoundError("environment", env_id)
+        self.owners[env_id] = node
+        return node
+
+
+def _settled(status: Status | None, generation: int) -> bool:
+    return status is not None and status.generation >= generation and status.state in SETTLED
+
+
+def _raise_failed(env_id: str, status: Status | None) -> None:
+    if status is not None and status.state == "failed":
+        raise ExternalError(f"{env_id} failed on {status.node}: {status.detail}")

@@ -1,0 +1,104 @@
+"""Which node takes an environment: its request against each node's free capacity.
+
+A node is a candidate when it is alive (its lease holds), not cordoned (or
+draining), and its capacity (announced with the node record, the model of
+:mod:`genos.orchestrator.capacity`) fits the request beside the requests
+the registry says its environments hold. Among the candidates:
+
+- ``spread`` (the default): the node with the largest share of its capacity
+  left after this request, so load and the cost of losing a node are spread;
+- ``pack``: the smallest share left, so whole nodes stay empty (to drain,
+  or to power off).
+
+Ties go to the node whose name sorts first, so a placement is reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from genos.orchestrator.capacity import Capacity, Usage
+
+if TYPE_CHECKING:
+    from genos.cluster.store import NodeInfo
+    from genos.orchestrator.records import Environment
+    from genos.orchestrator.registry import Registry
+
+Strategy = Literal["spread", "pack"]
+
+
+@dataclass
+class Candidate:
+    """A node as placement sees it."""
+
+    name: str
+    capacity: Capacity
+    used: Usage = field(default_factory=Usage)
+    excluded: bool = False  # cordoned, draining
+
+    def left_after(self, cpus: float, memory_mb: int) -> float:
+        """The smaller of the CPU and memory shares left after a request of this size."""
+        cap = self.capacity
+        cpu = (cap.allocatable_cpus - self.used.cpus - cpus) / max(cap.allocatable_cpus, 1e-9)
+        mem = (cap.allocatable_memory_mb - self.used.memory_mb - memory_mb) / max(
+            cap.allocatable_memory_mb, 1
+        )
+        return min(cpu, mem)
+
+
+def choose(
+    candidates: list[Candidate], cpus: float, memory_mb: int, strategy: Strategy = "spread"
+) -> Candidate | None:
+    """The node that takes a request (see the module docstring), or None if none can."""
+    fit = [c for c in candidates if not c.excluded and c.capacity.fits(c.used, cpus, memory_mb)]
+    if not fit:
+        return None
+    sign = -1.0 if strategy == "spread" else 1.0
+    return min(fit, key=lambda c: (sign * c.left_after(cpus, memory_mb), c.name))
+
+
+class ClusterPlan:
+    """One admission pass's candidates; what it places counts against them."""
+
+    def __init__(self, candidates: list[Candidate], strategy: Strategy) -> None:
+        self.candidates, self.strategy = candidates, strategy
+
+    def place(self, cpus: float, memory_mb: int) -> str | None:
+        """The node for a request of this size (counted as held from now), or None."""
+        found = choose(self.candidates, cpus, memory_mb, self.strategy)
+        if found is None:
+            return None
+        found.used = found.used.plus(cpus, memory_mb)
+        return found.name
+
+
+class ClusterPlacer:
+    """Plans over the live nodes (``nodes()``), their cordons and the registry's requests."""
+
+    def __init__(
+        self,
+        nodes: Callable[[], Mapping[str, NodeInfo]],
+        cordoned: Callable[[], set[str]],
+        strategy: Strategy = "spread",
+    ) -> None:
+        self._nodes, self._cordoned, self.strategy = nodes, cordoned, strategy
+
+    async def plan(self, registry: Registry) -> tuple[ClusterPlan, list[Environment]]:
+        """The candidates now, and the queue (one registry read)."""
+        used, waiting = await registry.usage_by_host_and_queue()
+        return ClusterPlan(self.candidates(used), self.strategy), waiting
+
+    def candidates(self, used: Mapping[str, Usage]) -> list[Candidate]:
+        """Every live node with what its environments hold."""
+        cordoned = self._cordoned()
+        return [
+            Candidate(name, capacity_of(info), used.get(name, Usage()), name in cordoned)
+            for name, info in sorted(self._nodes().items())
+        ]
+
+
+def capacity_of(info: NodeInfo) -> Capacity:
+    """The capacity a node announced."""
+    return Capacity(**info.capacity)
