@@ -14,7 +14,15 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genos import __version__
-from genos.api import display, errors, metrics, routes_account, routes_envs, routes_pools
+from genos.api import (
+    display,
+    errors,
+    metrics,
+    routes_account,
+    routes_envs,
+    routes_nodes,
+    routes_pools,
+)
 from genos.api.service import Service
 
 CSP = (
@@ -68,7 +76,7 @@ def create_app(
     modules = (
         (metrics, display)
         if gateway_only
-        else (routes_account, routes_envs, routes_pools, metrics, display)
+        else (routes_account, routes_envs, routes_pools, routes_nodes, metrics, display)
     )
     for module in modules:
         app.include_router(module.router)

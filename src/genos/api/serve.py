@@ -59,6 +59,17 @@ class ServeConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     gateway_only: bool = False  # `genos gateway`: display paths only, beside a `genos serve`
+    cluster: ClusterConfig | None = None  # a replica of a cluster's control plane
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """How a ``genos serve`` replica joins its cluster."""
+
+    etcd: list[str]
+    pki: Path  # the cluster's certificates: <replica>.pem/.key (control-plane), ca.pem
+    replica: str
+    placement: str = "spread"
 
 
 def make_driver(config: ServeConfig) -> Driver:
@@ -73,6 +84,8 @@ async def build(config: ServeConfig) -> Service:
     config.root.mkdir(parents=True, exist_ok=True)
     config.root.chmod(0o711)
     registry = await Registry.open(config.database_url)  # None: GENOS_DATABASE_URL or SQLite
+    if config.cluster is not None:
+        return await _cluster_replica(config, config.cluster, registry)
     driver = make_driver(config)
     engine = Engine(
         registry,
@@ -85,6 +98,36 @@ async def build(config: ServeConfig) -> Service:
     gateway = TokenAuthority.from_data_dir(config.root)
     service = Service(engine, config.root, gateway, public_url=config.public_url)
     _probe_accelerator(service, driver)
+    return service
+
+
+async def _cluster_replica(
+    config: ServeConfig, cluster: ClusterConfig, registry: Registry
+) -> Service:
+    """A control-plane replica: the cluster's driver and placement, leadership, one gateway key."""
+    from genos.cluster.control import ControlPlane  # noqa: PLC0415 - cluster parts only here
+    from genos.cluster.driver import ClusterDriver  # noqa: PLC0415
+    from genos.cluster.etcd import EtcdClient  # noqa: PLC0415
+    from genos.cluster.pki import Identity  # noqa: PLC0415
+    from genos.cluster.store import ClusterStore  # noqa: PLC0415
+
+    identity = Identity(cluster.pki / f"{cluster.replica}.pem",
+                        cluster.pki / f"{cluster.replica}.key", cluster.pki / "ca.pem")  # fmt: skip
+    for path in (identity.cert, identity.key, identity.ca):
+        if not path.is_file():
+            raise InputError(f"no {path}: issue this replica's certificate first")
+    store = ClusterStore(EtcdClient(cluster.etcd, identity))
+    driver = ClusterDriver(store, identity)
+    engine = Engine(
+        registry, driver, config.capacity or Capacity(cpus=1, memory_mb=256),
+        requests=config.requests, presence=viewer_connected, host_name=cluster.replica,
+        event_poll=0.25,
+    )  # fmt: skip
+    plane = ControlPlane(engine, store, driver, cluster.replica, cluster.placement)  # type: ignore[arg-type]
+    # One key for display tokens across replicas: a viewer may reach any of them.
+    gateway = TokenAuthority.from_data_dir(cluster.pki)
+    service = Service(engine, config.root, gateway, public_url=config.public_url)
+    service.cluster = plane
     return service
 
 

@@ -89,6 +89,7 @@ class Service:
         self.started = time.time()
         self.accelerator: str | None = None  # "kvm"/"tcg" once a VM driver has probed
         self._engine_started = True
+        self.cluster: Any = None  # a ControlPlane when this is a replica of a cluster
         self._users: dict[str, tuple[User, float]] = {}
         self._links: dict[str, tuple[str, float]] = {}
         self._pending_totp: dict[str, str] = {}
@@ -104,6 +105,8 @@ class Service:
             engine: False for a gateway of its own, which reads the registry
                 but leaves the lifecycle to the ``genos serve`` that owns it.
         """
+        if engine and self.cluster is not None:
+            await self.cluster.start()
         if engine:
             await self.engine.start()
         self._engine_started = engine
@@ -114,6 +117,8 @@ class Service:
         self.ready = False
         if self._engine_started:
             await self.engine.aclose()
+        if self.cluster is not None:
+            await self.cluster.aclose()
 
     def audit(self, caller: Caller | None, action: str, **fields: Any) -> None:
         """Append one record to the audit log: who, what, when (added by the log), from where."""

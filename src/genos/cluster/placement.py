@@ -10,16 +10,21 @@ the registry says its environments hold. Among the candidates:
 - ``pack``: the smallest share left, so whole nodes stay empty (to drain,
   or to power off).
 
-Ties go to the node whose name sorts first, so a placement is reproducible.
+A node whose clock is more than :data:`MAX_SKEW` seconds off the control
+plane's (from the clock it writes into its record) is left alone: its leases
+and timers would not mean what they say. Ties go to the node whose name sorts
+first, so a placement is reproducible.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from genos.orchestrator.capacity import Capacity, Usage
+from genos.errors import CapacityError
+from genos.orchestrator.capacity import Capacity, Request, Usage
 
 if TYPE_CHECKING:
     from genos.cluster.store import NodeInfo
@@ -27,6 +32,7 @@ if TYPE_CHECKING:
     from genos.orchestrator.registry import Registry
 
 Strategy = Literal["spread", "pack"]
+MAX_SKEW = 60.0  # seconds; a node's record is rewritten every 10 s
 
 
 @dataclass
@@ -85,6 +91,28 @@ class ClusterPlacer:
     ) -> None:
         self._nodes, self._cordoned, self.strategy = nodes, cordoned, strategy
 
+    def check_possible(self, request: Request, limits: Request) -> None:
+        """Refuse what no live node could take; with no node up yet, it waits for one.
+
+        Raises:
+            CapacityError: the largest node is too small (its message names that node's size).
+        """
+        capacities = sorted(
+            (capacity_of(info) for info in self._nodes().values()),
+            key=lambda c: (c.allocatable_memory_mb, c.allocatable_cpus),
+        )
+        if not capacities:
+            return
+        errors: list[CapacityError] = []
+        for capacity in capacities:
+            try:
+                capacity.check_possible(request, limits)
+            except CapacityError as exc:
+                errors.append(exc)
+            else:
+                return
+        raise errors[-1]
+
     async def plan(self, registry: Registry) -> tuple[ClusterPlan, list[Environment]]:
         """The candidates now, and the queue (one registry read)."""
         used, waiting = await registry.usage_by_host_and_queue()
@@ -93,8 +121,14 @@ class ClusterPlacer:
     def candidates(self, used: Mapping[str, Usage]) -> list[Candidate]:
         """Every live node with what its environments hold."""
         cordoned = self._cordoned()
+        now = time.time()
         return [
-            Candidate(name, capacity_of(info), used.get(name, Usage()), name in cordoned)
+            Candidate(
+                name,
+                capacity_of(info),
+                used.get(name, Usage()),
+                name in cordoned or abs(info.clock - now) > MAX_SKEW,
+            )
             for name, info in sorted(self._nodes().items())
         ]
 

@@ -246,9 +246,7 @@ class Engine(Verbs):
             CapacityError: its request exceeds what the host offers, or its limits the host.
         """
         reserves = self.requests.for_spec(spec)
-        self.capacity.check_possible(
-            reserves, Request(spec.resources.cpus, spec.resources.memory_mb)
-        )
+        self.placer.check_possible(reserves, Request(spec.resources.cpus, spec.resources.memory_mb))
         return reserves
 
     async def _claim(

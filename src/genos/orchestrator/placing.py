@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from genos.orchestrator.capacity import Capacity, Usage
+from genos.orchestrator.capacity import Capacity, Request, Usage
 
 if TYPE_CHECKING:
     from genos.orchestrator.records import Environment
@@ -31,6 +31,14 @@ class Plan(Protocol):
 class Placer(Protocol):
     """Makes a :class:`Plan` for each admission pass."""
 
+    def check_possible(self, request: Request, limits: Request) -> None:
+        """Refuse what no host could ever take (see :meth:`Capacity.check_possible`).
+
+        Raises:
+            CapacityError: too big for every host.
+        """
+        ...
+
     async def plan(self, registry: Registry) -> tuple[Plan, list[Environment]]:
         """The plan, and the waiting environments in queue order (read together)."""
         ...
@@ -41,6 +49,10 @@ class SingleHost:
 
     def __init__(self, host: str, capacity: Capacity) -> None:
         self.host, self.capacity = host, capacity
+
+    def check_possible(self, request: Request, limits: Request) -> None:
+        """Refuse what this host could never take."""
+        self.capacity.check_possible(request, limits)
 
     async def plan(self, registry: Registry) -> tuple[Plan, list[Environment]]:
         """What this host holds, and the queue (one round trip)."""
