@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from genos import __version__
+from genos.cli_cluster import cluster_app
 from genos.cli_console import LazyConsole
 from genos.cli_envs import register as register_env_commands
 from genos.cli_images import images_app
+from genos.cli_node import node_app
 from genos.cli_pools import pool_app
 from genos.errors import GenOSError, InputError, PromptError
 from genos.paths import data_dir
@@ -52,6 +54,8 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(audit_app, name="audit")
 app.add_typer(images_app, name="images")
 app.add_typer(pool_app, name="pool")
+app.add_typer(node_app, name="node")
+app.add_typer(cluster_app, name="cluster")
 out = LazyConsole()
 register_env_commands(app)
 

@@ -98,9 +98,22 @@ def serve(  # noqa: PLR0917 - Typer parameters
     ] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate for --vnc-port.")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="TLS key for --vnc-port.")] = None,
+    etcd: Annotated[
+        str | None,
+        typer.Option(help="A cluster's etcd members (https://host:port,...): be a replica of it."),
+    ] = None,
+    pki: Annotated[
+        Path | None, typer.Option(help="The cluster's certificates (<replica>.pem, ca.pem).")
+    ] = None,
+    replica: Annotated[
+        str | None, typer.Option(help="This replica's name (its certificate's).")
+    ] = None,
+    placement: Annotated[
+        str, typer.Option(help="spread or pack (a cluster's placement).")
+    ] = "spread",
 ) -> None:
     """Run the API, the gateway's WebSocket path and the web client (first start: admin token)."""
-    from genos.api.serve import ServeConfig, run  # noqa: PLC0415 - server deps load only here
+    from genos.api.serve import ClusterConfig, ServeConfig, run  # noqa: PLC0415 - server only
     from genos.orchestrator.capacity import Capacity  # noqa: PLC0415
 
     if driver not in {"oci", "fake"}:
@@ -132,8 +145,25 @@ def serve(  # noqa: PLR0917 - Typer parameters
         vnc_port=vnc_port,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        cluster=_cluster(etcd, pki, replica, placement, ClusterConfig),
     )
     run(config)
+
+
+def _cluster(
+    etcd: str | None, pki: Path | None, replica: str | None, placement: str, make: Any
+) -> Any:
+    """The replica's cluster settings (None without ``--etcd``)."""
+    if etcd is None:
+        if pki is not None or replica is not None:
+            raise InputError("--pki and --replica go with --etcd")
+        return None
+    if pki is None or replica is None:
+        raise InputError("a cluster replica needs --pki and --replica")
+    if placement not in {"spread", "pack"}:
+        raise InputError(f"--placement must be spread or pack, got {placement!r}")
+    endpoints = [e.strip() for e in etcd.split(",") if e.strip()]
+    return make(etcd=endpoints, pki=pki, replica=replica, placement=placement)
 
 
 def _requests(path: Path | None) -> Any:

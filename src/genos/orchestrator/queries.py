@@ -404,7 +404,8 @@ def transition(
     events = 1 + len(before) + len(after)
     params = {"p_id": env_id, "p_old": old.value, "p_new": new.value, "p_now": now,
               "p_events": events, "p_reason": reason, "p_host": host}  # fmt: skip
-    statement = _move_statement(new is State.RUNNING, new is State.FAILED, host is not None)
+    ended = new in (State.FAILED, State.LOST)  # the reason is what a person reads first
+    statement = _move_statement(new is State.RUNNING, ended, host is not None)
     moved = session.connection().execute(statement, params).first()
     if moved is None:
         current = State(get_row(session, env_id).state)
