@@ -59,6 +59,11 @@ def create_database(base: str, name: str) -> str:
     return f"{base}/{name}"
 
 
+def drop_database(base: str, name: str) -> None:
+    """Drop database ``name`` (and its connections) from the cluster at ``base``."""
+    _admin(base, f"DROP DATABASE {name} WITH (FORCE)")
+
+
 def _admin(base: str, sql: str) -> None:
     dsn = base.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
     with psycopg.connect(dsn, autocommit=True) as conn:

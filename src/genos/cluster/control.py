@@ -36,6 +36,8 @@ from genos.orchestrator.states import HOLDING
 
 log = logging.getLogger("genos.cluster.control")
 LOST_GRACE = 2.0  # seconds a vanished node has to come back before its environments are lost
+HEALTH_EVERY = 1.0  # seconds between checks that etcd answers (with its quorum)
+HEALTH_TIMEOUT = 1.5
 ACTOR = "cluster"
 
 
@@ -55,9 +57,11 @@ class ControlPlane:
         self.cordoned: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+        self.healthy_at = time.monotonic()
         placer = ClusterPlacer(lambda: driver.nodes, lambda: self.cordoned, strategy)
         engine.use_placer(placer, every_host=True)
         engine.lead(lambda: self.is_leader, self.kick)
+        engine.precheck = self.available
         driver.node_lost.append(self._node_gone)
 
     async def start(self) -> None:
@@ -67,6 +71,7 @@ class ControlPlane:
         self._tasks = [
             asyncio.create_task(self._campaign(), name="leadership"),
             asyncio.create_task(self._follow_kicks(), name="kicks"),
+            asyncio.create_task(self._check_health(), name="health"),
         ]
 
     async def aclose(self) -> None:
@@ -76,6 +81,26 @@ class ControlPlane:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.driver.aclose()
+
+    async def available(self) -> None:
+        """Refuse new work while etcd has not answered lately (no quorum: nothing can be placed).
+
+        Raises:
+            ClusterUnavailableError: etcd has not answered for over two checks.
+        """
+        silent = time.monotonic() - self.healthy_at
+        if silent > 2 * HEALTH_EVERY + HEALTH_TIMEOUT:
+            raise ClusterUnavailableError(
+                f"the cluster's etcd has not answered for {silent:.0f}s (no quorum?): "
+                "nothing new can be placed now"
+            )
+
+    async def _check_health(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(ClusterUnavailableError, TimeoutError):
+                await asyncio.wait_for(self.store.revision(), HEALTH_TIMEOUT)
+                self.healthy_at = time.monotonic()
+            await asyncio.sleep(HEALTH_EVERY)
 
     async def kick(self) -> None:
         """Ask the leader to serve the queue (a follower took a request)."""

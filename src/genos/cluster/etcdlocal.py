@@ -63,6 +63,8 @@ class EtcdCluster:
     pki_dir: Path
     members: list[Member] = field(default_factory=list)
     token: str = "genos"  # noqa: S105 - etcd's initial-cluster-token: a name, not a secret
+    # The members this object started (kept, so they are reaped, not garbage-collected).
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def plan(cls, root: Path, pki_dir: Path, size: int = 3) -> EtcdCluster:
@@ -124,19 +126,20 @@ class EtcdCluster:
             raise ExternalError(f"etcd member {member.name} exited at once",
                                 detail=log.read_text()[-2000:] if log.exists() else "")  # fmt: skip
         member.pid = process.pid
+        self.processes[member.name] = process
 
     def kill(self, name: str) -> None:
         """Stop member ``name`` at once (SIGKILL), keeping its data."""
         member = self._member(name)
         if member.pid is not None:
-            _end(member.pid, signal.SIGKILL)
+            _end(member.pid, signal.SIGKILL, self.processes.pop(name, None))
             member.pid = None
 
     def stop_all(self) -> None:
         """Stop every member (SIGTERM, then SIGKILL) and remove their data."""
         for member in self.members:
             if member.pid is not None:
-                _end(member.pid, signal.SIGTERM)
+                _end(member.pid, signal.SIGTERM, self.processes.pop(member.name, None))
                 member.pid = None
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -151,11 +154,18 @@ class EtcdCluster:
         return cls(root, pki_dir, members, token=str(data["token"]))
 
 
-def _end(pid: int, first: signal.Signals) -> None:
+def _end(pid: int, first: signal.Signals, process: subprocess.Popen[bytes] | None) -> None:
     """Signal ``pid`` and wait for it to go (SIGKILL after :data:`STOP_WAIT`)."""
     try:
         os.kill(pid, first)
     except ProcessLookupError:
+        return
+    if process is not None:
+        try:
+            process.wait(STOP_WAIT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         return
     deadline = time.monotonic() + STOP_WAIT
     while time.monotonic() < deadline:

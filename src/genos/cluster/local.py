@@ -63,6 +63,8 @@ class LocalCluster:
     database_url: str = ""
     nodes: list[Proc] = field(default_factory=list)
     replicas: list[Proc] = field(default_factory=list)
+    # The processes this object started (kept, so they are reaped, not garbage-collected).
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
 
     @property
     def pki_dir(self) -> Path:
@@ -142,7 +144,13 @@ class LocalCluster:
         with log.open("ab") as out:
             process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                        stderr=out, start_new_session=True)  # fmt: skip
+        self.processes[name] = process
         return Proc(name, process.pid, log=str(log))
+
+    def kill(self, name: str) -> None:
+        """SIGKILL process ``name`` (a node or a replica) at once: a fault."""
+        proc = next(p for p in [*self.nodes, *self.replicas] if p.name == name)
+        kill(proc.pid, self.processes.pop(name, None))
 
     def _wait_ready(self, proc: Proc) -> None:
         deadline = time.monotonic() + START_WAIT
@@ -250,7 +258,7 @@ class LocalCluster:
         with contextlib.suppress(Exception):
             self.remove_environments()
         for proc in [*self.replicas, *self.nodes]:
-            stop(proc.pid)
+            stop(proc.pid, self.processes.pop(proc.name, None))
         if self.etcd is not None:
             self.etcd.stop_all()
         localpg.stop(self.root / "pg")
@@ -273,10 +281,19 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def stop(pid: int, timeout: float = STOP_WAIT) -> None:
+def stop(
+    pid: int, process: subprocess.Popen[bytes] | None = None, timeout: float = STOP_WAIT
+) -> None:
     """SIGTERM ``pid``, then SIGKILL after ``timeout``; reaped if it is our child."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
+    if process is not None:
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        return
     deadline = time.monotonic() + timeout
     while _alive(pid) and time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
@@ -289,10 +306,13 @@ def stop(pid: int, timeout: float = STOP_WAIT) -> None:
         os.waitpid(pid, 0)
 
 
-def kill(pid: int) -> None:
+def kill(pid: int, process: subprocess.Popen[bytes] | None = None) -> None:
     """SIGKILL ``pid`` at once (a fault) and reap it if it is our child."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+    if process is not None:
+        process.wait()
+        return
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
 

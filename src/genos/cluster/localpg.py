@@ -40,6 +40,10 @@ def start(root: Path, port: int) -> str:
         raise CapabilityError(f"PostgreSQL is not installed in {PG_BIN} (apt install postgresql)")
     root.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
+        for parent in root.parents:
+            if parent.stat().st_mode & 0o001 == 0:
+                raise CapabilityError(f"PostgreSQL runs as postgres and cannot pass {parent}: "
+                                      "choose a directory whose parents are o+x")  # fmt: skip
         shutil.chown(root, "postgres", "postgres")
     data = root / "data"
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"

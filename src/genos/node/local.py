@@ -62,3 +62,25 @@ def local_driver(kind: str, root: Path, images_dir: Path | None = None) -> Drive
         qemu = QemuDriver(images, network=network, data_root=root)
         routes |= {Tier.VM: qemu, Tier.MICROVM: qemu}
     return TierRouter(routes)
+
+
+async def leave_host(driver: Driver) -> bool:
+    """Remove a named node's empty run roots and parent cgroups when it holds nothing any more.
+
+    The one-host default keeps its ``/run/genos`` (shared with nothing, made again at once).
+
+    Returns:
+        Whether there was nothing left and the node's traces are gone.
+    """
+    from genos.paths import node_name  # noqa: PLC0415
+    from genos.runtime.oci.driver import default_run_root  # noqa: PLC0415
+    from genos.runtime.qemu import host as qemuhost  # noqa: PLC0415
+    from genos.sandbox import cgroups  # noqa: PLC0415
+
+    if not node_name() or await driver.list_ids():
+        return False
+    for root in (default_run_root(), qemuhost.default_run_root()):
+        shutil.rmtree(root, ignore_errors=True)
+    cgroups.remove_parent()
+    qemuhost.remove_parent()
+    return True

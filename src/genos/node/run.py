@@ -23,7 +23,7 @@ from genos.cluster.pki import Identity
 from genos.cluster.store import ClusterStore
 from genos.errors import GenOSError, InputError
 from genos.node.agent import NodeAgent
-from genos.node.local import local_driver
+from genos.node.local import leave_host, local_driver
 from genos.node.relay import Relay
 from genos.orchestrator.capacity import Capacity
 from genos.paths import NODE_NAME
@@ -96,6 +96,8 @@ async def run_node(config: NodeConfig, *, ready: asyncio.Event | None = None) ->
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await relay.aclose()
+        with contextlib.suppress(GenOSError, OSError):
+            await leave_host(driver)
         with contextlib.suppress(GenOSError):
             await driver.aclose()
         await close(client)

@@ -103,6 +103,9 @@ class Engine(Verbs):
         self.placer: Placer = SingleHost(self.host_name, self.capacity)
         self._admission = Admission(self._life, self.placer)
         self.pools = PoolKeeper(self)
+        # Called before a request is stored; raises when nothing new can be taken (a
+        # cluster whose etcd has no quorum).
+        self.precheck: Callable[[], Awaitable[None]] | None = None
         self.pressure = PressureMonitor(
             self._life, self.capacity, pressure or PressurePolicy(), presence, self._relieve
         )
@@ -216,6 +219,8 @@ class Engine(Verbs):
             NotFoundError: no such owner.
         """
         self._check_open()
+        if self.precheck is not None:
+            await self.precheck()
         reserves = self.check_fits(spec)
         pool = self.pools.match(spec) if pool_id is None and replaces is None else None
         if pool is not None:

@@ -310,6 +310,14 @@ def cgroup_tasks(env_id: str) -> set[int]:
     return found
 
 
+def remove_parent() -> None:
+    """Remove this node's parent cgroup of VMs where it is empty (a node leaving the machine)."""
+    bases = [CGROUP_ROOT] if _unified() else [CGROUP_ROOT / c for c in V1_CONTROLLERS]
+    for base in bases:
+        with contextlib.suppress(OSError):
+            (base / cgroup_parent()).rmdir()
+
+
 def remove_cgroup(env_id: str) -> list[Path]:
     """Remove the VM's cgroup directories; the ones still busy."""
     left = []

@@ -1,0 +1,181 @@
+"""A cluster in this process on real etcd and PostgreSQL: placement, streams, loss, failover."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from genos.cluster.placement import Candidate, choose
+from genos.cluster.store import NodeInfo
+from genos.errors import ConflictError
+from genos.orchestrator import Capacity, State, Usage, User
+from genos.runtime.driver import endpoint
+from genos.spec import EnvironmentSpec, Lifetime
+from tests.cluster.conftest import Cluster, Replica, until
+
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
+BANNER = b"RFB 003.008\n"
+
+
+def test_spread_takes_the_emptiest_pack_the_fullest_and_excluded_nodes_none() -> None:
+    """Placement by the share left after the request; cordoned nodes and full ones never."""
+    cap = Capacity(cpus=2, memory_mb=4096)
+    nodes = [
+        Candidate("a", cap, Usage(1, 1.0, 1024)),
+        Candidate("b", cap, Usage(0, 0.0, 0)),
+        Candidate("c", cap, Usage(1, 1.5, 3000)),
+        Candidate("d", cap, Usage(), excluded=True),
+    ]
+    assert choose(nodes, 0.25, 512, "spread").name == "b"  # type: ignore[union-attr]
+    assert choose(nodes, 0.25, 512, "pack").name == "c"  # type: ignore[union-attr]
+    assert choose(nodes, 0.25, 4000, "spread").name == "b"  # type: ignore[union-attr]
+    assert choose(nodes, 0.25, 4097, "spread") is None
+    assert choose([Candidate("x", cap), Candidate("w", cap)], 1, 1, "spread").name == "w"  # type: ignore[union-attr]
+
+
+async def desktops(cluster: Cluster, owner: User, count: int, **spec: object) -> list[str]:
+    """``count`` desktops requested through the leader, running; their ids."""
+    leader = await cluster.leader()
+    ids = []
+    for n in range(count):
+        made = EnvironmentSpec.model_validate({"name": f"d{n}", **spec})
+        env = await leader.engine.request(owner.id, made)
+        ids.append(env.id)
+    for env_id in ids:
+        await leader.engine.wait(env_id, State.RUNNING, timeout=30)
+    return ids
+
+
+async def test_environments_spread_over_nodes_and_stream_through_the_relay(
+    cluster: Cluster, alice: User
+) -> None:
+    """Four desktops on two nodes go two and two; each names its node; its display answers
+    RFB through the node's relay (mutual TLS); removing it takes it off its node."""
+    await cluster.node("n1")
+    await cluster.node("n2")
+    await cluster.replica("cp1")
+    leader = await cluster.leader()
+    ids = await desktops(cluster, alice, 4)
+    envs = [await leader.engine.get(env_id) for env_id in ids]
+    assert sorted(e.host or "" for e in envs) == ["n1", "n1", "n2", "n2"]
+    reader, writer = await endpoint(leader.engine.driver, ids[0], "vnc").open()  # type: ignore[union-attr]
+    assert await reader.readexactly(12) == BANNER
+    writer.close()
+    node = cluster.nodes[envs[0].host or ""]
+    assert ids[0] in node.driver.envs
+    await leader.engine.terminate(ids[0])
+    await until(lambda: ids[0] not in node.driver.envs, 10)
+
+
+async def test_a_cordoned_node_gets_nothing_new(cluster: Cluster, alice: User) -> None:
+    """With n1 cordoned every new desktop goes to n2; uncordoned, n1 takes work again."""
+    await cluster.node("n1")
+    await cluster.node("n2")
+    replica = await cluster.replica("cp1")
+    await cluster.leader()
+    await replica.plane.store.cordon("n1", "test", "maintenance")
+    replica.plane.cordoned = {"n1"}
+    ids = await desktops(cluster, alice, 3)
+    assert {(await replica.engine.get(i)).host for i in ids} == {"n2"}
+    await replica.plane.store.uncordon("n1")
+    replica.plane.cordoned = set()
+    more = await desktops(cluster, alice, 1)
+    assert (await replica.engine.get(more[0])).host == "n1"
+
+
+async def test_a_dead_node_s_environments_are_lost_then_replaced_and_it_fences_on_return(
+    cluster: Cluster, alice: User
+) -> None:
+    """Node n1 dies: within its lease (10 s) and the grace its desktops are lost with the
+    reason; the one that asks to be replaced gets a replacement on n2, linked both ways. When
+    n1 comes back it destroys what is no longer its own before it takes work."""
+    await cluster.node("n1")
+    replica = await cluster.replica("cp1")
+    await cluster.leader()
+    kept = await desktops(cluster, alice, 1)
+    replaced = await desktops(cluster, alice, 1, lifetime=Lifetime(on_host_loss="replace"))
+    await cluster.node("n2")
+    assert {(await replica.engine.get(i)).host for i in kept + replaced} == {"n1"}
+    began = time.monotonic()
+    await cluster.kill_node("n1")
+    for env_id in kept + replaced:
+        assert await cluster.settle(replica, env_id, State.LOST) is State.LOST
+    took = time.monotonic() - began
+    assert took < 20, took
+    await until(lambda: _replaced(replica, replaced[0]))
+    lost = await replica.engine.get(replaced[0])
+    assert lost.failure_reason is not None
+    assert lost.failure_reason.startswith("node n1 lost at ")
+    assert lost.replaced_by is not None
+    substitute = await replica.engine.wait(lost.replaced_by, State.RUNNING, timeout=30)
+    assert (substitute.host, substitute.replaces, substitute.owner) == ("n2", lost.id, alice.id)
+    assert (await replica.engine.get(kept[0])).replaced_by is None
+    host = cluster.keep["n1"]
+    assert set(host.envs) == {kept[0], replaced[0]}  # still there on the dead node's host
+    await cluster.node("n1")
+    assert set(host.envs) == set()  # fenced before it announced itself
+
+
+async def _replaced(replica: Replica, env_id: str) -> bool:
+    return (await replica.engine.get(env_id)).replaced_by is not None
+
+
+async def test_the_leader_dies_and_a_follower_takes_over_within_seconds(
+    cluster: Cluster, alice: User
+) -> None:
+    """Two replicas: the leader is killed; the other leads within the leader lease (5 s) and
+    a request it takes is placed and runs."""
+    await cluster.node("n1")
+    await cluster.replica("cp1")
+    await cluster.replica("cp2")
+    leader = await cluster.leader()
+    follower = next(r for r in cluster.replicas.values() if r is not leader)
+    began = time.monotonic()
+    await cluster.kill_replica(leader.name)
+    new = await cluster.leader()
+    assert new is follower
+    assert time.monotonic() - began < 8
+    env = await follower.engine.request(alice.id, EnvironmentSpec(name="after"))
+    assert (await follower.engine.wait(env.id, State.RUNNING, timeout=30)).host == "n1"
+
+
+async def test_a_follower_takes_requests_and_the_leader_admits_them_at_once(
+    cluster: Cluster, alice: User
+) -> None:
+    """A request stored by a follower is admitted by the leader through a kick, in well under
+    the periodic pass."""
+    await cluster.node("n1")
+    await cluster.replica("cp1")
+    await cluster.replica("cp2")
+    leader = await cluster.leader()
+    follower = next(r for r in cluster.replicas.values() if r is not leader)
+    began = time.monotonic()
+    env = await follower.engine.request(alice.id, EnvironmentSpec(name="kicked"))
+    assert env.state is State.REQUESTED
+    ran = await follower.engine.wait(env.id, State.RUNNING, timeout=30)
+    assert ran.host == "n1"
+    assert time.monotonic() - began < 3
+
+
+async def test_a_second_node_with_a_live_node_s_name_is_refused(cluster: Cluster) -> None:
+    """Two live nodes never share a name: the second one's announcement is a conflict."""
+    first = await cluster.node("n1")
+    second = NodeInfo("n1", "another-boot", "127.0.0.1:1", {}, time.time())
+    with pytest.raises(ConflictError, match="node name 'n1' is in use"):
+        await first.agent.store.register(second)
+
+
+async def test_a_node_with_a_clock_far_off_gets_no_work(cluster: Cluster, alice: User) -> None:
+    """A node whose record says its clock is ten minutes off is left out of placement."""
+    skewed = await cluster.node("n1")
+    await cluster.node("n2")
+    replica = await cluster.replica("cp1")
+    await cluster.leader()
+    info = skewed.agent.info()
+    off = NodeInfo(**{**info.__dict__, "clock": time.time() + 600})
+    assert skewed.agent.lease is not None
+    await skewed.agent.store.update_node(off, skewed.agent.lease)
+    await until(lambda: replica.plane.driver.nodes["n1"].clock > time.time() + 300, 10)
+    ids = await desktops(cluster, alice, 2)
+    assert {(await replica.engine.get(i)).host for i in ids} == {"n2"}

@@ -1,0 +1,117 @@
+"""etcd 3.4 through aetcd, as the cluster uses it: TLS, leases, watches, compare-and-swap."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from genos.cluster import pki
+from genos.cluster.etcd import EtcdClient, call, close, watch
+from genos.cluster.etcdlocal import EtcdCluster
+from genos.cluster.store import Assignment, ClusterStore
+from genos.errors import ClusterUnavailableError
+
+pytestmark = pytest.mark.anyio
+
+
+def client(etcd: EtcdCluster, name: str = "t-client") -> EtcdClient:
+    """A control-plane client of the module's etcd."""
+    return EtcdClient(etcd.endpoints, pki.issue(etcd.pki_dir, name, "control-plane",
+                                                ["127.0.0.1"]))  # fmt: skip
+
+
+async def test_a_lapsed_lease_deletes_its_key_and_the_watch_sees_it(etcd: EtcdCluster) -> None:
+    """A key under a 2 s lease that is not renewed goes within 2-4 s, seen by a watch as a
+    delete; one that is renewed stays."""
+    c = client(etcd)
+    try:
+        await c.delete_prefix(b"/t/lease/")
+        start = (await c.get_prefix(b"/t/lease/")).header.revision + 1
+        kept, lapsed = await c.lease(2), await c.lease(2)
+        await c.put(b"/t/lease/kept", b"1", lease=kept.id)
+        await c.put(b"/t/lease/lapsed", b"1", lease=lapsed.id)
+        began = time.monotonic()
+        deleted: list[bytes] = []
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(0.6)
+                await c.refresh_lease(kept.id)
+
+        renewer = asyncio.create_task(renew())
+        async with asyncio.timeout(10):
+            async for event in watch(c, b"/t/lease/", start):
+                if event.kind == "delete":
+                    deleted.append(event.key)
+                    break
+        took = time.monotonic() - began
+        renewer.cancel()
+        assert deleted == [b"/t/lease/lapsed"]
+        assert 1.5 <= took <= 4.5
+        assert (await c.get(b"/t/lease/kept")) is not None
+        await c.revoke_lease(kept.id)
+        assert (await c.get(b"/t/lease/kept")) is None
+    finally:
+        await close(c)
+
+
+async def test_an_environment_is_assigned_to_one_node_only(etcd: EtcdCluster) -> None:
+    """Two nodes racing for one environment: exactly one assignment wins; the owner's update
+    passes, another node's fails; unassigning by the wrong node changes nothing."""
+    c = client(etcd)
+    store = ClusterStore(c)
+    try:
+        await c.delete_prefix(b"/genos/")
+        wins = await asyncio.gather(*(
+            store.assign(Assignment("abcdef0123", node, {}, "created")) for node in ("n1", "n2")
+        ))  # fmt: skip
+        assert sorted(wins) == [False, True]
+        owner = await store.owner("abcdef0123")
+        other = "n2" if owner == "n1" else "n1"
+        assert owner in {"n1", "n2"}
+        assert await store.update(Assignment("abcdef0123", owner, {}, "running", 2)) is True
+        assert await store.update(Assignment("abcdef0123", other, {}, "running", 2)) is False
+        assert await store.unassign("abcdef0123", other) is False
+        assert await store.owners() == {"abcdef0123": owner}
+        assert await store.unassign("abcdef0123", owner) is True
+        assert await store.owners() == {}
+    finally:
+        await close(c)
+
+
+async def test_a_client_without_the_clusters_certificate_is_refused(etcd: EtcdCluster) -> None:
+    """etcd takes only clients with a certificate of the cluster's CA."""
+    plain = EtcdClient(etcd.endpoints, None, timeout=2)
+    try:
+        with pytest.raises(ClusterUnavailableError):
+            await call("get", plain.get(b"/genos/"), 3)
+    finally:
+        await close(plain)
+
+
+async def test_one_member_lost_is_nothing_quorum_lost_is_a_clear_error(etcd: EtcdCluster) -> None:
+    """With one of three members down writes go on; with two down they fail within the call's
+    timeout as ClusterUnavailableError; with the members back they work again."""
+    c = client(etcd)
+    try:
+        etcd.kill("etcd3")
+        await call("put", c.put(b"/t/q", b"1"), 10)
+        etcd.kill("etcd2")
+        began = time.monotonic()
+        with pytest.raises(ClusterUnavailableError, match="etcd did not answer put"):
+            await call("put", c.put(b"/t/q", b"2"), 2)
+        assert time.monotonic() - began < 3
+        etcd.start("etcd2")
+        etcd.start("etcd3")
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    await call("put", c.put(b"/t/q", b"3"), 2)
+                    break
+                except ClusterUnavailableError:
+                    await asyncio.sleep(0.2)
+        assert (await c.get(b"/t/q")).value == b"3"
+    finally:
+        await close(c)

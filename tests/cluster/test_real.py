@@ -1,0 +1,231 @@
+"""A real cluster on this machine: ``genos cluster up`` with runc nodes, PostgreSQL, etcd.
+
+Three etcd members, PostgreSQL, two ``genos node`` processes (runc, the
+shared test image store) and two ``genos serve`` replicas, as
+``scripts/cluster.sh up`` starts them. The faults are real: ``kill -9`` of a
+node and of a replica.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from genos.cluster.local import LocalCluster
+from genos.runtime.images import ImageStore, Layer
+from genos.spec import EnvironmentSpec, Lifetime, dump
+from tests.gateway.helpers import run
+from tests.sandbox.probes import NOTHING, host_traces
+
+pytestmark = [pytest.mark.root, pytest.mark.runc, pytest.mark.postgres, pytest.mark.server]
+CACHE = Path(os.environ.get("GENOS_TEST_CACHE", "/var/cache/genos-test"))
+WAIT = 60.0
+
+
+@pytest.fixture(scope="module")
+def real(image_store: ImageStore, desktop_layers: list[Layer]) -> Iterator[LocalCluster]:
+    """Two runc nodes and two replicas on real etcd and PostgreSQL; everything ended after."""
+    assert desktop_layers
+    # Under /var/tmp: PostgreSQL's and QEMU's own users pass through every parent.
+    top = Path(tempfile.mkdtemp(prefix="genos-cluster-", dir="/var/tmp"))
+    top.chmod(0o711)
+    cluster = LocalCluster(top / "c", "oci", image_store.root)
+    cluster.up(nodes=2, replicas=2)
+    try:
+        yield cluster
+    finally:
+        pids = [p.pid for p in [*cluster.nodes, *cluster.replicas]]
+        cluster.down()
+        shutil.rmtree(top, ignore_errors=True)
+    # down leaves nothing: no process, run root or cgroup of the cluster's nodes
+    assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
+    assert sorted(Path("/run").glob("genos-node*")) == []
+    assert sorted(Path("/sys/fs/cgroup").glob("*/genos-node*")) == []
+    assert sorted(Path("/sys/fs/cgroup").glob("*/genos-vm-node*")) == []
+
+
+def api(cluster: LocalCluster, replica: int = 0) -> httpx.Client:
+    """An admin client of one replica."""
+    token = cluster.admin_token_file.read_text().strip()
+    return httpx.Client(base_url=cluster.replicas[replica].url, timeout=60,
+                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+
+
+def traces(cluster: LocalCluster, env_id: str) -> dict[str, list[str]]:
+    """Everything of ``env_id`` on this machine, under any node's roots and data dirs."""
+    found: dict[str, list[str]] = {}
+    for node in ("node1", "node2"):
+        for kind, items in host_traces(env_id, cluster.root / "nodes" / node).items():
+            found[kind] = sorted(set(found.get(kind, [])) | set(items))
+    return found
+
+
+def state_of(client: httpx.Client, env_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = client.get(f"/v1/environments/{env_id}").json()
+    return found
+
+
+def until(check: Any, timeout: float = WAIT) -> Any:
+    """Poll ``check()`` until it returns something truthy; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s")
+        time.sleep(0.2)
+
+
+async def rfb_frame_size(url: str, env_id: str, token: str) -> tuple[int, int]:
+    """The framebuffer size a viewer gets through the gateway at ``url`` (RFB handshake)."""
+    import websockets  # noqa: PLC0415
+
+    ws_url = url.replace("http://", "ws://") + f"/v1/environments/{env_id}/display?token={token}"
+    async with websockets.connect(ws_url, subprotocols=[websockets.Subprotocol("binary")]) as ws:
+        buffer = b""
+
+        async def read(n: int) -> bytes:
+            nonlocal buffer
+            while len(buffer) < n:
+                message = await ws.recv()
+                buffer += message if isinstance(message, bytes) else message.encode()
+            out, buffer = buffer[:n], buffer[n:]
+            return out
+
+        assert (await read(12)).startswith(b"RFB 003.")
+        await ws.send(b"RFB 003.008\n")
+        count = (await read(1))[0]
+        assert 1 in await read(count)
+        await ws.send(b"\x01")
+        assert await read(4) == b"\0\0\0\0"
+        await ws.send(b"\x01")
+        size = await read(4)
+        return int.from_bytes(size[:2], "big"), int.from_bytes(size[2:], "big")
+
+
+def test_a_desktop_runs_on_a_node_and_streams_through_any_replica(
+    real: LocalCluster, desktop_spec: EnvironmentSpec
+) -> None:
+    """Asked of the follower, placed by the leader, running on a node under that node's roots,
+    its display reached from either replica (one gateway key, the node's relay)."""
+    with api(real, 1) as second, api(real, 0) as first:
+        env = second.post("/v1/environments", json={"spec": dump(desktop_spec)}).json()
+        ran = until(lambda: (s := state_of(second, env["id"]))["state"] == "running" and s)
+        assert ran["node"] in {"node1", "node2"}
+        assert Path(f"/run/genos-{ran['node']}", env["id"]).is_dir()
+        for client in (first, second):
+            token = client.post(f"/v1/environments/{env['id']}/display-token", json={}).json()
+            size = run(rfb_frame_size(str(client.base_url), env["id"], token["token"]))
+            assert size == (1280, 800)
+        assert second.delete(f"/v1/environments/{env['id']}").json()["state"] == "terminated"
+    until(lambda: traces(real, env["id"]) == NOTHING, 30)
+
+
+def test_a_killed_node_loses_its_desktop_the_replacement_runs_and_the_node_fences(
+    real: LocalCluster, desktop_spec: EnvironmentSpec
+) -> None:
+    """kill -9 of the node: its desktop is lost within 20 s (the reason says why), the
+    replacement runs on the other node within 25 s; the node, started again, destroys the
+    lost desktop's container before it takes work."""
+    spec = desktop_spec.model_copy(update={"lifetime": Lifetime(on_host_loss="replace")})
+    with api(real) as client:
+        env = client.post("/v1/environments", json={"spec": dump(spec)}).json()
+        ran = until(lambda: (s := state_of(client, env["id"]))["state"] == "running" and s)
+        node = next(p for p in real.nodes if p.name == ran["node"])
+        began = time.monotonic()
+        real.kill(node.name)
+        lost = until(lambda: (s := state_of(client, env["id"]))["state"] == "lost" and s, 30)
+        lost_after = time.monotonic() - began
+        assert lost["failure_reason"].startswith(f"node {node.name} lost at ")
+        assert lost_after < 20, lost_after
+        replacement = until(lambda: state_of(client, env["id"])["replaced_by"], 30)
+        again = until(lambda: (s := state_of(client, replacement))["state"] == "running" and s)
+        replaced_after = time.monotonic() - began
+        assert replaced_after < 25, replaced_after
+        assert again["node"] != node.name
+        assert again["replaces"] == env["id"]
+        assert traces(real, env["id"])["containers"]  # still on the dead node's host
+        real.add_node(node.name)
+        until(lambda: traces(real, env["id"]) == NOTHING, 60)
+        client.delete(f"/v1/environments/{replacement}")
+
+
+def test_a_replica_killed_mid_request_never_makes_two(
+    real: LocalCluster, desktop_spec: EnvironmentSpec
+) -> None:
+    """A create sent to a replica that is killed at once, then retried with the same request
+    id on the other replica, makes exactly one environment."""
+    body = {"spec": dump(desktop_spec), "request_id": f"retry-{time.time_ns()}"}
+    victim = real.replicas[0]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool, api(real, 1) as survivor:
+        token = real.admin_token_file.read_text().strip()
+        sent = pool.submit(httpx.post, f"{victim.url}/v1/environments", json=body, timeout=30,
+                           headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        time.sleep(0.005)
+        real.kill(victim.name)
+        with contextlib.suppress(httpx.HTTPError):  # the replica died before it answered
+            sent.result()
+        again = survivor.post("/v1/environments", json=body)
+        assert again.status_code == 201, again.text
+        items = survivor.get("/v1/environments", params={"limit": 1000}).json()["items"]
+        mine = [e for e in items if e["id"] == again.json()["id"]]
+        live = {"requested", "queued", "provisioning", "running"}
+        same = [e for e in items if e["spec"] == again.json()["spec"] and e["state"] in live]
+        assert len(mine) == 1
+        assert len(same) == 1
+        survivor.delete(f"/v1/environments/{again.json()['id']}")
+    real.add_replica(victim.name)
+
+
+def test_etcd_without_quorum_refuses_creates_with_503_and_streams_go_on(
+    real: LocalCluster, desktop_spec: EnvironmentSpec
+) -> None:
+    """Two of three etcd members down: within seconds a create is a 503 (answered in under 3 s),
+    a running desktop's display still answers, and what was taken in between ends rather than
+    hangs; with the members back, creates work again."""
+    assert real.etcd is not None
+    with api(real) as client:
+        env = client.post("/v1/environments", json={"spec": dump(desktop_spec)}).json()
+        until(lambda: state_of(client, env["id"])["state"] == "running")
+        token = client.post(f"/v1/environments/{env['id']}/display-token", json={}).json()
+        real.etcd.kill("etcd2")
+        real.etcd.kill("etcd3")
+        made: list[str] = []  # taken in the second before the replicas noticed
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                began = time.monotonic()
+                refused = client.post("/v1/environments", json={"spec": dump(desktop_spec)})
+                took = time.monotonic() - began
+                if refused.status_code != 201 or time.monotonic() > deadline:
+                    break
+                made.append(refused.json()["id"])
+                time.sleep(0.5)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "cluster_unavailable"
+            assert took < 3, took
+            size = run(rfb_frame_size(str(client.base_url), env["id"], token["token"]))
+            assert size == (1280, 800)
+        finally:
+            real.etcd.start("etcd2")
+            real.etcd.start("etcd3")
+        later = until(lambda: (r := client.post("/v1/environments",
+                                                json={"spec": dump(desktop_spec)})).status_code
+                      == 201 and r, 60)  # fmt: skip
+        for early in made:  # nothing hangs: what was taken meanwhile ends, with a reason
+            ended = until(lambda e=early: (s := state_of(client, e))["state"] in
+                          {"running", "failed"} and s)  # fmt: skip
+            assert ended["state"] == "running" or ended["failure_reason"]
+        for env_id in (env["id"], later.json()["id"], *made):
+            client.delete(f"/v1/environments/{env_id}")
