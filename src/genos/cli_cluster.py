@@ -62,8 +62,9 @@ def status(
         return
     for replica in found["control_plane"]:
         state = "up" if replica["alive"] else "down"
+        lead = " leader" if replica["name"] == found["leader"] else ""
         out.print(
-            f"control plane {replica['name']} {state} {replica['url']} (pid {replica['pid']})"
+            f"control plane {replica['name']} {state}{lead} {replica['url']} (pid {replica['pid']})"
         )
     for node in found["nodes"]:
         out.print(f"node {node['name']} {node['state']} (pid {node['pid']})")

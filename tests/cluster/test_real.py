@@ -165,10 +165,17 @@ def test_a_replica_killed_mid_request_never_makes_two(
     real: LocalCluster, desktop_spec: EnvironmentSpec
 ) -> None:
     """A create sent to a replica that is killed at once, then retried with the same request
-    id on the other replica, makes exactly one environment."""
+    id on the other replica, makes exactly one environment; the survivor leads after."""
     body = {"spec": dump(desktop_spec), "request_id": f"retry-{time.time_ns()}"}
     victim = real.replicas[0]
     with concurrent.futures.ThreadPoolExecutor(1) as pool, api(real, 1) as survivor:
+        views = [survivor.get("/v1/cluster").json()]
+        with api(real, 0) as first:
+            views.append(first.get("/v1/cluster").json())
+        assert {v["replica"] for v in views} == {"cp1", "cp2"}
+        assert [v["leading"] for v in views].count(True) == 1
+        assert {v["leader"] for v in views} == {next(v["replica"] for v in views if v["leading"])}
+        assert real.status()["leader"] == views[0]["leader"]
         token = real.admin_token_file.read_text().strip()
         sent = pool.submit(httpx.post, f"{victim.url}/v1/environments", json=body, timeout=30,
                            headers={"Authorization": f"Bearer {token}"})  # fmt: skip
@@ -185,6 +192,8 @@ def test_a_replica_killed_mid_request_never_makes_two(
         assert len(mine) == 1
         assert len(same) == 1
         survivor.delete(f"/v1/environments/{again.json()['id']}")
+        led = until(lambda: (v := survivor.get("/v1/cluster").json())["leading"] and v, 20)
+        assert led["leader"] == led["replica"] == real.replicas[1].name
     real.add_replica(victim.name)
 
 

@@ -1,4 +1,5 @@
-"""``/v1/nodes``: the hosts environments run on, their capacity and state; cordons (admins).
+"""``/v1/nodes``: the hosts environments run on, their capacity and state; cordons;
+``/v1/cluster``: the control plane's replicas and leader (admins).
 
 On one host (no cluster) the list is that host. In a cluster it is every
 live node (its lease holds) with what it announced, what the registry says
@@ -23,6 +24,7 @@ from genos.api.routes_envs import respond
 from genos.api.schemas import ErrorBody, _Request
 from genos.api.service import Caller, Service
 from genos.cluster.placement import MAX_SKEW
+from genos.errors import ClusterUnavailableError
 from genos.orchestrator.capacity import Usage
 
 router = APIRouter(
@@ -80,6 +82,27 @@ async def _known(svc: Service, name: str) -> None:
         raise ApiError(409, "conflict", "this GenOS runs on one host: there is no node to cordon")
     if name not in svc.cluster.driver.nodes and name not in await svc.cluster.store.cordons():
         raise ApiError(404, "not_found", f"no node {name[:63]!r}")
+
+
+@router.get("/cluster")
+async def cluster(svc: ServiceDep, _who: AdminDep) -> JSONResponse:
+    """This control plane: which replica answers, which leads, whether etcd answers lately.
+
+    On one host: ``mode`` is ``single`` and this process runs everything.
+    """
+    plane = svc.cluster
+    if plane is None:
+        return respond({"mode": "single", "replica": None, "leader": None, "leading": True,
+                        "etcd_silent_s": None, "nodes": 1})  # fmt: skip
+    try:
+        leader = await plane.store.leader()
+    except ClusterUnavailableError:
+        leader = None
+    return respond({
+        "mode": "cluster", "replica": plane.replica, "leader": leader,
+        "leading": plane.is_leader, "etcd_silent_s": round(plane.silent(), 1),
+        "nodes": len(plane.driver.nodes),
+    })  # fmt: skip
 
 
 @router.post("/nodes/{name}/cordon")

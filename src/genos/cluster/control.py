@@ -88,12 +88,16 @@ class ControlPlane:
         Raises:
             ClusterUnavailableError: etcd has not answered for over two checks.
         """
-        silent = time.monotonic() - self.healthy_at
+        silent = self.silent()
         if silent > 2 * HEALTH_EVERY + HEALTH_TIMEOUT:
             raise ClusterUnavailableError(
                 f"the cluster's etcd has not answered for {silent:.0f}s (no quorum?): "
                 "nothing new can be placed now"
             )
+
+    def silent(self) -> float:
+        """Seconds since etcd last answered this replica's health check."""
+        return time.monotonic() - self.healthy_at
 
     async def _check_health(self) -> None:
         while not self._stop.is_set():

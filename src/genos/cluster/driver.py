@@ -3,11 +3,13 @@
 It implements :class:`~genos.runtime.driver.Driver` for the engine, so the
 lifecycle, the queue, reconcile and the API are the one-host code. ``create``
 gives the environment to the node placement chose (compare-and-swap on its
-owner key) with ``desired: created``; ``start``, ``suspend`` and ``resume``
-change ``desired``; ``destroy`` removes the assignment. Each returns when
-the node reports the state it was asked for (or raises with the node's
-reason when the node reports ``failed``). The provisioning steps a node
-reports come through as progress.
+owner key) with ``desired: running``: the engine starts what it creates at
+once, so one assignment and one report do for both (``start`` then finds
+it running and writes nothing). ``suspend`` and ``resume`` (and a ``start``
+after a stop) change ``desired``; ``destroy`` removes the assignment. Each
+returns when the node reports the state it was asked for (or raises with
+the node's reason when the node reports ``failed``). The provisioning steps
+a node reports come through as progress.
 
 One watch on every node's status and one on the node records keep this
 driver's picture current; a node whose record disappears (its lease lapsed)
@@ -73,7 +75,7 @@ class ClusterDriver:
         self.statuses: dict[str, Status] = {}
         self.owners: dict[str, str] = {}
         self._context = client_context(identity)
-        self._changed = asyncio.Condition()
+        self._waiting: dict[str, asyncio.Event] = {}  # env id -> set on its status changes
         self._tasks: list[asyncio.Task[None]] = []
         self.node_lost: list[Callable[[str], None]] = []  # called with a node's name
 
@@ -106,7 +108,7 @@ class ClusterDriver:
                         log.warning("node %s is gone (its lease lapsed or it left)", name)
                         for callback in self.node_lost:
                             callback(name)
-                    await self._notify()
+                    self._notify()
             except Resync:
                 nodes, revision = await self.store.nodes()
                 self.nodes = {n.name: n for n in nodes}
@@ -124,35 +126,47 @@ class ClusterDriver:
                     else:
                         self.statuses.pop(env_id, None)
                     revision = event.revision + 1
-                    await self._notify()
+                    self._notify(env_id)
             except (Resync, ClusterUnavailableError):
                 await asyncio.sleep(0.5)
                 revision = await self.store.revision() + 1
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    def _notify(self, env_id: str | None = None) -> None:
+        """Wake who waits on ``env_id`` (None: everyone, a node came or went)."""
+        if env_id is None:
+            for event in self._waiting.values():
+                event.set()
+        elif (event := self._waiting.get(env_id)) is not None:
+            event.set()
 
     async def _wait(
         self, env_id: str, node: str, check: Check, progress: Progress | None = None
     ) -> Status | None:
-        """Until ``check(status)`` holds; the status then. Raises when the node goes away."""
+        """Until ``check(status)`` holds; the status then. Raises when the node goes away.
+
+        The status watch keeps :attr:`statuses` current; etcd is read once, in case
+        the watch lags behind this call.
+        """
         seen = ""
-        async with asyncio.timeout(STEP_TIMEOUT):
-            while True:
-                status = self.statuses.get(env_id)
-                if status is None:
-                    status = await self.store.status(node, env_id)
-                if check(status):
-                    return status
-                if node not in self.nodes:
-                    raise ExternalError(f"{env_id}: node {node} is gone")
-                if progress is not None and status is not None and status.message != seen:
-                    seen = status.message
-                    progress(f"{node}: {seen}", status.step)
-                async with self._changed:
+        changed = self._waiting.setdefault(env_id, asyncio.Event())
+        status = self.statuses.get(env_id) or await self.store.status(node, env_id)
+        try:
+            async with asyncio.timeout(STEP_TIMEOUT):
+                while True:
+                    if check(status):
+                        return status
+                    if node not in self.nodes:
+                        raise ExternalError(f"{env_id}: node {node} is gone")
+                    if progress is not None and status is not None and status.message != seen:
+                        seen = status.message
+                        progress(f"{node}: {seen}", status.step)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), 1.0)
+                        await asyncio.wait_for(changed.wait(), 1.0)
+                    changed.clear()
+                    status = self.statuses.get(env_id, status)
+        finally:
+            if self._waiting.get(env_id) is changed:
+                del self._waiting[env_id]
 
     # -- the driver protocol -------------------------------------------------------
 
@@ -164,7 +178,7 @@ class ClusterDriver:
         owner: str | None = None,
         node: str | None = None,
     ) -> None:
-        """Give ``env_id`` to ``node`` and wait until the node has created it.
+        """Give ``env_id`` to ``node`` and wait until the node has created and started it.
 
         Raises:
             CapabilityError: no node was chosen (placement's job).
@@ -173,7 +187,7 @@ class ClusterDriver:
         """
         if node is None or node not in self.nodes:
             raise CapabilityError(f"no live node was chosen for {env_id}")
-        wanted = Assignment(env_id, node, dump(spec), "created", 1, owner or "")
+        wanted = Assignment(env_id, node, dump(spec), "running", 1, owner or "")
         if not await self.store.assign(wanted):
             holder = await self.store.owner(env_id)
             if holder != node:
@@ -196,7 +210,11 @@ class ClusterDriver:
             raise StateError(status.state, [desired], verb)
 
     async def start(self, env_id: str, *, timeout: float = 30.0) -> None:  # noqa: ARG002
-        """Ask the node to start it; returns once its display answers there."""
+        """Ask the node to start it; returns once its display answers there (at once when
+        the node reported it running since its last assignment: see :meth:`create`)."""
+        status = self.statuses.get(env_id)
+        if status is not None and status.state == "running" and status.generation == 1:
+            return
         await self._change(env_id, "running", "start")
 
     async def suspend(self, env_id: str, *, to_disk: bool = False) -> None:

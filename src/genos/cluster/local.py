@@ -199,13 +199,16 @@ class LocalCluster:
     def status(self) -> dict[str, Any]:
         """What runs: control-plane URLs, the admin token file, each node's name, pid, state."""
         states: dict[str, str] = {}
+        leader = None
         for replica in self.replicas:
             if _alive(replica.pid):
                 with contextlib.suppress(httpx.HTTPError, ValueError, OSError):
                     token = self.admin_token_file.read_text().strip()
-                    answer = httpx.get(f"{replica.url}/v1/nodes", timeout=5,
-                                       headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+                    headers = {"Authorization": f"Bearer {token}"}
+                    answer = httpx.get(f"{replica.url}/v1/nodes", timeout=5, headers=headers)
                     states = {n["name"]: n["state"] for n in answer.json()}
+                    answer = httpx.get(f"{replica.url}/v1/cluster", timeout=5, headers=headers)
+                    leader = answer.json()["leader"]
                     break
         return {
             "root": str(self.root),
@@ -213,6 +216,7 @@ class LocalCluster:
                 {"name": p.name, "url": p.url, "pid": p.pid, "alive": _alive(p.pid)}
                 for p in self.replicas
             ],
+            "leader": leader,
             "admin_token_file": str(self.admin_token_file),
             "nodes": [
                 {
