@@ -171,19 +171,25 @@ def placement(cluster: LocalCluster, n: int, conc: int) -> None:
         wait(lambda: nodes_ready(api, 20), 90, 0.5)
     rows.append(placement_round(cluster, n, conc, "twenty"))
     print(f"\n## Placement: {n} creates, {conc} at a time, to the leader (fake nodes)")
-    print("| nodes | creates/s | p50 ms | p99 ms | healthz p50/p99 ms | all running after s "
-          "(running/s) | per node min-max | CPU ms per create: leader / nodes / etcd / pg |")
+    print(
+        "| nodes | creates/s | p50 ms | p99 ms | healthz p50/p99 ms | all running after s "
+        "(running/s) | per node min-max | CPU ms per create: leader / nodes / etcd / pg |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         c = r["cpu"]
-        print(f"| {r['nodes']} | {r['rate']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | "
-              f"{r['health_p50']:.1f} / {r['health_p99']:.1f} | {r['running_s']:.2f} "
-              f"({r['running_rate']:.0f}) | {r['spread'][0]}-{r['spread'][1]} | "
-              f"{c['replica']:.2f} / {c['nodes']:.2f} / {c['etcd']:.2f} / {c['postgres']:.2f} |")
+        print(
+            f"| {r['nodes']} | {r['rate']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | "
+            f"{r['health_p50']:.1f} / {r['health_p99']:.1f} | {r['running_s']:.2f} "
+            f"({r['running_rate']:.0f}) | {r['spread'][0]}-{r['spread'][1]} | "
+            f"{c['replica']:.2f} / {c['nodes']:.2f} / {c['etcd']:.2f} / {c['postgres']:.2f} |"
+        )
     one, twenty = rows
-    print(f"| ratio 20/1 | {twenty['rate'] / one['rate']:.2f} | "
-          f"{twenty['p50'] / one['p50']:.2f} | {twenty['p99'] / one['p99']:.2f} | | "
-          f"{twenty['running_s'] / one['running_s']:.2f} | | |")
+    print(
+        f"| ratio 20/1 | {twenty['rate'] / one['rate']:.2f} | "
+        f"{twenty['p50'] / one['p50']:.2f} | {twenty['p99'] / one['p99']:.2f} | | "
+        f"{twenty['running_s'] / one['running_s']:.2f} | | |"
+    )
 
 
 # -- 2. detection ---------------------------------------------------------------------------
@@ -221,14 +227,18 @@ def detection(cluster: LocalCluster, kills: int, per_node: int) -> None:
             wait(lambda: nodes_ready(api, len(cluster.nodes)), 60, 0.5)
         clear(api)
     floor = NODE_TTL + LOST_GRACE
-    print(f"\n## Detection: kill -9 of a node ({len(cluster.nodes)} nodes, "
-          f"on_host_loss: replace); floor = lease {NODE_TTL} s + grace {LOST_GRACE:g} s")
+    print(
+        f"\n## Detection: kill -9 of a node ({len(cluster.nodes)} nodes, "
+        f"on_host_loss: replace); floor = lease {NODE_TTL} s + grace {LOST_GRACE:g} s"
+    )
     print("| node | environments | to lost s | to replacements running s | lost / floor |")
     print("| --- | --- | --- | --- | --- |")
     for victim, held, to_lost, to_running in rows:
         print(f"| {victim} | {held} | {to_lost:.1f} | {to_running:.1f} | {to_lost / floor:.2f} |")
-    print(f"| median | | {statistics.median(r[2] for r in rows):.1f} | "
-          f"{statistics.median(r[3] for r in rows):.1f} | |")
+    print(
+        f"| median | | {statistics.median(r[2] for r in rows):.1f} | "
+        f"{statistics.median(r[3] for r in rows):.1f} | |"
+    )
 
 
 # -- 3. failover ----------------------------------------------------------------------------
@@ -251,20 +261,27 @@ def failover(cluster: LocalCluster, kills: int) -> None:
             assert env.status_code == 201, env.text
             env_id = env.json()["id"]
             leads = wait(lambda: api.get("/v1/cluster").json()["leading"] and time.monotonic(), 30)
-            runs = wait(lambda: api.get(f"/v1/environments/{env_id}").json()["state"] == "running"
+            path = f"/v1/environments/{env_id}"
+            runs = wait(lambda path=path: api.get(path).json()["state"] == "running"
                         and time.monotonic(), 30)  # fmt: skip
             rows.append((leader, leads - began, runs - began))
             api.delete(f"/v1/environments/{env_id}")
         cluster.add_replica(leader)
-    print(f"\n## Leader failover: kill -9 of the leading replica (2 replicas); "
-          f"floor = leader lease {LEADER_TTL} s")
-    print("| killed | survivor leads after s | a create sent at the kill runs after s | "
-          "leads / floor |")
+    print(
+        f"\n## Leader failover: kill -9 of the leading replica (2 replicas); "
+        f"floor = leader lease {LEADER_TTL} s"
+    )
+    print(
+        "| killed | survivor leads after s | a create sent at the kill runs after s | "
+        "leads / floor |"
+    )
     print("| --- | --- | --- | --- |")
     for leader, leads, runs in rows:
         print(f"| {leader} | {leads:.2f} | {runs:.2f} | {leads / LEADER_TTL:.2f} |")
-    print(f"| median | {statistics.median(r[1] for r in rows):.2f} | "
-          f"{statistics.median(r[2] for r in rows):.2f} | |")
+    print(
+        f"| median | {statistics.median(r[1] for r in rows):.2f} | "
+        f"{statistics.median(r[2] for r in rows):.2f} | |"
+    )
 
 
 def main() -> None:

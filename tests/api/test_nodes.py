@@ -16,13 +16,18 @@ async def test_one_host_is_its_only_node_and_has_nothing_to_cordon(
 ) -> None:
     """The list is this host with its capacity and what a running environment requests;
     cordoning it is a 409 (there is no cluster), and users may not look."""
-    spec = dump(EnvironmentSpec(name="n", resources=Resources(request=ResourceRequest(cpus=0.5, memory_mb=300))))
+    spec = dump(
+        EnvironmentSpec(
+            name="n", resources=Resources(request=ResourceRequest(cpus=0.5, memory_mb=300))
+        )
+    )
     made = await api.post("/v1/environments", json={"spec": spec})
     assert made.status_code == 201, made.text
     nodes = (await api.get("/v1/nodes")).json()
     assert len(nodes) == 1
     (node,) = nodes
-    assert node["state"] == "ready" and node["cordon"] is None
+    assert node["state"] == "ready"
+    assert node["cordon"] is None
     assert node["requested"] == {"environments": 1, "cpus": 0.5, "memory_mb": 300}
     assert node["capacity"]["cpus"] > 0
     refused = await api.post(f"/v1/nodes/{node['name']}/cordon", json={"reason": "x"})

@@ -8,8 +8,9 @@ import pytest
 
 from genos.cluster.placement import Candidate, choose
 from genos.cluster.store import NodeInfo
-from genos.errors import ConflictError
+from genos.errors import ConflictError, ExternalError
 from genos.orchestrator import Capacity, State, Usage, User
+from genos.orchestrator.records import EventType
 from genos.runtime.driver import endpoint
 from genos.spec import EnvironmentSpec, Lifetime
 from tests.cluster.conftest import Cluster, Replica, until
@@ -156,6 +157,39 @@ async def test_a_follower_takes_requests_and_the_leader_admits_them_at_once(
     ran = await follower.engine.wait(env.id, State.RUNNING, timeout=30)
     assert ran.host == "n1"
     assert time.monotonic() - began < 3
+
+
+def _refuse_creates(env_id: str, verb: str) -> None:
+    if verb == "create":
+        raise ExternalError(f"{env_id}: disk full")
+
+
+async def test_a_create_that_fails_on_one_node_is_retried_on_another(
+    cluster: Cluster, alice: User
+) -> None:
+    """n1 fails every create: the desktop placed there (first by name) runs on n2 instead,
+    with a warning naming both and n1's reason, and nothing of it stays on n1. With n1
+    alone, a desktop fails with n1's reason (no other node to try)."""
+    bad = await cluster.node("n1")
+    bad.driver.hook = _refuse_creates  # type: ignore[attr-defined]
+    replica = await cluster.replica("cp1")
+    leader = await cluster.leader()
+    alone = await leader.engine.request(alice.id, EnvironmentSpec(name="alone"))
+    failed = await leader.engine.wait(alone.id, State.FAILED, timeout=30)
+    assert "disk full" in (failed.failure_reason or "")
+    await cluster.node("n2")
+    env = await leader.engine.request(alice.id, EnvironmentSpec(name="retried"))
+    ran = await replica.engine.wait(env.id, State.RUNNING, timeout=30)
+    assert ran.host == "n2"
+    events = await cluster.registry.events(env.id)
+    warnings = [e for e in events if e.type is EventType.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].message.startswith("retrying on n2: ")
+    assert "disk full" in warnings[0].message
+    assert (warnings[0].data["from_host"], warnings[0].data["to_host"]) == ("n1", "n2")
+    assert env.id not in bad.driver.envs
+    assert env.id in cluster.nodes["n2"].driver.envs
+    assert await leader.engine.driver.store.owner(env.id) == "n2"  # type: ignore[attr-defined]
 
 
 async def test_a_second_node_with_a_live_node_s_name_is_refused(cluster: Cluster) -> None:

@@ -120,39 +120,47 @@ class ClusterDriver:
         while True:
             try:
                 async for event in self.store.watch_status(revision):
-                    _node, env_id = env_of(event)
+                    node, env_id = env_of(event)
+                    held = self.statuses.get(env_id)
                     if event.kind == "put":
-                        self.statuses[env_id] = Status.load(event.value)
-                    else:
-                        self.statuses.pop(env_id, None)
+                        if self.owners.get(env_id, node) == node:  # not a former node's word
+                            self.statuses[env_id] = Status.load(event.value)
+                    elif held is not None and held.node == node:
+                        del self.statuses[env_id]
                     revision = event.revision + 1
                     self._notify(env_id)
             except (Resync, ClusterUnavailableError):
                 await asyncio.sleep(0.5)
                 revision = await self.store.revision() + 1
 
+    def _status(self, env_id: str, node: str) -> Status | None:
+        """What the watch holds of ``node``'s word on ``env_id`` (None: nothing)."""
+        status = self.statuses.get(env_id)
+        return status if status is not None and status.node == node else None
+
     def _notify(self, env_id: str | None = None) -> None:
         """Wake who waits on ``env_id`` (None: everyone, a node came or went)."""
         if env_id is None:
-            for event in self._waiting.values():
-                event.set()
-        elif (event := self._waiting.get(env_id)) is not None:
-            event.set()
+            for waiter in self._waiting.values():
+                waiter.set()
+        elif (one := self._waiting.get(env_id)) is not None:
+            one.set()
 
     async def _wait(
         self, env_id: str, node: str, check: Check, progress: Progress | None = None
     ) -> Status | None:
         """Until ``check(status)`` holds; the status then. Raises when the node goes away.
 
-        The status watch keeps :attr:`statuses` current; etcd is read once, in case
-        the watch lags behind this call.
+        The status watch keeps :attr:`statuses` current; etcd is read only while
+        the watch holds nothing of ``node`` for it (it may lag behind this call,
+        and knows nothing of statuses older than this replica).
         """
         seen = ""
         changed = self._waiting.setdefault(env_id, asyncio.Event())
-        status = self.statuses.get(env_id) or await self.store.status(node, env_id)
         try:
             async with asyncio.timeout(STEP_TIMEOUT):
                 while True:
+                    status = self._status(env_id, node) or await self.store.status(node, env_id)
                     if check(status):
                         return status
                     if node not in self.nodes:
@@ -163,7 +171,6 @@ class ClusterDriver:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(changed.wait(), 1.0)
                     changed.clear()
-                    status = self.statuses.get(env_id, status)
         finally:
             if self._waiting.get(env_id) is changed:
                 del self._waiting[env_id]
@@ -212,7 +219,8 @@ class ClusterDriver:
     async def start(self, env_id: str, *, timeout: float = 30.0) -> None:  # noqa: ARG002
         """Ask the node to start it; returns once its display answers there (at once when
         the node reported it running since its last assignment: see :meth:`create`)."""
-        status = self.statuses.get(env_id)
+        node = self.owners.get(env_id)
+        status = None if node is None else self._status(env_id, node)
         if status is not None and status.state == "running" and status.generation == 1:
             return
         await self._change(env_id, "running", "start")
@@ -243,7 +251,7 @@ class ClusterDriver:
             NotFoundError: no node has it.
         """
         node = await self._node_of(env_id)
-        status = self.statuses.get(env_id) or await self.store.status(node, env_id)
+        status = self._status(env_id, node) or await self.store.status(node, env_id)
         if status is None or status.state in ("failed", "creating", ""):
             state = EnvState.STOPPED if status is not None else None
             if state is None:

@@ -71,9 +71,11 @@ class ClusterPlan:
     def __init__(self, candidates: list[Candidate], strategy: Strategy) -> None:
         self.candidates, self.strategy = candidates, strategy
 
-    def place(self, cpus: float, memory_mb: int) -> str | None:
-        """The node for a request of this size (counted as held from now), or None."""
-        found = choose(self.candidates, cpus, memory_mb, self.strategy)
+    def place(self, cpus: float, memory_mb: int, avoid: frozenset[str] = frozenset()) -> str | None:
+        """The node for a request of this size (counted as held from now), or None; never
+        one in ``avoid``."""
+        allowed = [c for c in self.candidates if c.name not in avoid]
+        found = choose(allowed, cpus, memory_mb, self.strategy)
         if found is None:
             return None
         found.used = found.used.plus(cpus, memory_mb)

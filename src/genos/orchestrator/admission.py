@@ -12,15 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable
 
-from genos.errors import StateError
+from genos.errors import (
+    CapabilityError,
+    ClusterUnavailableError,
+    ExternalError,
+    GenOSError,
+    StateError,
+)
 from genos.orchestrator import provision
 from genos.orchestrator.lifecycle import SYSTEM, Lifecycle
 from genos.orchestrator.placing import Placer
 from genos.orchestrator.queries import Note
 from genos.orchestrator.records import Environment, EventType
 from genos.orchestrator.states import State
+
+CREATE_TRIES = 3  # hosts a create is tried on before the environment fails
 
 
 class Admission:
@@ -126,6 +135,45 @@ class Admission:
                 return  # running holds what provisioning held: nothing new fits
         await self.admit()  # a failure freed its share of the host
 
+    async def _create(self, env: Environment, progress: provision.Progress) -> Environment:
+        """Create it where it was placed; when that fails and another host could take it
+        (a cluster's other nodes), clear the failed attempt and try there, up to
+        :data:`CREATE_TRIES` hosts. The environment as placed at last."""
+        life = self._life
+        spec = life.spec_of(env)
+        tried: set[str] = set()
+        while True:
+            try:
+                await life.call("create", provision.create(
+                    life.driver, env.id, spec, progress, env.owner, node=env.host))  # fmt: skip
+            except ClusterUnavailableError:
+                raise  # no node can take it now: another try would fail the same way
+            except (ExternalError, CapabilityError) as exc:
+                tried.add(env.host or "")
+                other = await self._elsewhere(env, frozenset(tried))
+                if other is None or len(tried) >= CREATE_TRIES:
+                    raise
+                reason = provision.describe(exc)
+                with contextlib.suppress(GenOSError):  # the failed node cleans up what is left
+                    await life.call("destroy", life.driver.destroy(env.id))
+                await life.registry.rehost(env.id, env.host or "", other, reason)
+                life.logger(env.id).warning("create failed on %s, retrying on %s: %s",
+                                            env.host, other, reason)  # fmt: skip
+                life.bus.publish(env.id)
+                env = dataclasses.replace(env, host=other)
+            else:
+                return env
+
+    async def _elsewhere(self, env: Environment, avoid: frozenset[str]) -> str | None:
+        """Another host that takes ``env`` now, none of ``avoid`` (None: no other).
+
+        Without the admission lock (this runs under the environment's lock, which
+        reconcile takes under the admission lock): a pass at the same moment may
+        count the same free room once more, as a request admitted a moment later would.
+        """
+        plan, _ = await self.placer.plan(self._life.registry)
+        return plan.place(env.cpus, env.memory_mb, avoid)
+
     async def _steps(self, env: Environment) -> None:
         life = self._life
         driver = life.driver
@@ -135,10 +183,7 @@ class Admission:
 
         # "creating sandbox" was stored with the move to provisioning.
         async with provision.Progress(report) as progress:
-            spec = life.spec_of(env)
-            await life.call(
-                "create", provision.create(driver, env.id, spec, progress, env.owner, node=env.host)
-            )
+            env = await self._create(env, progress)
         await report("sandbox ready", {})
         await life.call("start", driver.start(env.id))
         ready: Note = (EventType.PROGRESS, "display ready", {})

@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 class Plan(Protocol):
     """One admission pass's view of the hosts."""
 
-    def place(self, cpus: float, memory_mb: int) -> str | None:
-        """The host that takes a request of this size (counted as held from now), or None."""
+    def place(self, cpus: float, memory_mb: int, avoid: frozenset[str] = frozenset()) -> str | None:
+        """The host that takes a request of this size (counted as held from now), or None;
+        never one in ``avoid`` (where a create of it just failed)."""
         ...
 
 
@@ -64,8 +65,8 @@ class _HostPlan:
     def __init__(self, host: str, capacity: Capacity, used: Usage) -> None:
         self.host, self.capacity, self.used = host, capacity, used
 
-    def place(self, cpus: float, memory_mb: int) -> str | None:
-        if not self.capacity.fits(self.used, cpus, memory_mb):
+    def place(self, cpus: float, memory_mb: int, avoid: frozenset[str] = frozenset()) -> str | None:
+        if self.host in avoid or not self.capacity.fits(self.used, cpus, memory_mb):
             return None
         self.used = self.used.plus(cpus, memory_mb)
         return self.host

@@ -484,6 +484,39 @@ def add_event(
     return _to_event(row)
 
 
+def rehost(
+    session: Session,
+    env_id: str,
+    *,
+    hosts: tuple[str, str],
+    message: str,
+    data: dict[str, Any],
+    now: datetime,
+) -> Event:
+    """Move a provisioning environment from ``hosts[0]`` to ``hosts[1]`` (compare-and-set),
+    with a warning event saying why, in one transaction.
+
+    Raises:
+        StateError: it is no longer provisioning on ``hosts[0]``.
+        NotFoundError: no such environment.
+    """
+    old, new = hosts
+    statement = (
+        update(EnvironmentRow)
+        .where(
+            EnvironmentRow.id == env_id,
+            EnvironmentRow.state == State.PROVISIONING.value,
+            EnvironmentRow.host == old,
+        )
+        .values(host=new)
+        .execution_options(synchronize_session=False)
+    )
+    if session.connection().execute(statement).rowcount != 1:
+        current = State(get_row(session, env_id).state)
+        raise StateError(current.value, [State.PROVISIONING.value], f"move to {new}")
+    return add_event(session, env_id, kind=EventType.WARNING, message=message, data=data, now=now)
+
+
 def event_row(
     env_id: str, seq: int, now: datetime, what: tuple[EventType, State, str], data: dict[str, Any]
 ) -> dict[str, Any]:

@@ -354,6 +354,24 @@ class Registry:
             write=True,
         )
 
+    async def rehost(self, env_id: str, old: str, new: str, reason: str) -> Event:
+        """Place a provisioning environment on ``new`` instead of ``old`` (a create failed
+        there), with a warning event giving ``reason``.
+
+        Raises:
+            StateError: it is no longer provisioning on ``old`` (cancelled meanwhile).
+            NotFoundError: no such environment.
+        """
+        now = self.clock.now()
+        message = f"retrying on {new}: {reason}"
+        data = {"from_host": old, "to_host": new, "reason": reason}
+        return await self.run(
+            lambda s: queries.rehost(
+                s, env_id, hosts=(old, new), message=message, data=data, now=now
+            ),
+            write=True,
+        )
+
     async def add_event(
         self, env_id: str, kind: EventType, message: str, data: dict[str, Any] | None = None
     ) -> Event:
