@@ -128,6 +128,7 @@ async def _cluster_replica(
     gateway = TokenAuthority.from_data_dir(cluster.pki)
     service = Service(engine, config.root, gateway, public_url=config.public_url)
     service.cluster = plane
+    plane.drainer.audit = service.audit_log.append  # what a drain does is audited
     return service
 
 

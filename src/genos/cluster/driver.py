@@ -244,6 +244,34 @@ class ClusterDriver:
             return  # the node fences it when it comes back
         await self._wait(env_id, node, lambda s: s is None or s.state == "failed")
 
+    async def relocate(
+        self, env_id: str, target: str, spec: EnvironmentSpec, owner: str, *, running: bool
+    ) -> str:
+        """Stop ``env_id`` on its node and make it anew on ``target`` with the same id and
+        spec (a drain's container move): started when ``running``, else created. Its
+        former node's name.
+
+        What the environment held only on its former node (an ephemeral home, a
+        frozen container's memory) does not move.
+
+        Raises:
+            NotFoundError: no node has it.
+            CapabilityError: ``target`` is not a live node.
+            ExternalError: ``target`` failed to make it (its reason in the message).
+        """
+        if target not in self.nodes:
+            raise CapabilityError(f"{target} is not a live node")
+        source = await self._node_of(env_id)
+        await self.destroy(env_id)
+        wanted = Assignment(env_id, target, dump(spec), "running" if running else "created",
+                            1, owner)  # fmt: skip
+        if not await self.store.assign(wanted):
+            raise StateError("assigned", ["absent"], "relocate")
+        self.owners[env_id] = target
+        status = await self._wait(env_id, target, lambda s: _settled(s, 1))
+        _raise_failed(env_id, status)
+        return source
+
     async def inspect(self, env_id: str) -> Inspection:
         """The node's last word on it.
 

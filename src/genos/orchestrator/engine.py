@@ -40,7 +40,7 @@ from genos.orchestrator.queries import NewEnvironment
 from genos.orchestrator.reconcile import ReconcileReport, reconcile
 from genos.orchestrator.records import Environment, Event, EventType
 from genos.orchestrator.registry import Registry
-from genos.orchestrator.states import State
+from genos.orchestrator.states import HOLDING, State
 from genos.orchestrator.timers import Timers
 from genos.orchestrator.verbs import Verbs
 from genos.runtime.driver import Driver
@@ -165,6 +165,24 @@ class Engine(Verbs):
     async def note(self, env_id: str, kind: EventType, message: str, data: dict[str, Any]) -> None:
         """Add an event to an environment's history (and wake its followers)."""
         await self._life.emit(env_id, kind, message, data)
+
+    async def relocate(
+        self, env_id: str, old: str, new: str, move: Callable[[], Awaitable[object]], note: str
+    ) -> None:
+        """Under ``env_id``'s lock (no verb meanwhile): ``move()`` it from host ``old`` to
+        ``new`` (a drain), then record where it lives now with ``note`` as the event.
+
+        Raises:
+            StateError: it is no longer held on ``old``.
+            GenOSError: ``move`` failed (it is where it was, or ended: the caller says).
+        """
+        async with self._life.lock(env_id):
+            env = await self.registry.get(env_id)
+            if env.host != old or env.state not in HOLDING:
+                raise StateError(env.state.value, [s.value for s in HOLDING], f"move from {old}")
+            await self._life.call("relocate", move())
+            await self.registry.relocate(env_id, old, new, note)
+        self._life.bus.publish(env_id)
 
     def lead(self, leading: Callable[[], bool], defer: Callable[[], Awaitable[None]]) -> None:
         """Run the singletons (admission, timers, reconcile, pools) only while ``leading()``;
