@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from genos.cluster.drain import drain_status, plan_action, start_drain
 from genos.errors import ConflictError, InputError, NotFoundError
 from genos.orchestrator import State, User
 from genos.orchestrator.records import EventType
+from genos.runtime.volumes import VolumeStore
 from genos.spec import EnvironmentSpec, Persistence, PersistenceMode, Tier
 from tests.cluster.conftest import Cluster, Replica, until
 
@@ -55,12 +58,63 @@ async def test_move_makes_each_container_anew_on_another_node_with_the_same_id(
         moved = [e for e in events if e.message.startswith("moved from n1 to n2")]
         assert len(moved) == 1
         assert moved[0].data == {"from_host": "n1", "to_host": "n2"}
+        assert "nothing of an ephemeral home moves" in moved[0].message
     await until(lambda: not cluster.nodes["n1"].driver.envs)
     assert set(cluster.nodes["n2"].driver.envs) == set(ids)
     status = await drain_status(replica.plane, "n1")
     assert (status["state"], status["remaining"], status["containers"]) == ("drained", [], "move")
     more = await replica.engine.request(alice.id, EnvironmentSpec(name="later"))
     assert (await replica.engine.wait(more.id, State.RUNNING, timeout=30)).host == "n2"
+
+
+async def test_move_carries_the_volume_and_a_failed_carry_leaves_it_where_it_was(
+    cluster: Cluster, alice: User
+) -> None:
+    """A desktop with a volume moves with its files (through both relays, mutual TLS) and
+    n1 keeps no copy; another whose volume n2 cannot take (a volume of that name is
+    there) starts again on n1 with its files, and a warning says why."""
+    spec = {"persistence": Persistence(mode=PersistenceMode.VOLUME, volume="home")}
+    replica, ids = await _on_n1(cluster, alice, 1, **spec)
+    n1 = VolumeStore(cluster.root / "n1" / "volumes")
+    n2 = VolumeStore(cluster.root / "n2" / "volumes")
+    note = n1.ensure(alice.id, "home", encrypted=False).data / "note.txt"
+    note.write_text("carried")
+    blocked = {"persistence": Persistence(mode=PersistenceMode.VOLUME, volume="work")}
+    other = EnvironmentSpec.model_validate({"name": "blocked", **blocked})
+    leader = await cluster.leader()
+    leader.plane.cordoned = {"n2"}
+    await leader.plane.store.cordon("n2", "test", "keep it empty")
+    kept = (await leader.engine.request(alice.id, other)).id
+    assert (await leader.engine.wait(kept, State.RUNNING, timeout=30)).host == "n1"
+    await leader.plane.store.uncordon("n2")
+    leader.plane.cordoned = set()
+    (n1.ensure(alice.id, "work", encrypted=False).data / "mine.txt").write_text("stays")
+    n2.ensure(alice.id, "work", encrypted=False)  # in the way on n2
+    await start_drain(replica.plane, "n1", "move", None, by="admin")
+    moved = await replica.engine.get(ids[0])
+    await until(lambda: _host_is(replica, ids[0], "n2"))
+    assert (n2.volume(alice.id, "home").data / "note.txt").read_text() == "carried"
+    with pytest.raises(NotFoundError):
+        n1.volume(alice.id, "home")
+    await until(lambda: _warned(cluster, kept))
+    stayed = await replica.engine.get(kept)
+    assert (stayed.state, stayed.host) == (State.RUNNING, "n1")
+    assert (n1.volume(alice.id, "work").data / "mine.txt").read_text() == "stays"
+    assert kept in cluster.nodes["n1"].driver.envs
+    assert moved.id == ids[0]
+    instance = cluster.nodes["n1"].driver.envs[kept]
+    await asyncio.sleep(2.5)  # two more drain rounds: it is not stopped and moved again
+    assert cluster.nodes["n1"].driver.envs.get(kept) is instance
+
+
+async def _host_is(replica: Replica, env_id: str, host: str) -> bool:
+    env = await replica.engine.get(env_id)
+    return env.state is State.RUNNING and env.host == host
+
+
+async def _warned(cluster: Cluster, env_id: str) -> bool:
+    events = await cluster.registry.events(env_id)
+    return any(e.type is EventType.WARNING and "exists on this host" in e.message for e in events)
 
 
 async def test_stop_ends_containers_with_the_drain_as_reason(cluster: Cluster, alice: User) -> None:
@@ -116,7 +170,7 @@ async def test_uncordon_ends_a_drain_and_the_last_node_cannot_be_drained(
 @pytest.mark.parametrize(("tier", "state", "volume", "mode", "past", "action"), [
     (Tier.CONTAINER, State.RUNNING, False, "move", False, "move"),
     (Tier.GVISOR, State.SUSPENDED, False, "move", False, "move"),
-    (Tier.CONTAINER, State.RUNNING, True, "move", False, "stay"),
+    (Tier.CONTAINER, State.RUNNING, True, "move", False, "move"),
     (Tier.MICROVM, State.RUNNING, False, "move", False, "stay"),
     (Tier.VM, State.RUNNING, False, "stop", False, "stop"),
     (Tier.CONTAINER, State.RUNNING, False, "wait", False, "wait"),
@@ -126,7 +180,8 @@ async def test_uncordon_ends_a_drain_and_the_last_node_cannot_be_drained(
 def test_what_a_drain_does_with_each_kind(  # noqa: PLR0917 - the table's columns
     tier: Tier, state: State, volume: bool, mode: str, past: bool, action: str
 ) -> None:
-    """Containers follow the mode; volumes and VMs stay under move (not carried yet);
+    """Containers (with volumes too) follow the mode; VMs stay under move (no live
+    migration yet);
     the deadline stops everything settled; provisioning waits to settle."""
 
     class Env:

@@ -11,11 +11,13 @@ registry says each draining node holds:
   ``wait`` leaves them until their TTL or removal; ``stop`` ends them
   (``terminated``, the reason names the drain); ``move`` makes each anew
   with the same id, spec, owner, network policy and name links on the node
-  placement chooses (never a cordoned or draining one). What lived only on
-  the drained node does not move: an ephemeral home starts empty there, and a
-  suspended container arrives stopped (``resume`` starts it). A container
-  with a volume stays (carrying volumes between nodes is not built yet) and a
-  warning says so.
+  placement chooses (never a cordoned or draining one). A volume moves with
+  it, carried node to node through this control plane while it runs on
+  neither (an encrypted one as ciphertext with its root-only key); if that
+  fails it starts again where it was and is not tried again in this drain
+  (the deadline still stops it). What lived only on the drained node
+  does not move: an ephemeral home starts empty there, and a suspended
+  container arrives stopped (``resume`` starts it).
 - VMs (``vm``, ``microvm``): live migration is not built yet; under ``wait``
   and ``stop`` they are treated as containers are, under ``move`` they stay
   with a warning.
@@ -38,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from genos.errors import GenOSError, InputError, StateError
 from genos.orchestrator.records import Environment, EventType
 from genos.orchestrator.states import HOLDING, State
-from genos.spec import PersistenceMode, Tier
+from genos.spec import Tier
 
 if TYPE_CHECKING:
     from genos.cluster.control import ControlPlane
@@ -61,16 +63,10 @@ def plan_action(env: Environment, containers: str, past_deadline: bool) -> str:
         return containers
     if env.spec.tier in (Tier.VM, Tier.MICROVM):
         return "stay"
-    if env.spec.persistence.mode is PersistenceMode.VOLUME:
-        return "stay"
     return "move"
 
 
-WHY_STAY = {
-    Tier.VM: "live migration of VMs is not built yet: it stays until it ends",
-    Tier.MICROVM: "live migration of VMs is not built yet: it stays until it ends",
-    "volume": "carrying volumes between nodes is not built yet: it stays until it ends",
-}
+WHY_STAY = "live migration of VMs is not built yet: it stays until it ends"
 
 
 def drain_record(containers: str, deadline_s: float | None, by: str) -> dict[str, Any]:
@@ -99,6 +95,7 @@ class Drainer:
         self.plane = plane
         self.audit: Callable[..., Any] | None = None  # AuditLog.append, set by the server
         self._told: set[tuple[str, str]] = set()  # (env id, what) already said once
+        self._failed: set[str] = set()  # moves that failed: not tried again (until the deadline)
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -133,15 +130,19 @@ class Drainer:
         held = await engine.registry.list(states=HOLDING, host=node)
         for env in held:
             action = plan_action(env, str(drain.get("containers", "wait")), past)
+            if action == "move" and env.id in self._failed:
+                continue  # it runs where it was; once is enough (the deadline still applies)
             try:
                 if action == "stop":
                     await self._stop(env, node, past)
                 elif action == "move":
                     await self._move(env, node)
                 elif action == "stay":
-                    why = WHY_STAY.get(env.spec.tier, WHY_STAY["volume"])
-                    await self._tell(env, "stay", EventType.WARNING, f"drain of {node}: {why}")
+                    await self._tell(env, "stay", EventType.WARNING,
+                                     f"drain of {node}: {WHY_STAY}")  # fmt: skip
             except GenOSError as exc:
+                if action == "move":
+                    self._failed.add(env.id)
                 await self._tell(env, f"error:{exc}", EventType.WARNING,
                                  f"drain of {node}: {action} failed: {exc}")  # fmt: skip
         return len(held)
@@ -165,8 +166,14 @@ class Drainer:
         running = env.state is State.RUNNING
         await engine.note(env.id, EventType.PROGRESS, f"drain of {node}: moving to {target}",
                           {"from_host": node, "to_host": target})  # fmt: skip
-        started = "its home started empty there" if running else "it is stopped there"
-        note = f"moved from {node} to {target} (drain); {started}"
+        home = (
+            "its volume moved with it"
+            if env.spec.persistence.volume
+            else "its home started empty there (nothing of an ephemeral home moves)"
+        )
+        note = f"moved from {node} to {target} (drain); {home}"
+        if not running:
+            note += "; it is stopped there (resume starts it)"
         await engine.relocate(env.id, node, target, lambda: plane.driver.relocate(
             env.id, target, env.spec, env.owner, running=running), note)  # fmt: skip
         self._record("drain_move", env, node=node, to=target)
