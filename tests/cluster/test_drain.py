@@ -10,6 +10,7 @@ from genos.cluster.drain import drain_status, plan_action, start_drain
 from genos.errors import ConflictError, InputError, NotFoundError
 from genos.orchestrator import State, User
 from genos.orchestrator.records import EventType
+from genos.runtime.driver import endpoint
 from genos.runtime.volumes import VolumeStore
 from genos.spec import EnvironmentSpec, Persistence, PersistenceMode, Tier
 from tests.cluster.conftest import Cluster, Replica, until
@@ -49,6 +50,7 @@ async def test_move_makes_each_container_anew_on_another_node_with_the_same_id(
     events say where from and where to, n1 keeps nothing and is drained, and nothing new
     goes to n1 while it is cordoned."""
     replica, ids = await _on_n1(cluster, alice, 2)
+    follower = await cluster.replica("cp2")
     await start_drain(replica.plane, "n1", "move", None, by="admin")
     await until(lambda: _empty(replica, "n1"))
     for env_id in ids:
@@ -63,6 +65,11 @@ async def test_move_makes_each_container_anew_on_another_node_with_the_same_id(
     assert set(cluster.nodes["n2"].driver.envs) == set(ids)
     status = await drain_status(replica.plane, "n1")
     assert (status["state"], status["remaining"], status["containers"]) == ("drained", [], "move")
+    # the other replica follows the move: its gateway reaches the display on n2
+    await until(lambda: all(follower.plane.driver.owners.get(i) == "n2" for i in ids))
+    reader, writer = await endpoint(follower.engine.driver, ids[0], "vnc").open()  # type: ignore[union-attr]
+    assert await reader.readexactly(12) == b"RFB 003.008\n"
+    writer.close()
     more = await replica.engine.request(alice.id, EnvironmentSpec(name="later"))
     assert (await replica.engine.wait(more.id, State.RUNNING, timeout=30)).host == "n2"
 

@@ -87,6 +87,7 @@ class ClusterDriver:
         self._tasks = [
             asyncio.create_task(self._watch_nodes(revision), name="cluster-nodes"),
             asyncio.create_task(self._watch_status(), name="cluster-status"),
+            asyncio.create_task(self._watch_owners(), name="cluster-owners"),
         ]
 
     async def aclose(self) -> None:
@@ -132,6 +133,25 @@ class ClusterDriver:
             except (Resync, ClusterUnavailableError):
                 await asyncio.sleep(0.5)
                 revision = await self.store.revision() + 1
+
+    async def _watch_owners(self) -> None:
+        """Keep :attr:`owners` current whoever moves an environment (another replica's
+        drain, node loss), so statuses and displays follow it."""
+        revision = await self.store.revision() + 1
+        while True:
+            try:
+                async for event in self.store.watch_owners(revision):
+                    env_id = event.key.decode().rsplit("/", 1)[1]
+                    if event.kind == "put":
+                        self.owners[env_id] = event.value.decode()
+                    else:
+                        self.owners.pop(env_id, None)
+                    revision = event.revision + 1
+            except (Resync, ClusterUnavailableError):
+                await asyncio.sleep(0.5)
+                revision = await self.store.revision() + 1
+                with contextlib.suppress(ClusterUnavailableError):
+                    self.owners = await self.store.owners()
 
     def _status(self, env_id: str, node: str) -> Status | None:
         """What the watch holds of ``node``'s word on ``env_id`` (None: nothing)."""

@@ -287,6 +287,10 @@ class ClusterStore:
         found = await self._call("status", self.client.get(_key("status", node, env_id)))
         return None if found is None else Status.load(found.value)
 
+    def watch_owners(self, start: int) -> AsyncIterator[Event]:
+        """Every environment's owner node changing (assigned, moved, taken away)."""
+        return watch(self.client, _key("owner", ""), start)
+
     def watch_status(self, start: int) -> AsyncIterator[Event]:
         """Every status change, of every node."""
         return watch(self.client, _key("status", ""), start)
