@@ -49,6 +49,7 @@ async def test_migrations_create_exactly_the_models(registry: Registry) -> None:
         "environments",
         "events",
         "pools",
+        "signin_failures",
         "transitions",
         "users",
     ]
