@@ -69,8 +69,9 @@ class Teardown:
         Returns:
             One line per step that failed (empty: nothing is left).
         """
-        init = ocienv.read_pid(self.paths)
-        processes = snapshot([*cgroups.tasks(self.env_id), *([init] if init else [])])
+        # The cgroup's processes, not the runtime's pid file: a stale one may
+        # name a pid that now belongs to someone else.
+        processes = snapshot(cgroups.tasks(self.env_id))
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("stop", self.stop),
             ("exit", lambda: self.wait_exited(processes)),
