@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import statistics
 import time
@@ -140,6 +141,14 @@ async def test_a_real_and_a_made_up_account_get_the_same_answers(throttled: Thro
     assert max(real_median, fake_median) < 3 * min(real_median, fake_median)
 
 
+async def test_parallel_attempts_cannot_slip_past_the_count(throttled: Throttled) -> None:
+    """Twelve wrong passwords sent at once: only the two free ones reach a password check."""
+    async with from_address(throttled, "192.0.2.25") as client:
+        answers = await asyncio.gather(*(attempt(client, "dave") for _ in range(12)))
+    assert sorted(a.status_code for a in answers) == [401] * 2 + [429] * 10
+    assert await throttled.service.signins.failures("account:dave") == 2
+
+
 async def test_one_address_trying_many_names_is_throttled(throttled: Throttled) -> None:
     """Spraying names from one address hits the address's limits; another address is unaffected."""
     async with (
@@ -149,6 +158,16 @@ async def test_one_address_trying_many_names_is_throttled(throttled: Throttled) 
         statuses = [(await attempt(sprayer, f"user{i}")).status_code for i in range(6)]
         assert statuses == [401] * 5 + [429]
         assert (await attempt(someone, "dave", PASSWORD)).status_code == 200
+
+
+async def test_ipv6_addresses_count_per_64(throttled: Throttled) -> None:
+    """Addresses of one IPv6 /64 share a count: rotating them does not buy more tries."""
+    statuses = []
+    for i in range(6):
+        async with from_address(throttled, f"2001:db8:1:2::{i + 1:x}") as client:
+            statuses.append((await attempt(client, f"user{i}")).status_code)
+    assert statuses == [401] * 5 + [429]
+    assert await throttled.service.signins.failures("client:2001:db8:1:2::/64") == 5
 
 
 async def test_a_good_sign_in_clears_the_account_count(throttled: Throttled) -> None:

@@ -2,6 +2,9 @@
 
 On first start it creates the ``admin`` account, prints its API token once
 and keeps it in ``<data dir>/api/admin.token`` (0600) for the local CLI.
+``--tls-cert``/``--tls-key`` make it HTTPS and WSS (uvicorn's TLS; both
+files are checked before anything starts), ``--trusted-proxy`` names the
+reverse proxies whose ``X-Forwarded-For`` counts (:mod:`genos.api.proxy`).
 ``--driver fake`` runs without a runtime (an in-process RFB display per
 environment) for trying the API and the web client and for benchmarks.
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import secrets
@@ -245,7 +246,7 @@ class Service:
         """The keys an attempt counts against: the client's address, then the account name."""
         if not self.signin.enabled:
             return []
-        keys = [(f"client:{client}", self.signin.client)]
+        keys = [(f"client:{_address_key(client)}", self.signin.client)]
         if username is not None:
             keys.append((f"account:{username}", self.signin.account))
         return keys
@@ -349,3 +350,16 @@ class Service:
         del self._pending_totp[user.id]
         await self.accounts.set_totp(user.id, secret)
         self._users = {k: v for k, v in self._users.items() if v[0].id != user.id}
+
+
+def _address_key(client: str) -> str:
+    """What a client address is counted as: itself, or its /64 for IPv6 (one host's share)."""
+    try:
+        ip = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
