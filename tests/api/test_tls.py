@@ -33,11 +33,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def https_server(
     pki: Pki, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str, Path]]:
-    """``genos serve --driver fake --tls-cert --tls-key`` on a loopback port: URL, admin token,
-    data dir."""
+    """``genos serve --driver fake --tls-cert --tls-key --trusted-proxy 127.0.0.1`` on a
+    loopback port: URL, admin token, data dir."""
     root = tmp_path_factory.mktemp("https") / "data"
     tls = ["--tls-cert", str(pki.cert), "--tls-key", str(pki.key)]
-    process, url = start_server(root, "--driver", "fake", *tls, ca=pki.ca)
+    proxy = ["--trusted-proxy", "127.0.0.1"]  # the tests' requests play the proxy
+    process, url = start_server(root, "--driver", "fake", *tls, *proxy, ca=pki.ca)
     try:
         yield url, (root / "api" / "admin.token").read_text().strip(), root
     finally:
@@ -138,6 +139,33 @@ def test_a_wss_display_connection_verifies_against_the_ca(
         first = ws.recv(timeout=10)
     assert isinstance(first, bytes)
     assert first[:12] == RFB_BANNER
+
+
+@pytest.mark.server
+def test_a_real_server_throttles_the_forwarded_client_with_429(
+    https_server: tuple[str, str, Path], pki: Pki
+) -> None:
+    """Over HTTPS, wrong passwords forwarded for one client by the trusted proxy get 401s, then
+    429 with Retry-After; the audit log names the forwarded client; another client gets 429
+    for that name but 401 for another."""
+    url, _token, root = https_server
+    wrong = {"username": "ghost", "password": "not it"}
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    with httpx.Client(verify=context, timeout=30) as https:
+        forwarded = {"X-Forwarded-For": "198.51.100.9"}
+        answers = [https.post(f"{url}/v1/login", json=wrong, headers=forwarded) for _ in range(4)]
+        elsewhere = {"X-Forwarded-For": "198.51.100.10"}
+        same_name = https.post(f"{url}/v1/login", json=wrong, headers=elsewhere)
+        other_name = https.post(f"{url}/v1/login", json=wrong | {"username": "casper"},
+                                headers=elsewhere)  # fmt: skip
+    assert [a.status_code for a in answers] == [401, 401, 401, 429]
+    assert answers[3].headers["retry-after"] == "1"
+    assert answers[3].json()["error"]["code"] == "too_many_attempts"
+    assert same_name.status_code == 429  # the name is throttled whoever tries it
+    assert other_name.status_code == 401  # that client's address is not
+    denied = [r["client"] for r in AuditLog(root / "audit" / "api.jsonl").records()
+              if r.get("user") == "ghost" and r.get("outcome") == "denied"]  # fmt: skip
+    assert denied == ["198.51.100.9"] * 3
 
 
 @pytest.mark.parametrize(
