@@ -33,6 +33,7 @@ from genos.orchestrator.groupcommit import GroupWriter
 from genos.orchestrator.models import EnvironmentRow, EventRow, TransitionRow
 from genos.orchestrator.queries import NewEnvironment
 from genos.orchestrator.records import Clocks, Environment, Event, EventType, Pool, Transition
+from genos.orchestrator.signins import Signins
 from genos.orchestrator.states import HOLDING, State
 from genos.spec import Lifetime
 
@@ -53,6 +54,7 @@ class Registry:
         self.engine = engine
         self.clock: Clock = clock or SystemClock()
         self.accounts = Accounts(self)
+        self.signins = Signins(self)
         self._writer = engine.execution_options(**{database.WRITE: True})
         # SQLite has one writer at a time: batch writers into group commits.
         self._group = (
