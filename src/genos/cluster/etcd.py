@@ -24,7 +24,7 @@ import contextlib
 import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -40,6 +40,8 @@ log = logging.getLogger("genos.cluster.etcd")
 T = TypeVar("T")
 SERVER_NAME = "genos-etcd"  # every member's certificate names it; the channel checks it
 RETRY_PAUSE = 0.2
+# What etcd says when a request was lost to a leader election (worth making again).
+ELECTION_SIGNS = ("leader failure", "leader changed", "no leader", "request timed out")
 # While the members elect a new leader (one was lost), etcd answers UNAVAILABLE
 # ("request timed out, possibly due to previous leader failure"); etcd's own
 # client retries, and so does the channel here: every unary call, a few times
@@ -144,13 +146,37 @@ def _credentials(identity: Identity) -> Any:
     )
 
 
-async def call(what: str, work: Awaitable[T], timeout: float = 5.0) -> T:
+async def call(
+    what: str, work: Awaitable[T] | Callable[[], Awaitable[T]], timeout: float = 5.0
+) -> T:
     """Await one etcd call, its failures translated.
+
+    ``work`` may be the call's awaitable, or a function that makes it: then a call
+    etcd drops while its members elect a new leader (``UNAVAILABLE``: "request
+    timed out, possibly due to previous leader failure", "leader changed") is
+    made again until ``timeout`` has passed, as etcd's own client does. Writes
+    here may be made twice: see :data:`RETRY_CONFIG` for why that is harmless.
 
     Raises:
         ClusterUnavailableError: etcd is unreachable or without quorum.
         ExternalError: any other failure of the call.
     """
+    if not callable(work):
+        return await _once(what, work, timeout)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        left = deadline - asyncio.get_running_loop().time()
+        try:
+            return await _once(what, work(), max(left, 0.01))
+        except ClusterUnavailableError as exc:
+            again = any(s in (exc.detail or "") for s in ELECTION_SIGNS)
+            if not again or left <= 2 * RETRY_PAUSE:
+                raise
+            log.info("etcd %s: %s; again", what, exc.detail)
+        await asyncio.sleep(RETRY_PAUSE)
+
+
+async def _once(what: str, work: Awaitable[T], timeout: float) -> T:
     try:
         return await asyncio.wait_for(work, timeout)
     except TimeoutError as exc:
