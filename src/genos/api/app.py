@@ -19,6 +19,7 @@ from genos.api import (
     errors,
     metrics,
     routes_account,
+    routes_computer,
     routes_envs,
     routes_nodes,
     routes_pools,
@@ -76,7 +77,15 @@ def create_app(
     modules = (
         (metrics, display)
         if gateway_only
-        else (routes_account, routes_envs, routes_pools, routes_nodes, metrics, display)
+        else (
+            routes_account,
+            routes_envs,
+            routes_computer,
+            routes_pools,
+            routes_nodes,
+            metrics,
+            display,
+        )
     )
     for module in modules:
         app.include_router(module.router)

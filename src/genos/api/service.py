@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genos.api.desktops import Desktops
 from genos.api.errors import ApiError
 from genos.api.security import (
     TotpVerifier,
@@ -90,6 +91,7 @@ class Service:
         self.accelerator: str | None = None  # "kvm"/"tcg" once a VM driver has probed
         self._engine_started = True
         self.cluster: Any = None  # a ControlPlane when this is a replica of a cluster
+        self.desktops = Desktops()  # agents' connections to displays (the computer API)
         self._users: dict[str, tuple[User, float]] = {}
         self._links: dict[str, tuple[str, float]] = {}
         self._pending_totp: dict[str, str] = {}
@@ -115,6 +117,7 @@ class Service:
     async def aclose(self) -> None:
         """Stop the engine's background work."""
         self.ready = False
+        await self.desktops.aclose()
         if self._engine_started:
             await self.engine.aclose()
         if self.cluster is not None:

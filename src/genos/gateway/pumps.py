@@ -28,6 +28,7 @@ from genos.gateway.client_messages import (
     choose_encodings,
     read_client_message,
 )
+from genos.gateway.lease import InputLease
 from genos.gateway.metrics import Connection
 from genos.gateway.rfb import Encoding, compress_encoding, quality_encoding
 from genos.gateway.server_messages import (
@@ -48,6 +49,7 @@ class Pumps:
         state: framebuffer, pixel format and enabled encodings.
         conn: the connection's counters, grant and controller.
         quiesce_timeout: seconds a pixel-format change may wait for an update.
+        lease: the environment's input lease, which the viewer's input takes (None: no lease).
     """
 
     def __init__(
@@ -57,6 +59,8 @@ class Pumps:
         state: EnvState,
         conn: Connection,
         quiesce_timeout: float,
+        *,
+        lease: InputLease | None = None,
     ) -> None:
         self.client = client
         self.env = env
@@ -64,6 +68,7 @@ class Pumps:
         self.conn = conn
         self.grant = conn.grant
         self.quiesce_timeout = quiesce_timeout
+        self.lease = lease
         self.choice: EncodingChoice | None = None
         self.pending: UpdateRequest | None = None
         self.outstanding = False
@@ -125,7 +130,22 @@ class Pumps:
             if Encoding.EXTENDED_DESKTOP_SIZE not in self.state.enabled:
                 raise ProtocolError("client", "SetDesktopSize without ExtendedDesktopSize")
             return self.grant.input_allowed
-        return isinstance(msg, KeyEvent | PointerEvent) and self.grant.input_allowed
+        if not isinstance(msg, KeyEvent | PointerEvent) or not self.grant.input_allowed:
+            return False
+        return self._leased(msg)
+
+    def _leased(self, msg: KeyEvent | PointerEvent) -> bool:
+        """A person's key or button takes the input lease; bare motion passes only
+        while no agent holds it."""
+        if self.lease is None:
+            return True
+        touch = isinstance(msg, KeyEvent) or msg.buttons != 0
+        user = self.grant.user_id
+        if not self.lease.person_input(user, user, touch=touch):
+            return False
+        if isinstance(msg, PointerEvent):
+            self.lease.pointer = (msg.x, msg.y)
+        return True
 
     async def _on_encodings(self, msg: SetEncodings) -> None:
         self.choice = choose_encodings(msg)
