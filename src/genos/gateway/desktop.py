@@ -62,6 +62,7 @@ class Desktop:
         self.pixels = bytearray(init.width * init.height * 4)
         self.updates = 0  # FramebufferUpdates applied
         self.changes = 0  # updates that changed at least one pixel
+        self.seen = 0  # ``changes`` when the caller last looked or acted (see wait_change)
         self.pointer = (0, 0)
         self.buttons = 0
         self.held: list[int] = []  # keysyms pressed by hold() and not released
@@ -130,10 +131,13 @@ class Desktop:
         async with asyncio.timeout(timeout):
             while self._covered < self.width * self.height:
                 await self._next_update()
+        self.seen = self.changes
 
-    async def wait_change(self, timeout: float) -> bool:
-        """Wait until some pixel changes; False when ``timeout`` passes first."""
-        start = self.changes
+    async def wait_change(self, timeout: float, *, since: int | None = None) -> bool:
+        """Wait until some pixel changed since ``since`` (a value of :attr:`changes`; default
+        :attr:`seen`, the last refresh or input, so a change that came between an action
+        and this call counts); False when ``timeout`` passes first."""
+        start = self.seen if since is None else since
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.changes == start:
@@ -152,9 +156,9 @@ class Desktop:
         while True:
             remaining = deadline - loop.time()
             if remaining < quiet:
-                await self.wait_change(max(0.0, remaining))
+                await self.wait_change(max(0.0, remaining), since=self.changes)
                 return False
-            if not await self.wait_change(quiet):
+            if not await self.wait_change(quiet, since=self.changes):
                 return True
 
     def snapshot(self) -> tuple[int, int, bytes]:
@@ -217,23 +221,23 @@ class Desktop:
         """Press the keys in order, then release them in reverse (one combination)."""
         events = [KeyEvent(True, k) for k in keysyms]
         events += [KeyEvent(False, k) for k in reversed(keysyms)]
-        await self._send(b"".join(e.pack() for e in events))
+        await self._input(b"".join(e.pack() for e in events))
 
     async def type(self, keysyms: Sequence[int]) -> None:
         """Press and release each key in turn (text, one keysym per character)."""
-        await self._send(
+        await self._input(
             b"".join(KeyEvent(True, k).pack() + KeyEvent(False, k).pack() for k in keysyms)
         )
 
     async def hold(self, keysyms: Sequence[int]) -> None:
         """Press keys and keep them down until :meth:`release`."""
-        await self._send(b"".join(KeyEvent(True, k).pack() for k in keysyms))
+        await self._input(b"".join(KeyEvent(True, k).pack() for k in keysyms))
         self.held += [k for k in keysyms if k not in self.held]
 
     async def release(self, keysyms: Sequence[int] | None = None) -> None:
         """Release held keys (all of them by default) and any held mouse buttons."""
         keys = list(reversed(self.held)) if keysyms is None else list(keysyms)
-        await self._send(b"".join(KeyEvent(False, k).pack() for k in keys))
+        await self._input(b"".join(KeyEvent(False, k).pack() for k in keys))
         self.held = [k for k in self.held if k not in keys]
         if keysyms is None and self.buttons:
             await self._pointer(0, *self.pointer)
@@ -244,9 +248,13 @@ class Desktop:
         await self._pointers([PointerEvent(buttons, x, y)])
 
     async def _pointers(self, events: Sequence[PointerEvent]) -> None:
-        await self._send(b"".join(e.pack() for e in events))
+        await self._input(b"".join(e.pack() for e in events))
         last = events[-1]
         self.pointer, self.buttons = (last.x, last.y), last.buttons
+
+    async def _input(self, data: bytes) -> None:
+        self.seen = self.changes
+        await self._send(data)
 
     async def _send(self, data: bytes) -> None:
         if self._reader is not None and self._reader.done():
