@@ -97,9 +97,7 @@ def test_off_screen_and_unknown_input_send_nothing() -> None:
             await desktop.refresh(timeout=5)
         finally:
             await desktop.aclose()
-        assert [type(m).__name__ for m in fake.received] == [
-            "SetPixelFormat", "SetEncodings", "UpdateRequest",
-        ]  # fmt: skip
+        assert (fake.count(PointerEvent), fake.count(KeyEvent)) == (0, 0)
 
     run(main())
     with pytest.raises(InputError, match="unknown key 'hyper'"):

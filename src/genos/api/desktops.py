@@ -83,7 +83,7 @@ def png(width: int, height: int, pixels: bytes, target_w: int | None, target_h: 
     image = Image.frombuffer("RGB", (width, height), pixels, "raw", "BGRX", 0, 1)
     out_w, out_h = _fit(width, height, target_w, target_h)
     if (out_w, out_h) != (width, height):
-        image = image.resize((out_w, out_h), Image.Resampling.BILINEAR)
+        image = image.resize((out_w, out_h), Image.Resampling.BOX)
     buffer = io.BytesIO()
     image.save(buffer, "PNG", compress_level=1)
     return Shot(buffer.getvalue(), out_w, out_h, width, height)

@@ -12,6 +12,11 @@ applies each update, checked like everything else the environment sends
 * :meth:`Desktop.wait_change` returns once pixels changed (or the timeout);
 * :meth:`Desktop.settle` returns once no pixel changed for a quiet period.
 
+While an agent is active (for :data:`ACTIVE` seconds after its last call) the
+reader keeps one incremental request outstanding, so the copy trails the
+screen by one update at most: a change an action causes is then told from
+the changes before it. An idle connection asks for nothing and costs nothing.
+
 Input goes out as canonical KeyEvents and PointerEvents
 (:mod:`genos.gateway.client_messages`); coordinates are checked against the
 current screen first, so nothing off screen reaches the environment.
@@ -24,6 +29,7 @@ import contextlib
 import logging
 import struct
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
 from genos.errors import InputError, ProtocolError, StreamClosedError
 from genos.gateway.client_messages import (
@@ -45,7 +51,9 @@ BGRX = PixelFormat(32, 24, False, True, 255, 255, 255, 16, 8, 0)
 ENCODINGS = (Encoding.RAW, Encoding.COPY_RECT, Encoding.DESKTOP_SIZE, Encoding.LAST_RECT)
 BUTTONS = {"left": 1, "middle": 2, "right": 3}
 SCROLL_BUTTONS = {"up": 4, "down": 5, "left": 6, "right": 7}
-MAX_READ = 256 << 10
+MAX_READ = 1 << 20
+READ_BUFFER = 4 << 20
+ACTIVE = 30.0  # seconds after an agent's last call that the copy is kept current
 
 
 class Desktop:
@@ -71,13 +79,15 @@ class Desktop:
         self._write = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
         self.error: str | None = None
+        self._active_until = 0.0
+        self._following = False  # an incremental request of the follow loop is outstanding
 
     @classmethod
     async def open(
         cls,
         target: DisplayTarget,
         *,
-        connect: Callable[[DisplayTarget], Awaitable[ByteStream]] = open_target,
+        connect: Callable[[DisplayTarget], Awaitable[ByteStream]] | None = None,
         limits: Limits = DEFAULT_LIMITS,
         timeout: float = 10.0,
     ) -> Desktop:
@@ -88,7 +98,8 @@ class Desktop:
             ProtocolError: it does not speak RFB the way the gateway accepts.
             TimeoutError: the handshake took longer than ``timeout``.
         """
-        stream = await connect(target)
+        # A whole screen in Raw is megabytes: a larger reader buffer means fewer wake-ups.
+        stream = await (connect or partial(open_target, limit=READ_BUFFER))(target)
         try:
             async with asyncio.timeout(timeout):
                 init = await environment_handshake(stream, limits)
@@ -125,6 +136,7 @@ class Desktop:
             StreamClosedError: the connection ended.
             TimeoutError: it did not come within ``timeout``.
         """
+        await self.follow()
         self._covered = 0
         full = UpdateRequest(False, 0, 0, self.width, self.height)
         await self._send(full.pack())
@@ -138,6 +150,7 @@ class Desktop:
         :attr:`seen`, the last refresh or input, so a change that came between an action
         and this call counts); False when ``timeout`` passes first."""
         start = self.seen if since is None else since
+        await self.follow()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.changes == start:
@@ -253,8 +266,16 @@ class Desktop:
         self.pointer, self.buttons = (last.x, last.y), last.buttons
 
     async def _input(self, data: bytes) -> None:
+        await self.follow()
         self.seen = self.changes
         await self._send(data)
+
+    async def follow(self) -> None:
+        """Keep the copy current for the next :data:`ACTIVE` seconds (see the module doc)."""
+        self._active_until = asyncio.get_running_loop().time() + ACTIVE
+        if not self._following:
+            self._following = True
+            await self._request_incremental()
 
     async def _send(self, data: bytes) -> None:
         if self._reader is not None and self._reader.done():
@@ -329,6 +350,10 @@ class Desktop:
         self.changes += int(changed)
         self._updated.set()
         self._updated = asyncio.Event()
+        if self._following and asyncio.get_running_loop().time() < self._active_until:
+            await self._request_incremental()
+        else:
+            self._following = False
 
     def _resize(self, width: int, height: int) -> None:
         for value in (width, height):
@@ -346,12 +371,16 @@ class Desktop:
         while done < h:
             n = min(rows_per_read, h - done)
             data = await self._stream.read_exact(n * row)
-            for i in range(n):
-                at = (y + done + i) * stride + x * 4
-                line = data[i * row : (i + 1) * row]
-                if not changed and self.pixels[at : at + row] != line:
-                    changed = True
-                self.pixels[at : at + row] = line
+            at = (y + done) * stride + x * 4
+            if w == self.width:  # whole lines: one contiguous block
+                changed = changed or self.pixels[at : at + n * row] != data
+                self.pixels[at : at + n * row] = data
+            else:
+                for i in range(n):
+                    line = data[i * row : (i + 1) * row]
+                    start = at + i * stride
+                    changed = changed or self.pixels[start : start + row] != line
+                    self.pixels[start : start + row] = line
             done += n
         return changed
 
