@@ -48,7 +48,7 @@ def data(result: Any) -> Any:
 async def test_tools_list_and_a_create_type_screenshot_remove_round_trip(
     fake_server: Server,
 ) -> None:
-    """tools/list names the tools; create, type, screenshot, remove work; refusals are tool errors."""
+    """tools/list names the tools; create, type, screenshot, remove work; refusals: tool errors."""
     async with (
         stdio_client(params(fake_server)) as (read, write),
         ClientSession(read, write) as session,
