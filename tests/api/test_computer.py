@@ -191,3 +191,24 @@ async def test_a_stopped_environment_refuses_the_computer(api: httpx.AsyncClient
     answer = await api.post(f"{computer(env)}/click", json={"x": 1, "y": 1})
     assert answer.status_code == 409
     assert answer.json()["error"]["code"] == "wrong_state"
+
+
+async def test_files_outside_home_or_against_the_policy_are_refused(api: httpx.AsyncClient) -> None:
+    """Paths outside the user's home are 422; reading out under file_transfer to_env is 403."""
+    env = await running_env(api)
+    files = f"{computer(env)}/files"
+    for path in ["/etc/passwd", "/home/user/../../etc/passwd", "relative.txt", "/home/user"]:
+        answer = await api.get(files, params={"path": path})
+        assert answer.status_code == 422, (path, answer.text)
+        assert "is not" in answer.json()["error"]["message"]
+    outside = await api.put(files, json={"path": "/root/x", "content": "x"})
+    assert outside.json()["error"]["message"] == "'/root/x' is not a normal path under /home/user"
+    policy = await api.get(files, params={"path": "/home/user/notes.txt"})
+    assert policy.status_code == 403
+    assert policy.json()["error"]["message"] == (
+        "the spec's file policy (file_transfer: to_env) forbids it"
+    )
+    both = await api.put(files, json={"path": "/home/user/a", "content": "x", "base64": "eA=="})
+    assert both.json()["error"]["message"] == "give exactly one of content and base64"
+    big = await api.put(files, json={"path": "/home/user/a", "base64": "A" * 90000})
+    assert big.status_code == 422

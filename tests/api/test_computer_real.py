@@ -64,6 +64,7 @@ def desktop(real_server: Server, desktop_spec: EnvironmentSpec) -> Iterator[str]
     nothing of it is left."""
     headers = {"Authorization": f"Bearer {real_server.token}"}
     spec = {**dump(desktop_spec), "display": {"headless": True}}
+    spec["security"] = {**spec["security"], "file_transfer": "both"}
     body = {"spec": spec, "wait": True, "timeout": 120}
     env = httpx.post(
         f"{real_server.url}/v1/environments", json=body, headers=headers, timeout=180
@@ -132,6 +133,14 @@ def test_exec_runs_as_the_user_with_a_timeout_and_an_output_limit(
         assert (len(chatty["stdout"]), chatty["truncated"]) == (1000, True)
         missing = agent.exec("no-such-command")
         assert missing["exit_code"] == 127
+        files = f"{agent.base}/files"
+        written = agent.http.put(files, json={"path": "/home/user/é.txt", "content": "ünï\n"})
+        assert written.json() == {"path": "/home/user/é.txt", "size": 6}
+        assert agent.exec("cat", "/home/user/é.txt")["stdout"] == "ünï\n"
+        read = agent.http.get(files, params={"path": "/home/user/é.txt"}).json()
+        assert (read["content"], read["size"]) == ("ünï\n", 6)
+        absent = agent.http.get(files, params={"path": "/home/user/none"})
+        assert absent.status_code == 404
 
 
 def test_a_person_takes_control_and_gives_it_back(real_server: Server, desktop: str) -> None:

@@ -231,6 +231,9 @@ def test_openapi_is_published(server: Server) -> None:
         "/v1/compose", "/v1/environments", "/v1/environments/{env_id}",
         "/v1/environments/{env_id}/events", "/v1/environments/{env_id}/suspend",
         "/v1/host", "/v1/login", "/healthz", "/readyz", "/metrics",
+        "/v1/environments/{env_id}/computer/screenshot",
+        "/v1/environments/{env_id}/computer/type", "/v1/environments/{env_id}/computer/exec",
+        "/v1/environments/{env_id}/computer/lease",
     ]:  # fmt: skip
         assert path in paths
 

@@ -21,6 +21,7 @@ from genos.api import (
     routes_account,
     routes_computer,
     routes_envs,
+    routes_files,
     routes_nodes,
     routes_pools,
 )
@@ -81,6 +82,7 @@ def create_app(
             routes_account,
             routes_envs,
             routes_computer,
+            routes_files,
             routes_pools,
             routes_nodes,
             metrics,
