@@ -212,3 +212,42 @@ async def test_files_outside_home_or_against_the_policy_are_refused(api: httpx.A
     assert both.json()["error"]["message"] == "give exactly one of content and base64"
     big = await api.put(files, json={"path": "/home/user/a", "base64": "A" * 90000})
     assert big.status_code == 422
+
+
+async def pending(api: httpx.AsyncClient, base: str) -> list[dict[str, Any]]:
+    """The pending approvals once there is one (polled, 2 s at most)."""
+    for _ in range(200):
+        listed: list[dict[str, Any]] = (await api.get(base)).json()
+        if listed:
+            return listed
+        await asyncio.sleep(0.01)
+    raise AssertionError("no approval became pending")
+
+
+async def test_an_agent_waits_for_a_person_to_approve_or_decline(
+    api: httpx.AsyncClient, api_app: Api
+) -> None:
+    """An approval waits until decided; decline and timeout come back as such; all audited."""
+    env = await running_env(api)
+    base = f"{computer(env)}/approvals"
+    asking = asyncio.create_task(api.post(base, json={"description": "delete ~/old?"}))
+    listed = await pending(api, base)
+    assert [a["description"] for a in listed] == ["delete ~/old?"]
+    decided = await api.post(f"{base}/{listed[0]['id']}", json={"decision": "approve"})
+    assert decided.json()["status"] == "approved"
+    answer = (await asking).json()
+    assert (answer["status"], answer["decided_by"]) == ("approved", "admin")
+    declining = asyncio.create_task(api.post(base, json={"description": "send mail?"}))
+    listed = await pending(api, base)
+    await api.post(f"{base}/{listed[0]['id']}", json={"decision": "decline"})
+    assert (await declining).json()["status"] == "declined"
+    late = await api.post(base, json={"description": "anyone?", "timeout": 0.2})
+    assert late.json()["status"] == "timed_out"
+    again = await api.post(f"{base}/{listed[0]['id']}", json={"decision": "approve"})
+    assert again.status_code == 404
+    view = (await token_for(api, env["id"], "view"))["token"]
+    async with client_for(api_app.app, view) as watcher:
+        refused = await watcher.post(base, json={"description": "x"})
+        assert refused.status_code == 403
+    actions = [r["action"] for r in AuditLog(api_app.service.audit_log.path).records()]
+    assert actions.count("computer.approval_outcome") == 3

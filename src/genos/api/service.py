@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genos.api.approvals import Approvals
 from genos.api.desktops import Desktops
 from genos.api.errors import ApiError
 from genos.api.security import (
@@ -92,6 +93,7 @@ class Service:
         self._engine_started = True
         self.cluster: Any = None  # a ControlPlane when this is a replica of a cluster
         self.desktops = Desktops()  # agents' connections to displays (the computer API)
+        self.approvals = Approvals()  # agents' questions to the people watching
         self._users: dict[str, tuple[User, float]] = {}
         self._links: dict[str, tuple[str, float]] = {}
         self._pending_totp: dict[str, str] = {}
