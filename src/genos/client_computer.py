@@ -120,6 +120,13 @@ class Computer:
             "GET", f"{self.base}/lease", version=version, wait=wait or None, timeout=wait + 30
         )
 
+    def ask_approval(self, description: str, timeout: float = 120.0) -> Any:
+        """Ask a person to approve a step; ``status`` is approved, declined or timed_out."""
+        return self.client.call(
+            "POST", f"{self.base}/approvals", {"description": description, "timeout": timeout},
+            timeout=timeout + 30,
+        )  # fmt: skip
+
     def give_back(self) -> Any:
         """Free the lease (a person handing control back)."""
         return self._post("lease/release")

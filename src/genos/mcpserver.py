@@ -2,7 +2,7 @@
 
 Tools: compose and create an environment from a sentence, list and remove
 environments, and every computer action (screenshot, cursor, click, move,
-drag, scroll, type, key, hold, release, wait, exec, lease, give back). Each
+drag, scroll, type, key, hold, release, wait, exec, lease, approvals). Each
 tool is one call of the HTTP API through :class:`~genos.client.Client`
 (``GENOS_URL`` and ``GENOS_TOKEN``, as for the CLI), run on a worker thread
 so a long ``wait`` does not stall the protocol. A refusal (bad input, a
@@ -139,6 +139,11 @@ def build(client: Client) -> MCPServer:
     async def exec_command(env_id: str, argv: list[str], timeout: float = 30.0) -> Any:
         """Run a command inside the environment as its user: exit code, stdout, stderr."""
         return await run(desk(env_id).exec, argv, timeout)
+
+    @server.tool()
+    async def ask_approval(env_id: str, description: str, timeout: float = 120.0) -> Any:
+        """Ask the person watching to approve a step; wait for approved/declined/timed_out."""
+        return await run(desk(env_id).ask_approval, description, timeout)
 
     @server.tool()
     async def lease(env_id: str, version: int | None = None, wait: float = 0) -> Any:
