@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import struct
+import time
 from typing import Any
 
 import httpx
@@ -251,3 +253,23 @@ async def test_an_agent_waits_for_a_person_to_approve_or_decline(
         assert refused.status_code == 403
     actions = [r["action"] for r in AuditLog(api_app.service.audit_log.path).records()]
     assert actions.count("computer.approval_outcome") == 3
+
+
+async def test_actions_are_marked_beside_recordings_on_their_clock(
+    api: httpx.AsyncClient, api_app: Api
+) -> None:
+    """With security.recording on, each action gets a line with the recordings' clock."""
+    body = {"spec": {"name": "rec", "security": {"recording": True}}, "wait": True}
+    env = (await api.post("/v1/environments", json=body)).json()
+    assert env["state"] == "running", env
+    before = time.monotonic_ns()
+    assert (await api.post(f"{computer(env)}/click", json={"x": 3, "y": 4})).status_code == 200
+    assert (await api.post(f"{computer(env)}/type", json={"text": "ok"})).status_code == 200
+    marks = api_app.service.root / "recordings" / env["id"] / "actions.jsonl"
+    lines = [json.loads(line) for line in marks.read_text().splitlines()]
+    assert [(m["action"], m.get("x"), m.get("text")) for m in lines] == [
+        ("click", 3, None), ("type", None, "ok"),
+    ]  # fmt: skip
+    assert before <= lines[0]["t"] <= lines[1]["t"] <= time.monotonic_ns()
+    listed = (await api.get(f"/v1/environments/{env['id']}/recordings")).json()
+    assert listed == []  # the marks are not a recording

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -114,7 +115,23 @@ def take_lease(svc: Service, who: Actor, action: str, args: dict[str, Any]) -> I
         svc.audit(who.caller, f"computer.{action}", env_id=env_id, outcome="lease_held", **args)
         raise
     svc.audit(who.caller, f"computer.{action}", env_id=env_id, **args)
+    if who.env.spec.security.recording:
+        mark_recording(svc, env_id, action, who.caller.user.name, args)
     return lease
+
+
+def mark_recording(svc: Service, env_id: str, action: str, user: str, args: dict[str, Any]) -> None:
+    """Note an action beside the environment's recordings, on their clock.
+
+    ``recordings/<env>/actions.jsonl`` gets one line per action with ``t``, the
+    monotonic nanoseconds the ``.rfbrec`` frames carry, so a player puts each
+    action on the timeline of every recording of that time.
+    """
+    folder = svc.root / "recordings" / env_id
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    line = {"t": time.monotonic_ns(), "action": action, "user": user, **args}
+    with (folder / "actions.jsonl").open("a", encoding="utf-8") as out:
+        out.write(json.dumps(line, default=str) + "\n")
 
 
 async def done(svc: Service, desktop: Desktop, lease: InputLease, env_id: str) -> JSONResponse:
