@@ -67,6 +67,10 @@ class Computer:
             int(headers.get("x-screen-height", "0")),
         )
 
+    def windows(self) -> Any:
+        """``{"windows": [{"id", "title", "app", "x", "y", "width", "height", "focused"}]}``."""
+        return self.client.call("GET", f"{self.base}/windows", timeout=60)
+
     def cursor(self) -> dict[str, int]:
         """``{"x", "y"}``: where the pointer is."""
         answer: dict[str, int] = self.client.call("GET", f"{self.base}/cursor")

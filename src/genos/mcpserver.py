@@ -1,7 +1,7 @@
 """``genos mcp``: the Model Context Protocol over stdio, for agents.
 
 Tools: compose and create an environment from a sentence, list and remove
-environments, and every computer action (screenshot, cursor, click, move,
+environments, and every computer action (screenshot, windows, cursor, click, move,
 drag, scroll, type, key, hold, release, wait, exec, lease, approvals). Each
 tool is one call of the HTTP API through :class:`~genos.client.Client`
 (``GENOS_URL`` and ``GENOS_TOKEN``, as for the CLI), run on a worker thread
@@ -76,6 +76,11 @@ def build(client: Client) -> MCPServer:
             "(screen x = image x * scale)"
         )
         return [note, Image(data=shot.png, format="png")]
+
+    @server.tool()
+    async def windows(env_id: str) -> Any:
+        """The desktop's windows: title, app, geometry in screen pixels, focus."""
+        return await run(desk(env_id).windows)
 
     @server.tool()
     async def cursor(env_id: str) -> Any:

@@ -113,6 +113,12 @@ def test_an_agent_types_into_the_terminal_and_the_file_appears(
         assert agent.ok("wait", until="change", timeout=10)["changed"] is True
         small = agent.screenshot(width=640)
         assert small.size == (640, 400)
+        listed = agent.http.get(f"{agent.base}/windows").json()["windows"]
+        xterms = [w for w in listed if w["app"] == "XTerm"]
+        assert len(xterms) == 1, listed
+        geometry = [xterms[0][k] for k in ("x", "y", "width", "height")]
+        assert all(abs(a - b) <= 8 for a, b in zip(geometry, [0, 0, 1280, 800], strict=True))
+        assert xterms[0]["title"] != ""
 
 
 def test_exec_runs_as_the_user_with_a_timeout_and_an_output_limit(

@@ -1,4 +1,7 @@
-"""``/v1/environments/{id}/computer/files``: an agent reads and writes files in the user's home.
+"""``.../computer/files`` and ``.../computer/windows``: what an agent learns or changes by
+running a command inside the environment (as its user) rather than through the display.
+
+Files: an agent reads and writes files in the user's home.
 
 Within the spec's file policy (``security.file_transfer``): reading needs
 ``from_env`` or ``both``, writing ``to_env`` or ``both``. Paths are absolute,
@@ -11,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import posixpath
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -133,3 +138,22 @@ async def write_file(
         reason = (result.stderr.strip().splitlines() or ["failed"])[-1]
         raise ApiError(422, "invalid_input", f"cannot write {target}: {reason[:200]}")
     return JSONResponse({"path": target, "size": len(data)})
+
+
+WINDOWS_SCRIPT = (Path(__file__).parent / "xwindows.py").read_text(encoding="utf-8")
+
+
+@router.get("/windows")
+async def windows(env_id: str, svc: ServiceDep, who: ActorDep) -> JSONResponse:
+    """The desktop's windows: ``id``, ``title``, ``app``, geometry and ``focused``."""
+    if who.env.state is not State.RUNNING:
+        raise StateError(who.env.state.value, ["running"], "list windows")
+    result = await _run(svc, env_id, ["python3", "-c", WINDOWS_SCRIPT], 1 << 20)
+    if result.code == 127:
+        raise ApiError(422, "unsupported", "listing windows needs python3 in the environment")
+    try:
+        listed = json.loads(result.stdout)
+    except ValueError:
+        reason = (result.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise ApiError(502, "external", f"the window list failed: {reason[:200]}") from None
+    return JSONResponse(listed)
