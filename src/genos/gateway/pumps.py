@@ -50,6 +50,7 @@ class Pumps:
         conn: the connection's counters, grant and controller.
         quiesce_timeout: seconds a pixel-format change may wait for an update.
         lease: the environment's input lease, which the viewer's input takes (None: no lease).
+        viewer: the viewer's name in the lease (default: the grant's user id).
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class Pumps:
         quiesce_timeout: float,
         *,
         lease: InputLease | None = None,
+        viewer: str = "",
     ) -> None:
         self.client = client
         self.env = env
@@ -69,6 +71,7 @@ class Pumps:
         self.grant = conn.grant
         self.quiesce_timeout = quiesce_timeout
         self.lease = lease
+        self.viewer = viewer or conn.grant.user_id
         self.choice: EncodingChoice | None = None
         self.pending: UpdateRequest | None = None
         self.outstanding = False
@@ -140,8 +143,7 @@ class Pumps:
         if self.lease is None:
             return True
         touch = isinstance(msg, KeyEvent) or msg.buttons != 0
-        user = self.grant.user_id
-        if not self.lease.person_input(user, user, touch=touch):
+        if not self.lease.person_input(self.grant.user_id, self.viewer, touch=touch):
             return False
         if isinstance(msg, PointerEvent):
             self.lease.pointer = (msg.x, msg.y)

@@ -55,6 +55,7 @@ class ProxyOptions:
         registry: where live connections are listed.
         connect: opens the stream to the display socket (a fake in tests).
         leases: the input leases a control viewer's input takes (None: input is never leased).
+        viewer: how the lease names this viewer's person to others (default: the user id).
     """
 
     limits: Limits = DEFAULT_LIMITS
@@ -66,6 +67,7 @@ class ProxyOptions:
     registry: ConnectionRegistry = field(default_factory=lambda: REGISTRY)
     connect: Callable[[DisplayTarget], Awaitable[ByteStream]] = open_target
     leases: Leases | None = field(default_factory=lambda: LEASES)
+    viewer: str = ""
 
 
 @dataclass(frozen=True)
@@ -195,7 +197,10 @@ class _Session:
         state = EnvState(Framebuffer(init.width, init.height), init.format, self.options.limits)
         leases = self.options.leases
         lease = leases.get(self.grant.env_id) if leases is not None else None
-        pumps = Pumps(self.client, env, state, self.conn, self.options.quiesce_timeout, lease=lease)
+        pumps = Pumps(
+            self.client, env, state, self.conn, self.options.quiesce_timeout,
+            lease=lease, viewer=self.options.viewer,
+        )  # fmt: skip
         self.options.registry.add(self.conn)
         tasks = [
             asyncio.create_task(pumps.client_pump(), name="client-pump"),
