@@ -12,7 +12,7 @@ one-line message, never a crash.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import anyio
@@ -23,6 +23,7 @@ from genos.client import Client
 from genos.client_computer import Computer
 from genos.errors import GenOSError
 
+Run = Callable[..., Awaitable[Any]]
 INSTRUCTIONS = (
     "GenOS makes sandboxed Linux desktops from a sentence. create_environment, then look with "
     "screenshot (coordinates: image pixels times the scale it reports) and act with click, "
@@ -50,9 +51,15 @@ def build(client: Client) -> MCPServer:
         return await run(client.call, "POST", "/v1/compose", {"prompt": prompt})
 
     @server.tool()
-    async def create_environment(prompt: str, wait: bool = True) -> Any:
-        """Create an environment from a sentence; with wait, answer once it runs."""
-        body = {"prompt": prompt, "wait": wait, "timeout": 300}
+    async def create_environment(
+        prompt: str | None = None, spec: dict[str, Any] | None = None, wait: bool = True
+    ) -> Any:
+        """Create an environment from a sentence (or a genos/v1 spec, e.g. one compose gave);
+        with wait, answer once it runs."""
+        if (prompt is None) == (spec is None):
+            raise ToolError("give a prompt or a spec")
+        body = {"prompt": prompt} if spec is None else {"spec": spec}
+        body |= {"wait": wait, "timeout": 300}
         env = await run(client.call, "POST", "/v1/environments", body, timeout=330)
         return _brief(env) if "id" in env else env
 
@@ -66,6 +73,13 @@ def build(client: Client) -> MCPServer:
     async def remove_environment(env_id: str) -> Any:
         """End an environment and remove everything it had."""
         return _brief(await run(client.call, "DELETE", f"/v1/environments/{env_id}", timeout=120))
+
+    _computer_tools(server, run, desk)
+    return server
+
+
+def _computer_tools(server: MCPServer, run: Run, desk: Callable[[str], Computer]) -> None:
+    """Every computer action as a tool."""
 
     @server.tool(structured_output=False)
     async def screenshot(env_id: str, width: int | None = 1024) -> list[Any]:
@@ -154,8 +168,6 @@ def build(client: Client) -> MCPServer:
     async def lease(env_id: str, version: int | None = None, wait: float = 0) -> Any:
         """Who has the keyboard and mouse; with version and wait, answer once it changes."""
         return await run(desk(env_id).lease, version, wait)
-
-    return server
 
 
 def _brief(env: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import os
 import struct
 import time
@@ -10,14 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
 from PIL import Image, ImageChops
 from websockets.sync.client import connect
 
 from genos.spec import EnvironmentSpec, dump
 from tests.api.test_real import real_server
-from tests.api.test_server import Server
+from tests.api.test_server import BIN, Server
 from tests.sandbox.probes import NOTHING, host_traces
 
 __all__ = ["real_server"]
@@ -197,3 +202,46 @@ def _viewer_handshake(ws: Any) -> None:
     ws.send(b"\x01")
     read(20)
     read(struct.unpack("!I", read(4))[0])
+
+
+def test_an_agent_over_mcp_creates_types_looks_and_removes(
+    real_server: Server, desktop_spec: EnvironmentSpec
+) -> None:
+    """genos mcp drives a real desktop: create (a spec), type into xterm, the file appears
+    (exec), the screenshot shows it, remove leaves nothing."""
+    spec = {**dump(desktop_spec), "display": {"headless": True}}
+    env = {"GENOS_URL": real_server.url, "GENOS_TOKEN": real_server.token}
+    params = StdioServerParameters(command=str(BIN / "genos"), args=["mcp"], env=env)
+
+    async def agent() -> str:
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as mcp:
+            await mcp.initialize()
+
+            async def call(tool: str, **args: Any) -> Any:
+                result = await mcp.call_tool(tool, args)
+                assert result.is_error is False, result.content
+                return result
+
+            made = json.loads((await call("create_environment", spec=spec)).content[0].text)
+            assert made["state"] == "running"
+            env_id = made["id"]
+            await call("wait", env_id=env_id, until="settle", timeout=30)
+            await call("click", env_id=env_id, x=640, y=400)
+            await call("type_text", env_id=env_id, text="echo over mcp > ~/mcp.txt\n")
+            deadline = time.monotonic() + 10
+            while True:
+                ran = await call("exec_command", env_id=env_id, argv=["cat", "/home/user/mcp.txt"])
+                out = json.loads(ran.content[0].text)
+                if out["exit_code"] == 0 or time.monotonic() > deadline:
+                    break
+            assert out["stdout"] == "over mcp\n"
+            shot = (await call("screenshot", env_id=env_id, width=640)).content[1]
+            image = Image.open(io.BytesIO(base64.b64decode(shot.data))).convert("RGB")
+            assert image.size == (640, 400)
+            assert len(image.getcolors(1 << 16) or []) > 2  # text on the terminal, not one colour
+            gone = json.loads((await call("remove_environment", env_id=env_id)).content[0].text)
+            assert gone["state"] == "terminated"
+            return str(env_id)
+
+    env_id = anyio.run(agent)
+    assert host_traces(env_id, real_server.root) == NOTHING
