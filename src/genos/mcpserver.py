@@ -58,7 +58,7 @@ def build(client: Client) -> MCPServer:
         with wait, answer once it runs."""
         if (prompt is None) == (spec is None):
             raise ToolError("give a prompt or a spec")
-        body = {"prompt": prompt} if spec is None else {"spec": spec}
+        body: dict[str, Any] = {"prompt": prompt} if spec is None else {"spec": spec}
         body |= {"wait": wait, "timeout": 300}
         env = await run(client.call, "POST", "/v1/environments", body, timeout=330)
         return _brief(env) if "id" in env else env
