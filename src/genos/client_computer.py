@@ -71,6 +71,11 @@ class Computer:
         """``{"windows": [{"id", "title", "app", "x", "y", "width", "height", "focused"}]}``."""
         return self.client.call("GET", f"{self.base}/windows", timeout=60)
 
+    def accessibility(self) -> Any:
+        """The focused window's AT-SPI tree: ``{"app", "window": {"role", "name", "x", "y",
+        "width", "height", "focused", "children"}}``."""
+        return self.client.call("GET", f"{self.base}/accessibility", timeout=60)
+
     def cursor(self) -> dict[str, int]:
         """``{"x", "y"}``: where the pointer is."""
         answer: dict[str, int] = self.client.call("GET", f"{self.base}/cursor")

@@ -1,7 +1,7 @@
 """``genos mcp``: the Model Context Protocol over stdio, for agents.
 
 Tools: compose and create an environment from a sentence, list and remove
-environments, and every computer action (screenshot, windows, cursor, click, move,
+environments, and every computer action (screenshot, windows, accessibility, cursor, click, move,
 drag, scroll, type, key, hold, release, wait, exec, lease, approvals). Each
 tool is one call of the HTTP API through :class:`~genos.client.Client`
 (``GENOS_URL`` and ``GENOS_TOKEN``, as for the CLI), run on a worker thread
@@ -95,6 +95,12 @@ def _computer_tools(server: MCPServer, run: Run, desk: Callable[[str], Computer]
     async def windows(env_id: str) -> Any:
         """The desktop's windows: title, app, geometry in screen pixels, focus."""
         return await run(desk(env_id).windows)
+
+    @server.tool()
+    async def accessibility(env_id: str) -> Any:
+        """The focused window's accessibility tree (role, name, screen extents, children):
+        act by element, clicking an element's centre."""
+        return await run(desk(env_id).accessibility)
 
     @server.tool()
     async def cursor(env_id: str) -> Any:

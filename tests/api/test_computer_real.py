@@ -245,3 +245,84 @@ def test_an_agent_over_mcp_creates_types_looks_and_removes(
 
     env_id = anyio.run(agent)
     assert host_traces(env_id, real_server.root) == NOTHING
+
+
+GTK_APP = """
+import os
+from pathlib import Path
+for proc in Path("/proc").iterdir():
+    try:
+        pairs = (proc / "environ").read_bytes().split(b"\\0")
+    except OSError:
+        continue
+    found = [p for p in pairs if p.startswith(b"DBUS_SESSION_BUS_ADDRESS=")]
+    if found:
+        os.environ["DBUS_SESSION_BUS_ADDRESS"] = found[0].split(b"=", 1)[1].decode()
+        break
+os.environ["DISPLAY"] = ":0"
+import gi
+gi.require_version("Gtk", "3.0")
+from gi.repository import Gtk
+window = Gtk.Window(title="genos a11y")
+button = Gtk.Button(label="Press me")
+button.connect("clicked", lambda _b: Path("/home/user/pressed").write_text("yes"))
+window.add(button)
+window.set_default_size(400, 200)
+window.connect("destroy", Gtk.main_quit)
+window.show_all()
+Gtk.main()
+"""
+A11Y_PACKAGES = ["at-spi2-core", "python3-gi", "gir1.2-atspi-2.0", "gir1.2-gtk-3.0"]
+
+
+def _find(node: dict[str, Any], role: str, name: str) -> dict[str, Any] | None:
+    if node["role"] == role and node["name"] == name:
+        return node
+    for child in node["children"]:
+        if (hit := _find(child, role, name)) is not None:
+            return hit
+    return None
+
+
+def test_the_accessibility_tree_names_a_gtk_button_that_a_click_presses(
+    real_server: Server,
+) -> None:
+    """A GTK app's button is in the focused window's AT-SPI tree with its extents; a click at
+    their centre through the API presses it (the app writes a file)."""
+    headers = {"Authorization": f"Bearer {real_server.token}"}
+    wanted = {"name": "a11y", "display": {"headless": True}, "extra_packages": A11Y_PACKAGES}
+    spec = dump(EnvironmentSpec.model_validate(wanted))
+    body = {"spec": spec, "wait": True, "timeout": 300}
+    made = httpx.post(f"{real_server.url}/v1/environments", json=body, headers=headers, timeout=330)
+    env = made.json()
+    assert env.get("state") == "running", made.text
+    try:
+        with Agent(real_server, env["id"]) as agent:
+            launch = 'setsid -f python3 -c "$1" >/dev/null 2>&1 </dev/null'
+            assert agent.exec("sh", "-c", launch, "sh", GTK_APP)["exit_code"] == 0
+            deadline = time.monotonic() + 30
+            while True:
+                answer = agent.http.get(f"{agent.base}/accessibility")
+                assert answer.status_code == 200, answer.text
+                tree = answer.json()
+                window = tree["window"]
+                button = _find(window, "push button", "Press me") if window else None
+                if button is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert button is not None, tree
+            assert window["name"] == "genos a11y"
+            x = button["x"] + button["width"] // 2
+            y = button["y"] + button["height"] // 2
+            agent.ok("click", x=x, y=y)
+            deadline = time.monotonic() + 10
+            while (pressed := agent.exec("cat", "/home/user/pressed"))["exit_code"] != 0:
+                assert time.monotonic() < deadline, pressed
+                time.sleep(0.2)
+            assert pressed["stdout"] == "yes"
+    finally:
+        gone = httpx.delete(
+            f"{real_server.url}/v1/environments/{env['id']}", headers=headers, timeout=120
+        )
+        assert gone.json()["state"] == "terminated"
+        assert host_traces(env["id"], real_server.root) == NOTHING

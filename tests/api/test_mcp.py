@@ -57,8 +57,8 @@ async def test_tools_list_and_a_create_type_screenshot_remove_round_trip(
         names = {tool.name for tool in (await session.list_tools()).tools}
         assert {
             "compose", "create_environment", "list_environments", "remove_environment",
-            "screenshot", "windows", "cursor", "click", "move", "drag", "scroll", "type_text",
-            "key", "hold", "release", "wait", "exec_command", "lease", "ask_approval",
+            "screenshot", "windows", "accessibility", "cursor", "click", "move", "drag", "scroll",
+            "type_text", "key", "hold", "release", "wait", "exec_command", "lease", "ask_approval",
         } <= names  # fmt: skip
         env = data(
             await session.call_tool("create_environment", {"prompt": "a desktop with xterm"})

@@ -157,3 +157,28 @@ async def windows(env_id: str, svc: ServiceDep, who: ActorDep) -> JSONResponse:
         reason = (result.stderr.strip().splitlines() or ["no answer"])[-1]
         raise ApiError(502, "external", f"the window list failed: {reason[:200]}") from None
     return JSONResponse(listed)
+
+
+TREE_SCRIPT = (Path(__file__).parent / "atspi_tree.py").read_text(encoding="utf-8")
+NO_ATSPI = 3  # atspi_tree.py's exit code when the image has no AT-SPI
+
+
+@router.get("/accessibility")
+async def accessibility(env_id: str, svc: ServiceDep, who: ActorDep) -> JSONResponse:
+    """The accessibility tree (AT-SPI) of the focused window: role, name, screen extents,
+    focus and children of each element, where the app exposes one."""
+    if who.env.state is not State.RUNNING:
+        raise StateError(who.env.state.value, ["running"], "read the accessibility tree")
+    result = await _run(svc, env_id, ["python3", "-c", TREE_SCRIPT], 8 << 20)
+    if result.code in (NO_ATSPI, 127):
+        raise ApiError(
+            422, "unsupported",
+            "the accessibility tree needs python3-gi, gir1.2-atspi-2.0 and at-spi2-core "
+            "in the environment (extra_packages)",
+        )  # fmt: skip
+    try:
+        tree = json.loads(result.stdout)
+    except ValueError:
+        reason = (result.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise ApiError(502, "external", f"the accessibility tree failed: {reason[:200]}") from None
+    return JSONResponse(tree)
