@@ -175,6 +175,18 @@ async def test_a_person_taking_control_gets_the_agent_a_409_until_given_back(
         assert (await waiting).json()["holder"] is None
         again = await api.post(f"{base}/click", json={"x": 2, "y": 2})
         assert again.status_code == 200
+    for _ in range(200):  # each change is written as an event a moment after it happens
+        stream = await api.get(f"/v1/environments/{env['id']}/events", params={"follow": "false"})
+        leases = [
+            json.loads(line[6:])["data"]["lease"]
+            for line in stream.text.splitlines()
+            if line.startswith("data: ") and '"lease"' in line
+        ]
+        kinds = [lease["kind"] if lease else None for lease in leases]
+        if len(kinds) >= 4:
+            break
+        await asyncio.sleep(0.01)
+    assert kinds == ["agent", "person", None, "agent"]
 
 
 async def test_exec_without_a_runtime_that_can_is_a_clear_422(api: httpx.AsyncClient) -> None:

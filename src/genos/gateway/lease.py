@@ -7,7 +7,9 @@ with a control viewer takes it at once by touching the desktop (a key, or a
 pointer event with a button down); their bare pointer motion is dropped while
 an agent holds it, so hovering over the viewer does not steer the agent's
 pointer. The lease is given back (freed) by :meth:`InputLease.release`.
-Every change bumps :attr:`InputLease.version` and wakes :meth:`InputLease.changed`.
+Every change bumps :attr:`InputLease.version`, wakes :meth:`InputLease.changed`
+and calls :attr:`Leases.on_change` (the API turns it into an event of the
+environment, so an agent following its events learns when control is back).
 
 The lease lives in the process that serves the environment's display (the
 gateway and the computer API are one process in ``genos serve``).
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -44,8 +47,11 @@ class Holder:
 class InputLease:
     """The lease of one environment (see the module docstring)."""
 
-    def __init__(self, env_id: str) -> None:
+    def __init__(
+        self, env_id: str, on_change: Callable[[str, Holder | None], None] | None = None
+    ) -> None:
         self.env_id = env_id
+        self.on_change = on_change
         self.holder: Holder | None = None
         self.version = 0
         self.pointer = (0, 0)  # where the last pointer event from anyone put it
@@ -116,6 +122,8 @@ class InputLease:
         log.getChild(self.env_id).info("input lease: %s", who)
         self._changed.set()
         self._changed = asyncio.Event()
+        if self.on_change is not None:
+            self.on_change(self.env_id, holder)
 
 
 class Leases:
@@ -123,13 +131,18 @@ class Leases:
 
     def __init__(self) -> None:
         self._leases: dict[str, InputLease] = {}
+        self.on_change: Callable[[str, Holder | None], None] | None = None
 
     def get(self, env_id: str) -> InputLease:
         """The lease of ``env_id`` (made free on first use)."""
         lease = self._leases.get(env_id)
         if lease is None:
-            lease = self._leases[env_id] = InputLease(env_id)
+            lease = self._leases[env_id] = InputLease(env_id, self._relay)
         return lease
+
+    def _relay(self, env_id: str, holder: Holder | None) -> None:
+        if self.on_change is not None:
+            self.on_change(env_id, holder)
 
     def drop(self, env_id: str) -> None:
         """Forget an environment's lease (it ended)."""
