@@ -152,6 +152,18 @@ class Client:
             RemoteError: the server answered with an error.
             ExternalError: the server could not be reached or did not answer in time.
         """
+        status, data, _headers = self.fetch(method, path, body, timeout=timeout, **params)
+        return decode(status, data)
+
+    def fetch(
+        self, method: str, path: str, body: Any = None, *, timeout: float | None = None,
+        **params: Any,
+    ) -> tuple[int, bytes, dict[str, str]]:  # fmt: skip
+        """One call, undecoded: status, body bytes and headers (lower-case names).
+
+        Raises:
+            ExternalError: the server could not be reached or did not answer in time.
+        """
         target = self._target(path, params)
         headers = dict(self._headers)
         payload = None
@@ -165,6 +177,7 @@ class Client:
                 conn.request(method, target, body=payload, headers=headers)
                 response = conn.getresponse()
                 status, data = response.status, response.read()
+                answer = {k.lower(): v for k, v in response.getheaders()}
             except _transport_errors() as exc:
                 conn.close()
                 raise ExternalError(
@@ -173,7 +186,7 @@ class Client:
             except BaseException:  # Ctrl-C mid-call: the connection is mid-exchange
                 conn.close()
                 raise
-        return decode(status, data)
+        return status, data, answer
 
     def events(
         self, env_id: str, after: int = 0, *, follow: bool = True, timeout: float | None = None

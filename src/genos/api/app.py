@@ -19,7 +19,10 @@ from genos.api import (
     errors,
     metrics,
     routes_account,
+    routes_approvals,
+    routes_computer,
     routes_envs,
+    routes_files,
     routes_nodes,
     routes_pools,
 )
@@ -81,7 +84,17 @@ def create_app(
     modules = (
         (metrics, display)
         if gateway_only
-        else (routes_account, routes_envs, routes_pools, routes_nodes, metrics, display)
+        else (
+            routes_account,
+            routes_envs,
+            routes_computer,
+            routes_files,
+            routes_approvals,
+            routes_pools,
+            routes_nodes,
+            metrics,
+            display,
+        )
     )
     for module in modules:
         app.include_router(module.router)

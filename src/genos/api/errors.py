@@ -106,7 +106,13 @@ def install(app: FastAPI) -> None:
         status = status_of(exc)
         if status >= 500:
             log.warning("%s: %s", type(exc).__name__, exc)
-        return reply(status, exc.code, str(exc).splitlines()[0][:500] if str(exc) else exc.code)
+        answer = reply(status, exc.code, str(exc).splitlines()[0][:500] if str(exc) else exc.code)
+        holder = getattr(exc, "holder", None)
+        if holder is not None:  # LeaseHeldError: who has the desktop
+            data = body(exc.code, str(exc).splitlines()[0][:500])
+            data["error"]["holder"] = holder
+            answer = JSONResponse(data, status_code=status)
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genos.api.approvals import Approvals
+from genos.api.desktops import Desktops
 from genos.api.errors import ApiError
 from genos.api.security import (
     TotpVerifier,
@@ -31,10 +33,11 @@ from genos.api.security import (
     verify_secret,
 )
 from genos.audit import AuditLog
-from genos.errors import NotFoundError, RegistryError
+from genos.errors import GenOSError, NotFoundError, RegistryError
+from genos.gateway.lease import LEASES, Holder
 from genos.gateway.tokens import TokenAuthority
 from genos.orchestrator.engine import Engine
-from genos.orchestrator.records import Role, User
+from genos.orchestrator.records import EventType, Role, User
 from genos.orchestrator.signins import Limits, SigninPolicy, Verdict
 
 log = logging.getLogger("genos.api")
@@ -96,6 +99,9 @@ class Service:
         self.accelerator: str | None = None  # "kvm"/"tcg" once a VM driver has probed
         self._engine_started = True
         self.cluster: Any = None  # a ControlPlane when this is a replica of a cluster
+        self.desktops = Desktops()  # agents' connections to displays (the computer API)
+        self.approvals = Approvals()  # agents' questions to the people watching
+        self._notes: set[asyncio.Task[None]] = set()
         self._users: dict[str, tuple[User, float]] = {}
         self._links: dict[str, tuple[str, float]] = {}
         self._pending_totp: dict[str, str] = {}
@@ -116,15 +122,33 @@ class Service:
         if engine:
             await self.engine.start()
         self._engine_started = engine
+        if engine:  # a gateway of its own leaves the registry's events to genos serve
+            LEASES.on_change = self._lease_changed
         self.ready = True
 
     async def aclose(self) -> None:
         """Stop the engine's background work."""
         self.ready = False
+        if LEASES.on_change == self._lease_changed:
+            LEASES.on_change = None
+        await self.desktops.aclose()
+        await asyncio.gather(*self._notes, return_exceptions=True)
         if self._engine_started:
             await self.engine.aclose()
         if self.cluster is not None:
             await self.cluster.aclose()
+
+    def _lease_changed(self, env_id: str, holder: Holder | None) -> None:
+        """An event of the environment when its input lease changes hands (agents follow it)."""
+        who = f"{holder.kind} {holder.name}" if holder else "nobody (free)"
+        data = {"lease": holder.as_json() if holder else None}
+        task = asyncio.get_running_loop().create_task(self._note(env_id, f"input: {who}", data))
+        self._notes.add(task)
+        task.add_done_callback(self._notes.discard)
+
+    async def _note(self, env_id: str, message: str, data: dict[str, Any]) -> None:
+        with contextlib.suppress(GenOSError):
+            await self.engine.note(env_id, EventType.PROGRESS, message, data)
 
     def audit(self, caller: Caller | None, action: str, **fields: Any) -> None:
         """Append one record to the audit log: who, what, when (added by the log), from where."""
