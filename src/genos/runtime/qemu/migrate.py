@@ -1,0 +1,418 @@
+"""Live migration of a running VM from one node's QEMU to another's.
+
+The two ends are two nodes' :class:`~genos.runtime.qemu.driver.QemuDriver`,
+driven by whoever moves the environment (the drain)::
+
+    facts = source.migration_source(env_id)                     # on the source node
+    port = await target.prepare_incoming(env_id, spec, facts, tls=node_b)
+    await asyncio.gather(                                       # both at once: least downtime
+        source.migrate_out(env_id, "10.0.0.2", port, tls=node_a),
+        target.finish_incoming(env_id))
+    await source.destroy(env_id)            # on failure: target.abort_incoming(env_id)
+
+Target: the environment's host side is made as ``create`` makes it (uid,
+directories, the spec's image layers and boot files, a fresh qcow2 overlay,
+the network), with the source's machine (memory, CPUs, devices, MAC): its
+boot files are content-addressed, so the same spec gives the same image key
+on both nodes, which is checked (:func:`incoming_record`). QEMU starts paused
+with ``-incoming defer``. QEMU runs inside the environment's network
+namespace, from which the other node cannot be reached, so the driver opens
+the TCP listener in the host's namespace and hands it over as a descriptor
+(``getfd``, then ``migrate-incoming tcp:fd:NAME``), as GenOS hands QEMU its
+tap. ``finish_incoming`` waits for QEMU to say ``completed`` and runs the
+guest (``cont``); until then the record says ``migration: incoming`` and
+``abort_incoming`` may remove it all.
+
+Source: the driver connects to the target from the host's namespace and
+hands QEMU the socket (``migrate fd:NAME``). The disk goes in the same
+stream as RAM, by QEMU 7.2's block migration (capability ``block``) with
+``block-incremental``: only the clusters allocated in the overlay travel,
+the backing image being the same on both nodes. Chosen over ``drive-mirror``
+to an NBD export on the target because it is one stream, one TLS session and
+one thing to cancel; QEMU 9.1 removed it, and :func:`check_block` says so in
+one line where it is missing. RAM is pre-copied with ``auto-converge`` (a
+guest that dirties memory faster than the link is slowed down until it
+converges) under QEMU's default downtime limit of 300 ms.
+
+TLS: both ends use QEMU's ``tls-creds-x509`` with the nodes' certificates
+from the cluster's CA (:mod:`genos.cluster.pki`); the target verifies the
+source's certificate and admits only the role ``node`` (an ``authz-list`` on
+the certificate's distinguished name), the source checks the target's
+against the address it dials (``tls-hostname``). gnutls reads a directory of
+fixed names (``ca-cert.pem``, ``server-cert.pem``, ``server-key.pem``;
+``client-...`` on the source), which QEMU's own user must be able to read:
+copies are written to ``<run>/<id>/qemu/migrate-tls`` (0700, QEMU's user),
+loaded by ``object-add``, and deleted at once, so the key's copy lives for
+milliseconds.
+
+Failure: whatever goes wrong on the source (QEMU's ``failed`` with its own
+words, a timeout, a cancellation), the migration is cancelled and the guest
+runs on as before (``cont`` if the failure came after the final pause); the
+migration settings are reset, so a later suspend to disk is a plain one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from qemu.qmp import QMPClient, QMPError
+
+from genos.errors import CapabilityError, ExternalError, GenOSError, InputError, WaitTimeoutError
+from genos.runtime.qemu import qmp as qemuqmp
+from genos.runtime.qemu.host import VmPaths
+
+logger = logging.getLogger("genos.runtime.qemu")
+CREDS_ID = "genos-migrate-tls"
+AUTHZ_ID = "genos-migrate-authz"
+FD_NAME = "genos-migrate"
+TLS_DIR = "migrate-tls"
+POLL = 0.1  # the source's progress reports
+FINISH_POLL = 0.005  # the target's wait for "completed": adds at most this to the downtime
+BANDWIDTH = 1 << 30  # bytes/s (QEMU's default, 32 MiB/s, would take a minute per GiB)
+CONNECT_TIMEOUT = 10.0
+PEER_ROLE = "node"
+_OVER = frozenset({"completed", "failed", "cancelled", "none"})
+
+
+class TlsIdentity(Protocol):
+    """A member's certificate, key and CA (:class:`genos.cluster.pki.Identity` is one)."""
+
+    @property
+    def cert(self) -> Path: ...
+    @property
+    def key(self) -> Path: ...
+    @property
+    def ca(self) -> Path: ...
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One look at a running migration, in bytes.
+
+    ``disk_*`` cover the whole virtual disk: with ``block-incremental`` what the
+    overlay does not hold counts as done without being sent.
+    """
+
+    status: str  # QEMU's: setup, active, device, completed ...
+    ram_transferred: int
+    ram_remaining: int
+    ram_total: int
+    disk_transferred: int
+    disk_remaining: int
+    disk_total: int
+
+    @classmethod
+    def of(cls, info: dict[str, Any]) -> Progress:
+        """From QMP ``query-migrate``."""
+        ram, disk = info.get("ram", {}), info.get("disk", {})
+        return cls(str(info.get("status", "none")),
+                   int(ram.get("transferred", 0)), int(ram.get("remaining", 0)),
+                   int(ram.get("total", 0)), int(disk.get("transferred", 0)),
+                   int(disk.get("remaining", 0)), int(disk.get("total", 0)))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A completed migration as QEMU measured it on the source."""
+
+    total_ms: int  # from ``migrate`` to ``completed``
+    downtime_ms: int  # the final stop-and-copy (the guest's pause, before the target runs it)
+    ram_bytes: int  # RAM sent, pages sent again included
+    overlay_bytes: int  # the source overlay's size on disk: the most the disk part can be
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+# -- what the target needs to know, and whether it can -------------------------------------
+
+
+def source_facts(record: dict[str, Any]) -> dict[str, Any]:
+    """What the target needs from the source's record (JSON, to carry between nodes).
+
+    Raises:
+        CapabilityError: the VM boots a user image (not migrated: its image is local).
+    """
+    if record.get("user_image") or record.get("machine", {}).get("image"):
+        raise CapabilityError(f"{record.get('env_id')} boots a user image: live migration "
+                              "moves only VMs of GenOS's own images")  # fmt: skip
+    return {key: record[key] for key in ("env_id", "tier", "accel", "image", "machine")}
+
+
+def check_facts(facts: dict[str, Any], env_id: str, accel: str) -> None:
+    """Refuse a migration this node cannot take, before anything is made.
+
+    Raises:
+        InputError: the facts are not a source's record of ``env_id``.
+        CapabilityError: the source runs on another accelerator (KVM and TCG states differ).
+    """
+    machine = facts.get("machine")
+    if facts.get("env_id") != env_id or not isinstance(machine, dict) or "image" not in facts:
+        raise InputError(f"not the migration facts of {env_id} (see migration_source)")
+    if facts.get("accel") != accel:
+        raise CapabilityError(f"the source runs {env_id} on {facts.get('accel')}, this node on"
+                              f" {accel}: QEMU cannot migrate between them")  # fmt: skip
+
+
+def incoming_record(made: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
+    """The target's record: what ``create`` made here, with the source's machine.
+
+    Raises:
+        CapabilityError: the spec gives another image here than the source runs.
+    """
+    if made.get("image") != facts["image"]:
+        here, there = str(made.get("image"))[:12], str(facts["image"])[:12]
+        raise CapabilityError(f"the image of {made.get('env_id')} differs between the nodes "
+                              f"(source {there}, here {here}): spec or GenOS differ")  # fmt: skip
+    own = made["machine"]
+    machine = {**facts["machine"], "kernel": own["kernel"], "initrd": own["initrd"]}
+    return {**made, "machine": machine, "migration": {"role": "incoming"}}
+
+
+# -- TLS files and sockets -------------------------------------------------------------
+
+
+def write_tls(paths: VmPaths, uid: int, identity: TlsIdentity, endpoint: str) -> Path:
+    """Copies of ``identity`` under gnutls's names, readable by QEMU's user only.
+
+    Raises:
+        InputError: a certificate or key cannot be read.
+    """
+    directory = paths.private / TLS_DIR
+    remove_tls(paths)
+    directory.mkdir(mode=0o700)
+    os.chown(directory, uid, uid)
+    files = {"ca-cert.pem": identity.ca, f"{endpoint}-cert.pem": identity.cert,
+             f"{endpoint}-key.pem": identity.key}  # fmt: skip
+    for name, source in files.items():
+        try:
+            data = Path(source).read_bytes()
+        except OSError as exc:
+            remove_tls(paths)
+            raise InputError(f"cannot read {source} for the migration: {exc.strerror}") from exc
+        fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o400)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chown(directory / name, uid, uid)
+    return directory
+
+
+def remove_tls(paths: VmPaths) -> None:
+    """Remove the TLS copies (nothing if there are none)."""
+    shutil.rmtree(paths.private / TLS_DIR, ignore_errors=True)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP listener in this (the host's) network namespace.
+
+    Raises:
+        ExternalError: the address cannot be bound.
+    """
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family, backlog=1)
+    except OSError as exc:
+        raise ExternalError(f"cannot listen for the migration on {host}:{port}: "
+                            f"{exc.strerror or exc}") from exc  # fmt: skip
+
+
+async def connect(host: str, port: int) -> socket.socket:
+    """A TCP connection to the target, from the host's network namespace.
+
+    Raises:
+        ExternalError: nothing answers there.
+    """
+    try:
+        sock = await asyncio.to_thread(socket.create_connection, (host, port), CONNECT_TIMEOUT)
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ExternalError(f"cannot reach the migration target {host}:{port}: {reason}") from exc
+    sock.settimeout(None)
+    return sock
+
+
+async def _give_fd(client: QMPClient, fd: int) -> None:
+    try:
+        client.send_fd_scm(fd)
+    except (OSError, QMPError) as exc:
+        raise ExternalError("passing the migration socket to QEMU failed", detail=str(exc)) from exc
+    await qemuqmp.call(client, "getfd", {"fdname": FD_NAME})
+
+
+async def _add_creds(client: QMPClient, tls: Path, endpoint: Literal["server", "client"]) -> None:
+    creds = {"qom-type": "tls-creds-x509", "id": CREDS_ID, "endpoint": endpoint,
+             "verify-peer": True, "dir": str(tls)}  # fmt: skip
+    try:
+        await qemuqmp.call(client, "object-add", creds)
+    except ExternalError as exc:
+        raise ExternalError(f"QEMU cannot load the node's certificate: {exc.detail}") from exc
+
+
+# -- the target ------------------------------------------------------------------------
+
+
+async def start_incoming(paths: VmPaths, uid: int, identity: TlsIdentity, listener: socket.socket,
+                         peer_role: str = PEER_ROLE) -> None:  # fmt: skip
+    """Arm the paused QEMU of ``paths``: TLS server, the peer's role, the listener.
+
+    Raises:
+        ExternalError: QEMU refused a step (its words in ``detail``).
+    """
+    tls = write_tls(paths, uid, identity, "server")
+    try:
+        async with qemuqmp.monitor(paths.qmp) as client:
+            await _add_creds(client, tls, "server")
+            remove_tls(paths)  # loaded: gnutls keeps the credentials in memory
+            rule = {"match": f"*OU={peer_role},*", "policy": "allow", "format": "glob"}
+            authz = {"qom-type": "authz-list", "id": AUTHZ_ID, "policy": "deny", "rules": [rule]}
+            await qemuqmp.call(client, "object-add", authz)
+            await qemuqmp.call(client, "migrate-set-parameters",
+                               {"tls-creds": CREDS_ID, "tls-authz": AUTHZ_ID})  # fmt: skip
+            await _give_fd(client, listener.fileno())
+            await qemuqmp.call(client, "migrate-incoming", {"uri": f"tcp:fd:{FD_NAME}"})
+    finally:
+        remove_tls(paths)
+
+
+async def finish_incoming(paths: VmPaths, timeout: float) -> None:
+    """Wait until the incoming state has arrived, then run the guest.
+
+    Raises:
+        ExternalError: the migration failed, or QEMU went away.
+        WaitTimeoutError: it did not complete in ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    async with qemuqmp.monitor(paths.qmp) as client:
+        while True:
+            info = await qemuqmp.call(client, "query-migrate")
+            status = info.get("status", "none")
+            if status == "completed":
+                break
+            if status in {"failed", "cancelled"}:
+                desc = info.get("error-desc", status)
+                raise ExternalError(f"the incoming migration of {paths.env_id} failed: {desc}")
+            if time.monotonic() > deadline:
+                raise WaitTimeoutError(f"the migration of {paths.env_id} did not arrive in "
+                                       f"{timeout:g}s")  # fmt: skip
+            await asyncio.sleep(FINISH_POLL)
+        await qemuqmp.call(client, "cont")
+
+
+# -- the source ------------------------------------------------------------------------
+
+
+async def check_block(client: QMPClient) -> None:
+    """Refuse early when this QEMU has no block migration.
+
+    Raises:
+        CapabilityError: capability ``block`` is missing (QEMU 9.1 and later).
+    """
+    caps = await qemuqmp.call(client, "query-migrate-capabilities")
+    if "block" not in {cap.get("capability") for cap in caps}:
+        raise CapabilityError("this QEMU has no block migration (capability 'block'): "
+                              "live migration of a VM's disk needs QEMU 9.0 or older")  # fmt: skip
+
+
+async def migrate_out(paths: VmPaths, uid: int, sock: socket.socket, identity: TlsIdentity, *,
+                      server_name: str, progress: ProgressCallback | None, timeout: float,
+                      bandwidth: int) -> Outcome:  # fmt: skip
+    """Send the VM of ``paths`` through ``sock`` (connected to the target's listener).
+
+    On any failure the migration is cancelled and the guest runs on (see the
+    module docstring); on success QEMU is left in ``postmigrate``.
+
+    Raises:
+        CapabilityError: no block migration in this QEMU (nothing was changed).
+        ExternalError: the migration failed (QEMU's words in the message).
+        WaitTimeoutError: it did not complete in ``timeout`` seconds.
+    """
+    async with qemuqmp.monitor(paths.qmp) as client:
+        await check_block(client)
+        tls = write_tls(paths, uid, identity, "client")
+        try:
+            await _add_creds(client, tls, "client")
+        finally:
+            remove_tls(paths)
+        try:
+            await _configure(client, server_name, bandwidth)
+            await _give_fd(client, sock.fileno())
+            await qemuqmp.call(client, "migrate", {"uri": f"fd:{FD_NAME}"})
+            return await _follow(client, paths, progress, timeout)
+        except BaseException:
+            await asyncio.shield(_recover(client))
+            raise
+        finally:
+            remove_tls(paths)
+            await asyncio.shield(_unconfigure(client, paths.env_id))
+
+
+async def _configure(client: QMPClient, server_name: str, bandwidth: int) -> None:
+    caps = [{"capability": name, "state": True} for name in ("block", "auto-converge")]
+    await qemuqmp.call(client, "migrate-set-capabilities", {"capabilities": caps})
+    await qemuqmp.call(client, "migrate-set-parameters",
+                       {"tls-creds": CREDS_ID, "tls-hostname": server_name,
+                        "block-incremental": True, "max-bandwidth": bandwidth})  # fmt: skip
+
+
+async def _follow(client: QMPClient, paths: VmPaths, progress: ProgressCallback | None,
+                  timeout: float) -> Outcome:  # fmt: skip
+    env_id, deadline = paths.env_id, time.monotonic() + timeout
+    overlay = paths.disk.stat().st_blocks * 512
+    while True:
+        info = await qemuqmp.call(client, "query-migrate")
+        status = info.get("status", "none")
+        seen = Progress.of(info)
+        if progress is not None:
+            progress(seen)
+        if status == "completed":
+            return Outcome(int(info.get("total-time", 0)), int(info.get("downtime", 0)),
+                           seen.ram_transferred, overlay)  # fmt: skip
+        if status in {"failed", "cancelled"}:
+            desc = str(info.get("error-desc", status)).replace("\n", " ")
+            raise ExternalError(f"live migration of {env_id} failed: {desc}")
+        if time.monotonic() > deadline:
+            left = seen.ram_remaining >> 20
+            raise WaitTimeoutError(f"live migration of {env_id} did not finish in {timeout:g}s "
+                                   f"(RAM {left} MiB still to send)")  # fmt: skip
+        await asyncio.sleep(POLL)
+
+
+async def _recover(client: QMPClient) -> None:
+    """Cancel the migration and run the guest again if it was paused for the final copy."""
+    # The same monitor session: QEMU serves one QMP client at a time on its socket.
+    with contextlib.suppress(GenOSError):
+        with contextlib.suppress(GenOSError):
+            await qemuqmp.call(client, "migrate_cancel")
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
+            info = await qemuqmp.call(client, "query-migrate")
+            if info.get("status", "none") in _OVER:
+                break
+            await asyncio.sleep(0.02)
+        status = (await qemuqmp.call(client, "query-status"))["status"]
+        if status in {"postmigrate", "finish-migrate", "paused"}:
+            await qemuqmp.call(client, "cont")
+
+
+async def _unconfigure(client: QMPClient, env_id: str) -> None:
+    """Back to no TLS and no block migration (a later suspend to disk is a plain one)."""
+    caps = [{"capability": name, "state": False} for name in ("block", "auto-converge")]
+    steps = [("migrate-set-capabilities", {"capabilities": caps}),
+             ("migrate-set-parameters", {"tls-creds": "", "tls-hostname": "",
+                                         "block-incremental": False}),
+             ("object-del", {"id": CREDS_ID})]  # fmt: skip
+    for command, args in steps:
+        try:
+            await qemuqmp.call(client, command, args)
+        except ExternalError as exc:
+            logger.getChild(env_id).warning("%s: %s", exc, exc.detail)
