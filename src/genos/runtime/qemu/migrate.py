@@ -407,10 +407,12 @@ async def _recover(client: QMPClient) -> None:
 async def _unconfigure(client: QMPClient, env_id: str) -> None:
     """Back to no TLS and no block migration (a later suspend to disk is a plain one)."""
     caps = [{"capability": name, "state": False} for name in ("block", "auto-converge")]
-    steps = [("migrate-set-capabilities", {"capabilities": caps}),
-             ("migrate-set-parameters", {"tls-creds": "", "tls-hostname": "",
-                                         "block-incremental": False}),
-             ("object-del", {"id": CREDS_ID})]  # fmt: skip
+    plain = {"tls-creds": "", "tls-hostname": "", "block-incremental": False}
+    steps: list[tuple[str, dict[str, Any]]] = [
+        ("migrate-set-capabilities", {"capabilities": caps}),
+        ("migrate-set-parameters", plain),
+        ("object-del", {"id": CREDS_ID}),
+    ]
     for command, args in steps:
         try:
             await qemuqmp.call(client, command, args)
