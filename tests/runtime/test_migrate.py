@@ -305,6 +305,10 @@ async def _runs_on_target(
     # Under TCG the guest's clock stands still while it is paused, so its own steps stay near
     # 0.1 s across the move; a step of seconds would mean the guest lost time or lines.
     assert check_lines(after) < 2.0
+    # The migration's settings are gone: a deep suspend here is a plain one.
+    await on(TARGET, target.suspend(env_id, to_disk=True))
+    await on(TARGET, target.resume(env_id))
+    assert await started_at(target, env_id, pid) == started
 
 
 # -- failures -----------------------------------------------------------------------------

@@ -306,6 +306,10 @@ async def finish_incoming(paths: VmPaths, timeout: float) -> None:
                                        f"{timeout:g}s")  # fmt: skip
             await asyncio.sleep(FINISH_POLL)
         await qemuqmp.call(client, "cont")
+        # The incoming settings stay with QEMU: a later suspend to disk must not ask for TLS.
+        await qemuqmp.call(client, "migrate-set-parameters", {"tls-creds": "", "tls-authz": ""})
+        for name in (CREDS_ID, AUTHZ_ID):
+            await qemuqmp.call(client, "object-del", {"id": name})
 
 
 # -- the source ------------------------------------------------------------------------
