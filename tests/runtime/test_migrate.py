@@ -29,9 +29,10 @@ from genos.paths import acting_as, node_scoped
 from genos.runtime.driver import EnvState
 from genos.runtime.images import ImageStore
 from genos.runtime.qemu import qmp as qemuqmp
+from genos.runtime.qemu.channel import TLS_DIR
 from genos.runtime.qemu.driver import QemuDriver
 from genos.runtime.qemu.host import cgroup_dirs, uid_holders
-from genos.runtime.qemu.migrate import TLS_DIR, Progress
+from genos.runtime.qemu.migrate import Progress
 from genos.sandbox import idmap
 from genos.spec import EnvironmentSpec
 from genos.testing import RFB_BANNER, read_banner
@@ -321,8 +322,9 @@ def test_a_target_killed_mid_way_leaves_the_source_running_and_the_target_clean(
     nodes: dict[str, QemuDriver], identities: dict[str, pki.Identity], runner: asyncio.Runner
 ) -> None:
     """SIGKILL of the target's QEMU mid-stream: migrate_out says so in one line, the guest counts
-    on at the source (same QEMU, settings reset), abort_incoming clears the target, and a
-    second migration then succeeds."""
+    on at the source (same QEMU, settings reset), abort_incoming clears the target; a target
+    lost after the source completed: finish_incoming fails and resume runs the guest at the
+    source again; a last migration then succeeds."""
     source, target = nodes[SOURCE], nodes[TARGET]
     env_id = new_env_id()
     try:
@@ -345,6 +347,7 @@ def test_a_target_killed_mid_way_leaves_the_source_running_and_the_target_clean(
         runner.run(on(TARGET, target.abort_incoming(env_id)))
         assert traces(target, TARGET, env_id) == []
         runner.run(on(TARGET, target.abort_incoming(env_id)))  # idempotent
+        runner.run(_target_lost_after_the_source_completed(nodes, identities, env_id, pid, started))
         runner.run(_migrate(nodes, identities, env_id))
         assert runner.run(started_at(target, env_id, pid)) == started
     finally:
@@ -376,6 +379,35 @@ async def _kill_target_mid_way(
                                             progress=kill_once_streaming,
                                             bandwidth=16 << 20))  # fmt: skip
     return failed.value
+
+
+async def _target_lost_after_the_source_completed(
+    nodes: dict[str, QemuDriver],
+    identities: dict[str, pki.Identity],
+    env_id: str,
+    pid: str,
+    started: str,
+) -> None:
+    source, target = nodes[SOURCE], nodes[TARGET]
+    facts = source.migration_source(env_id)
+    port = await on(TARGET, target.prepare_incoming(env_id, vm_spec(), facts,
+                                                    tls=identities[TARGET]))  # fmt: skip
+    target_qemu = (await on(TARGET, target.inspect(env_id))).pid
+    assert target_qemu is not None
+    await on(SOURCE, source.migrate_out(env_id, LOOPBACK, port, tls=identities[SOURCE]))
+    os.kill(target_qemu, signal.SIGKILL)
+    with pytest.raises(ExternalError):
+        await on(TARGET, target.finish_incoming(env_id))
+    await on(TARGET, target.abort_incoming(env_id))
+    assert traces(target, TARGET, env_id) == []
+    assert (await on(SOURCE, source.inspect(env_id))).state is EnvState.SUSPENDED
+    await on(SOURCE, source.resume(env_id))
+    assert (await on(SOURCE, source.inspect(env_id))).state is EnvState.RUNNING
+    counted = await count_lines(source, env_id)
+    await until_counted(source, env_id, counted + 5)
+    assert await started_at(source, env_id, pid) == started
+    check = "sync && echo 3 >/proc/sys/vm/drop_caches && tail -n 1 /root/count"
+    assert (await guest(source, env_id, check)).split()[0].isdigit()  # its disk works again
 
 
 def test_bad_input_and_wrong_certificates_leave_the_source_untouched(

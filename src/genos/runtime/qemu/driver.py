@@ -46,6 +46,7 @@ from genos.runtime.driver import EnvState, Inspection, Usage
 from genos.runtime.images import ImageStore
 from genos.runtime.lifecycle import Verb
 from genos.runtime.oci.driver import ExecResult
+from genos.runtime.qemu import channel as qemuchannel
 from genos.runtime.qemu import host as qemuhost
 from genos.runtime.qemu import migrate as qemumigrate
 from genos.runtime.qemu import qmp as qemuqmp
@@ -318,7 +319,7 @@ class QemuDriver:
         spec: EnvironmentSpec,
         source: dict[str, Any],
         *,
-        tls: qemumigrate.TlsIdentity,
+        tls: qemuchannel.TlsIdentity,
         listen_host: str = "127.0.0.1",
         port: int = 0,
     ) -> int:
@@ -356,7 +357,7 @@ class QemuDriver:
                 record = qemumigrate.incoming_record(self._record(env_id), source)
                 qemuhost.write_record(paths, record)
                 await self._launch(env_id, record, incoming=True)
-                with qemumigrate.listen(listen_host, port) as listener:
+                with qemuchannel.listen(listen_host, port) as listener:
                     await qemumigrate.start_incoming(paths, record["uid"], tls, listener)
                     return int(listener.getsockname()[1])
             except BaseException:
@@ -401,7 +402,7 @@ class QemuDriver:
         target_host: str,
         port: int,
         *,
-        tls: qemumigrate.TlsIdentity,
+        tls: qemuchannel.TlsIdentity,
         server_name: str | None = None,
         progress: qemumigrate.ProgressCallback | None = None,
         timeout: float = 600.0,
@@ -437,12 +438,11 @@ class QemuDriver:
             if state is not EnvState.RUNNING:
                 raise StateError(state.value, ["running"], "migrate")
             paths = self.paths(env_id)
-            with await qemumigrate.connect(target_host, port) as sock:
+            with await qemuchannel.connect(target_host, port) as sock:
                 done = await qemumigrate.migrate_out(
                     paths, record["uid"], sock, tls, server_name=server_name or target_host,
                     progress=progress, timeout=timeout, bandwidth=bandwidth)  # fmt: skip
             where = f"{target_host}:{port}"
-            qemuhost.write_record(paths, {**record, "migration": {"role": "out", "to": where}})
             logger.getChild(env_id).info("migrated to %s (%d ms)", where, done.total_ms)
             return done
 

@@ -3,47 +3,48 @@
 The two ends are two nodes' :class:`~genos.runtime.qemu.driver.QemuDriver`,
 driven by whoever moves the environment (the drain)::
 
-    facts = source.migration_source(env_id)                     # on the source node
-    port = await target.prepare_incoming(env_id, spec, facts, tls=node_b)
-    await asyncio.gather(                                       # both at once: least downtime
-        source.migrate_out(env_id, "10.0.0.2", port, tls=node_a),
-        target.finish_incoming(env_id))
-    await source.destroy(env_id)            # on failure: target.abort_incoming(env_id)
+    facts = source.migration_source(env_id)              # JSON, carried to the target node
+    port = await target.prepare_incoming(env_id, spec, facts, tls=node_b, listen_host=b_addr)
+    finishing = asyncio.create_task(target.finish_incoming(env_id))  # runs it the moment
+    try:                                                             # it has arrived
+        await source.migrate_out(env_id, b_addr, port, tls=node_a)
+        await finishing
+    except GenOSError:
+        finishing.cancel()
+        await target.abort_incoming(env_id)
+        if (await source.inspect(env_id)).state is EnvState.SUSPENDED:
+            await source.resume(env_id)  # it had all gone: run it here again
+        raise
+    await source.destroy(env_id)
 
 Target: the environment's host side is made as ``create`` makes it (uid,
 directories, the spec's image layers and boot files, a fresh qcow2 overlay,
-the network), with the source's machine (memory, CPUs, devices, MAC): its
-boot files are content-addressed, so the same spec gives the same image key
-on both nodes, which is checked (:func:`incoming_record`). QEMU starts paused
-with ``-incoming defer``. QEMU runs inside the environment's network
-namespace, from which the other node cannot be reached, so the driver opens
-the TCP listener in the host's namespace and hands it over as a descriptor
-(``getfd``, then ``migrate-incoming tcp:fd:NAME``), as GenOS hands QEMU its
-tap. ``finish_incoming`` waits for QEMU to say ``completed`` and runs the
-guest (``cont``); until then the record says ``migration: incoming`` and
-``abort_incoming`` may remove it all.
+the network), with the source's machine (memory, CPUs, devices, MAC): boot
+files are content-addressed, so the same spec gives the same image key on
+both nodes, which is checked (:func:`incoming_record`). QEMU starts paused
+with ``-incoming defer`` and gets the listener the driver opened
+(``migrate-incoming tcp:fd:NAME``, see :mod:`genos.runtime.qemu.channel`).
+``finish_incoming`` waits for QEMU to say ``completed``, runs the guest
+(``cont``) and drops the migration's settings; until then the record says
+``migration: incoming`` and ``abort_incoming`` may remove it all.
 
-Source: the driver connects to the target from the host's namespace and
-hands QEMU the socket (``migrate fd:NAME``). The disk goes in the same
-stream as RAM, by QEMU 7.2's block migration (capability ``block``) with
-``block-incremental``: only the clusters allocated in the overlay travel,
-the backing image being the same on both nodes. Chosen over ``drive-mirror``
-to an NBD export on the target because it is one stream, one TLS session and
-one thing to cancel; QEMU 9.1 removed it, and :func:`check_block` says so in
-one line where it is missing. RAM is pre-copied with ``auto-converge`` (a
-guest that dirties memory faster than the link is slowed down until it
-converges) under QEMU's default downtime limit of 300 ms.
+Source: QEMU gets the connection the driver opened (``migrate fd:NAME``).
+The disk goes in the same stream as RAM, by QEMU 7.2's block migration
+(capability ``block``) with ``block-incremental``: only the clusters the
+overlay holds travel, the backing image being the same on both nodes.
+Chosen over ``drive-mirror`` to an NBD export on the target because it is
+one stream, one TLS session and one thing to cancel; QEMU 9.1 removed it,
+and :func:`check_block` says so in one line where it is missing. RAM is
+pre-copied with ``auto-converge`` (a guest that dirties memory faster than
+the link is slowed down until it converges) under QEMU's default downtime
+limit of 300 ms. On success the source QEMU stays paused (``postmigrate``):
+``resume`` runs it there again, ``destroy`` ends it.
 
-TLS: both ends use QEMU's ``tls-creds-x509`` with the nodes' certificates
-from the cluster's CA (:mod:`genos.cluster.pki`); the target verifies the
+TLS: both ends load QEMU's ``tls-creds-x509`` from the nodes' certificates
+of the cluster's CA (:mod:`genos.cluster.pki`); the target verifies the
 source's certificate and admits only the role ``node`` (an ``authz-list`` on
 the certificate's distinguished name), the source checks the target's
-against the address it dials (``tls-hostname``). gnutls reads a directory of
-fixed names (``ca-cert.pem``, ``server-cert.pem``, ``server-key.pem``;
-``client-...`` on the source), which QEMU's own user must be able to read:
-copies are written to ``<run>/<id>/qemu/migrate-tls`` (0700, QEMU's user),
-loaded by ``object-add``, and deleted at once, so the key's copy lives for
-milliseconds.
+against the address it dials (``tls-hostname``).
 
 Failure: whatever goes wrong on the source (QEMU's ``failed`` with its own
 words, a timeout, a cancellation), the migration is cancelled and the guest
@@ -56,43 +57,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import shutil
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
-from qemu.qmp import QMPClient, QMPError
+from qemu.qmp import QMPClient
 
 from genos.errors import CapabilityError, ExternalError, GenOSError, InputError, WaitTimeoutError
 from genos.runtime.qemu import qmp as qemuqmp
+from genos.runtime.qemu.channel import (
+    CREDS_ID,
+    FD_NAME,
+    TlsIdentity,
+    add_creds,
+    give_fd,
+    remove_tls,
+    write_tls,
+)
 from genos.runtime.qemu.host import VmPaths
 
 logger = logging.getLogger("genos.runtime.qemu")
-CREDS_ID = "genos-migrate-tls"
 AUTHZ_ID = "genos-migrate-authz"
-FD_NAME = "genos-migrate"
-TLS_DIR = "migrate-tls"
 POLL = 0.1  # the source's progress reports
 FINISH_POLL = 0.005  # the target's wait for "completed": adds at most this to the downtime
 BANDWIDTH = 1 << 30  # bytes/s (QEMU's default, 32 MiB/s, would take a minute per GiB)
-CONNECT_TIMEOUT = 10.0
 PEER_ROLE = "node"
 _OVER = frozenset({"completed", "failed", "cancelled", "none"})
-
-
-class TlsIdentity(Protocol):
-    """A member's certificate, key and CA (:class:`genos.cluster.pki.Identity` is one)."""
-
-    @property
-    def cert(self) -> Path: ...
-    @property
-    def key(self) -> Path: ...
-    @property
-    def ca(self) -> Path: ...
 
 
 @dataclass(frozen=True)
@@ -179,85 +171,6 @@ def incoming_record(made: dict[str, Any], facts: dict[str, Any]) -> dict[str, An
     return {**made, "machine": machine, "migration": {"role": "incoming"}}
 
 
-# -- TLS files and sockets -------------------------------------------------------------
-
-
-def write_tls(paths: VmPaths, uid: int, identity: TlsIdentity, endpoint: str) -> Path:
-    """Copies of ``identity`` under gnutls's names, readable by QEMU's user only.
-
-    Raises:
-        InputError: a certificate or key cannot be read.
-    """
-    directory = paths.private / TLS_DIR
-    remove_tls(paths)
-    directory.mkdir(mode=0o700)
-    os.chown(directory, uid, uid)
-    files = {"ca-cert.pem": identity.ca, f"{endpoint}-cert.pem": identity.cert,
-             f"{endpoint}-key.pem": identity.key}  # fmt: skip
-    for name, source in files.items():
-        try:
-            data = Path(source).read_bytes()
-        except OSError as exc:
-            remove_tls(paths)
-            raise InputError(f"cannot read {source} for the migration: {exc.strerror}") from exc
-        fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o400)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chown(directory / name, uid, uid)
-    return directory
-
-
-def remove_tls(paths: VmPaths) -> None:
-    """Remove the TLS copies (nothing if there are none)."""
-    shutil.rmtree(paths.private / TLS_DIR, ignore_errors=True)
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A TCP listener in this (the host's) network namespace.
-
-    Raises:
-        ExternalError: the address cannot be bound.
-    """
-    try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        return socket.create_server((host, port), family=family, backlog=1)
-    except OSError as exc:
-        raise ExternalError(f"cannot listen for the migration on {host}:{port}: "
-                            f"{exc.strerror or exc}") from exc  # fmt: skip
-
-
-async def connect(host: str, port: int) -> socket.socket:
-    """A TCP connection to the target, from the host's network namespace.
-
-    Raises:
-        ExternalError: nothing answers there.
-    """
-    try:
-        sock = await asyncio.to_thread(socket.create_connection, (host, port), CONNECT_TIMEOUT)
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise ExternalError(f"cannot reach the migration target {host}:{port}: {reason}") from exc
-    sock.settimeout(None)
-    return sock
-
-
-async def _give_fd(client: QMPClient, fd: int) -> None:
-    try:
-        client.send_fd_scm(fd)
-    except (OSError, QMPError) as exc:
-        raise ExternalError("passing the migration socket to QEMU failed", detail=str(exc)) from exc
-    await qemuqmp.call(client, "getfd", {"fdname": FD_NAME})
-
-
-async def _add_creds(client: QMPClient, tls: Path, endpoint: Literal["server", "client"]) -> None:
-    creds = {"qom-type": "tls-creds-x509", "id": CREDS_ID, "endpoint": endpoint,
-             "verify-peer": True, "dir": str(tls)}  # fmt: skip
-    try:
-        await qemuqmp.call(client, "object-add", creds)
-    except ExternalError as exc:
-        raise ExternalError(f"QEMU cannot load the node's certificate: {exc.detail}") from exc
-
-
 # -- the target ------------------------------------------------------------------------
 
 
@@ -271,14 +184,14 @@ async def start_incoming(paths: VmPaths, uid: int, identity: TlsIdentity, listen
     tls = write_tls(paths, uid, identity, "server")
     try:
         async with qemuqmp.monitor(paths.qmp) as client:
-            await _add_creds(client, tls, "server")
+            await add_creds(client, tls, "server")
             remove_tls(paths)  # loaded: gnutls keeps the credentials in memory
             rule = {"match": f"*OU={peer_role},*", "policy": "allow", "format": "glob"}
             authz = {"qom-type": "authz-list", "id": AUTHZ_ID, "policy": "deny", "rules": [rule]}
             await qemuqmp.call(client, "object-add", authz)
             await qemuqmp.call(client, "migrate-set-parameters",
                                {"tls-creds": CREDS_ID, "tls-authz": AUTHZ_ID})  # fmt: skip
-            await _give_fd(client, listener.fileno())
+            await give_fd(client, listener.fileno())
             await qemuqmp.call(client, "migrate-incoming", {"uri": f"tcp:fd:{FD_NAME}"})
     finally:
         remove_tls(paths)
@@ -344,12 +257,12 @@ async def migrate_out(paths: VmPaths, uid: int, sock: socket.socket, identity: T
         await check_block(client)
         tls = write_tls(paths, uid, identity, "client")
         try:
-            await _add_creds(client, tls, "client")
+            await add_creds(client, tls, "client")
         finally:
             remove_tls(paths)
         try:
             await _configure(client, server_name, bandwidth)
-            await _give_fd(client, sock.fileno())
+            await give_fd(client, sock.fileno())
             await qemuqmp.call(client, "migrate", {"uri": f"fd:{FD_NAME}"})
             return await _follow(client, paths, progress, timeout)
         except BaseException:
