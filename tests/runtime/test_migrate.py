@@ -36,6 +36,7 @@ from genos.runtime.qemu.migrate import Progress
 from genos.sandbox import idmap
 from genos.spec import EnvironmentSpec
 from genos.testing import RFB_BANNER, read_banner
+from tests.sandbox.probes import NOTHING, host_traces
 
 pytestmark = [
     pytest.mark.qemu,
@@ -128,13 +129,15 @@ def traces(driver: QemuDriver, node: str, env_id: str) -> list[str]:
 
 
 def assert_nothing_left(nodes: dict[str, QemuDriver], env_id: str) -> None:
-    """Neither node has anything of ``env_id``; no QEMU or network namespace of it runs."""
+    """Neither node has anything of ``env_id``: no QEMU, dirs, cgroups, uid, netns, veth or nft."""
     assert {node: traces(driver, node, env_id) for node, driver in nodes.items()} == {
         SOURCE: [],
         TARGET: [],
     }
     assert qemu_processes(env_id) == []
-    assert not Path(f"/run/netns/genos-{env_id}").exists()
+    for node, driver in nodes.items():
+        with acting_as(node):
+            assert host_traces(env_id, driver.data_root) == NOTHING
 
 
 async def guest(driver: QemuDriver, env_id: str, command: str) -> str:
