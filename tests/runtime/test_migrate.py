@@ -31,9 +31,11 @@ from genos.runtime.images import ImageStore
 from genos.runtime.qemu import qmp as qemuqmp
 from genos.runtime.qemu.channel import TLS_DIR
 from genos.runtime.qemu.driver import QemuDriver
+from genos.runtime.qemu.guest import guest_config
 from genos.runtime.qemu.host import cgroup_dirs, uid_holders
-from genos.runtime.qemu.migrate import Progress
+from genos.runtime.qemu.migrate import Progress, network_command
 from genos.sandbox import idmap
+from genos.sandbox.network import NetworkSandbox
 from genos.spec import EnvironmentSpec
 from genos.testing import RFB_BANNER, read_banner
 from tests.sandbox.probes import NOTHING, host_traces
@@ -83,17 +85,22 @@ def identities(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pki.Identi
 
 
 @pytest.fixture(scope="module")
-def nodes(image_store: ImageStore, runner: asyncio.Runner) -> Iterator[dict[str, QemuDriver]]:
-    """Two QEMU drivers with their own roots QEMU's user can reach, sharing the image cache."""
+def nodes(
+    image_store: ImageStore, data_root: Path, runner: asyncio.Runner
+) -> Iterator[dict[str, QemuDriver]]:
+    """Two QEMU drivers with their own roots QEMU's user can reach, sharing the image cache
+    (and the test's private data dir: network state, audit log)."""
     made: dict[str, QemuDriver] = {}
     dirs = []
     for node in (SOURCE, TARGET):
         run_root = Path(tempfile.mkdtemp(prefix=f"genos-{node}-", dir="/run"))
-        data_root = Path(tempfile.mkdtemp(prefix=f"genos-{node}-", dir="/var/tmp"))
-        for path in (run_root, data_root):
+        vms_root = Path(tempfile.mkdtemp(prefix=f"genos-{node}-", dir="/var/tmp"))
+        for path in (run_root, vms_root):
             path.chmod(0o711)
-        dirs += [run_root, data_root]
-        made[node] = QemuDriver(image_store, run_root=run_root / "qemu", data_root=data_root)
+        dirs += [run_root, vms_root]
+        network = NetworkSandbox(data_root / "network", dns_servers=())
+        made[node] = QemuDriver(image_store, network=network, run_root=run_root / "qemu",
+                                data_root=vms_root)  # fmt: skip
     yield made
     left = {}
     for node, driver in made.items():
@@ -316,6 +323,39 @@ async def _runs_on_target(
     await on(TARGET, target.suspend(env_id, to_disk=True))
     await on(TARGET, target.resume(env_id))
     assert await started_at(target, env_id, pid) == started
+
+
+def test_a_guest_with_a_network_takes_the_target_nodes_address(
+    nodes: dict[str, QemuDriver], runner: asyncio.Runner
+) -> None:
+    """The command finish_incoming sends a networked guest gives eth0 the address, route,
+    resolvers and host pins of the target's guest.cfg (two nodes on one machine cannot hold
+    one environment's namespace both, so this runs on one node, without the move)."""
+    source = nodes[SOURCE]
+    env_id = new_env_id()
+    spec = EnvironmentSpec.model_validate(
+        {"name": "migrate-net", "tier": "microvm", "resources": {"memory_mb": MEMORY_MB},
+         "network": {"mode": "internet"}}
+    )  # fmt: skip
+    # What a target node with another pool would have written (addresses of no real host).
+    elsewhere = guest_config(spec, address="10.99.0.6/30", gateway="10.99.0.5",
+                             dns=("10.99.0.5",), hosts=(("peer", "10.99.0.9"),))  # fmt: skip
+    command = network_command(elsewhere)
+    assert command is not None
+    assert network_command(guest_config(spec, address=None)) is None
+    try:
+        runner.run(on(SOURCE, source.create(env_id, spec)))
+        runner.run(on(SOURCE, source.start(env_id, timeout=300)))
+        runner.run(guest(source, env_id, command))
+        shown = runner.run(guest(source, env_id, "busybox ip -4 -o addr show dev eth0"))
+        assert [line.split()[3] for line in shown.splitlines()] == ["10.99.0.6/30"]
+        route = runner.run(guest(source, env_id, "busybox ip route show default"))
+        assert route.startswith("default via 10.99.0.5 dev eth0")
+        files = runner.run(guest(source, env_id, "cat /etc/resolv.conf /etc/hosts"))
+        assert files == "nameserver 10.99.0.5\n127.0.0.1 localhost genos\n10.99.0.9 peer\n"
+    finally:
+        runner.run(on(SOURCE, source.destroy(env_id)))
+    assert_nothing_left(nodes, env_id)
 
 
 # -- failures -----------------------------------------------------------------------------

@@ -368,6 +368,9 @@ class QemuDriver:
     async def finish_incoming(self, env_id: str, *, timeout: float = 600.0) -> None:
         """Target side: wait until the state has arrived, then run the guest here.
 
+        A guest with a network then takes this node's address for it (its
+        namespace here has one of this node's pool), through the guest's agent.
+
         Raises:
             StateError: ``env_id`` is not waiting for a migration here.
             ExternalError: the migration failed or QEMU died (call :meth:`abort_incoming`).
@@ -382,6 +385,12 @@ class QemuDriver:
             qemuhost.write_record(paths, record)
             qemustop.tighten_sockets(paths)
             logger.getChild(env_id).info("migrated in")
+            command = qemumigrate.network_command(paths.guest_cfg.read_text())
+            if record.get("netns") and command is not None:
+                code, out = await qemuqmp.agent_run(paths.agent, command, 30.0)
+                if code != 0:
+                    raise ExternalError(f"{env_id} runs here but its network could not be set: "
+                                        f"{out.strip()[:200]}")  # fmt: skip
 
     async def abort_incoming(self, env_id: str) -> None:
         """Target side: remove everything :meth:`prepare_incoming` made. Idempotent.

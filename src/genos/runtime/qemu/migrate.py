@@ -26,7 +26,10 @@ with ``-incoming defer`` and gets the listener the driver opened
 (``migrate-incoming tcp:fd:NAME``, see :mod:`genos.runtime.qemu.channel`).
 ``finish_incoming`` waits for QEMU to say ``completed``, runs the guest
 (``cont``) and drops the migration's settings; until then the record says
-``migration: incoming`` and ``abort_incoming`` may remove it all.
+``migration: incoming`` and ``abort_incoming`` may remove it all. A guest
+with a network then takes the address the target's namespace got from the
+target node's pool (:func:`network_command`, through the guest's agent):
+addresses are per node, so its open connections do not survive the move.
 
 Source: QEMU gets the connection the driver opened (``migrate fd:NAME``).
 The disk goes in the same stream as RAM, by QEMU 7.2's block migration
@@ -57,6 +60,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shlex
 import socket
 import time
 from collections.abc import Callable
@@ -223,6 +227,35 @@ async def finish_incoming(paths: VmPaths, timeout: float) -> None:
         await qemuqmp.call(client, "migrate-set-parameters", {"tls-creds": "", "tls-authz": ""})
         for name in (CREDS_ID, AUTHZ_ID):
             await qemuqmp.call(client, "object-del", {"id": name})
+
+
+def network_command(guest_cfg: str) -> str | None:
+    """The guest command giving ``eth0`` this node's address, route, resolvers and host pins.
+
+    The guest keeps the configuration it booted with; the target's namespace
+    has an address of the target node's pool, written to its ``guest.cfg``
+    by provisioning (:func:`genos.runtime.qemu.guest.guest_config`).
+
+    Args:
+        guest_cfg: the target's ``guest.cfg`` (shell assignments).
+
+    Returns:
+        One line for the guest's command channel; None when the VM has no address.
+    """
+    values = dict(item.partition("=")[::2] for item in shlex.split(guest_cfg))
+    address = values.get("GENOS_IP", "")
+    if not address:
+        return None
+    add = f"$bb ip addr add {shlex.quote(address)} dev eth0"
+    steps = ["bb=busybox", "$bb ip addr flush dev eth0", add, "$bb ip link set eth0 up"]
+    if values.get("GENOS_GATEWAY"):
+        steps.append(f"$bb ip route replace default via {shlex.quote(values['GENOS_GATEWAY'])}")
+    dns = [shlex.quote(ns) for ns in values.get("GENOS_DNS", "").split()]
+    steps.append(f"printf 'nameserver %s\\n' {' '.join(dns)} >/etc/resolv.conf" if dns
+                 else ": >/etc/resolv.conf")  # fmt: skip
+    pins = ["127.0.0.1 localhost genos", *values.get("GENOS_HOSTS", "").splitlines()]
+    steps.append(f"printf '%s\\n' {' '.join(shlex.quote(pin) for pin in pins)} >/etc/hosts")
+    return " && ".join(steps)
 
 
 # -- the source ------------------------------------------------------------------------
