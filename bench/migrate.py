@@ -48,6 +48,7 @@ from genos.ids import new_env_id  # noqa: E402
 from genos.paths import acting_as  # noqa: E402
 from genos.runtime.images import ImageStore  # noqa: E402
 from genos.runtime.qemu.driver import QemuDriver  # noqa: E402
+from genos.runtime.qemu.host import remove_parent  # noqa: E402
 from genos.spec import EnvironmentSpec  # noqa: E402
 
 T = TypeVar("T")
@@ -203,6 +204,9 @@ async def main() -> None:
         for memory in (int(m) for m in args.memory.split(",")):
             await one_size(store, ids, memory)
     finally:
+        for node in (A, B):
+            with acting_as(node):
+                remove_parent()
         for path in [TMP, *RUN_ROOTS]:
             shutil.rmtree(path, ignore_errors=True)
 

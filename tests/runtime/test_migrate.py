@@ -32,7 +32,7 @@ from genos.runtime.qemu import qmp as qemuqmp
 from genos.runtime.qemu.channel import TLS_DIR
 from genos.runtime.qemu.driver import QemuDriver
 from genos.runtime.qemu.guest import guest_config
-from genos.runtime.qemu.host import cgroup_dirs, uid_holders
+from genos.runtime.qemu.host import cgroup_dirs, remove_parent, uid_holders
 from genos.runtime.qemu.migrate import Progress, network_command
 from genos.sandbox import idmap
 from genos.sandbox.network import NetworkSandbox
@@ -107,9 +107,13 @@ def nodes(
         left[node] = runner.run(on(node, driver.list_ids()))
         for env_id in left[node]:
             runner.run(on(node, driver.destroy(env_id)))
+        with acting_as(node):
+            remove_parent()
     for path in dirs:
         shutil.rmtree(path, ignore_errors=True)
     assert left == {SOURCE: [], TARGET: []}
+    cgroups = Path("/sys/fs/cgroup")
+    assert [*cgroups.glob("genos-vm-mig-*"), *cgroups.glob("*/genos-vm-mig-*")] == []
 
 
 def qemu_processes(env_id: str) -> list[int]:
