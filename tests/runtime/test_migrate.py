@@ -23,7 +23,14 @@ from typing import Any, TypeVar
 import pytest
 
 from genos.cluster import pki
-from genos.errors import CapabilityError, ExternalError, InputError, NotFoundError, StateError
+from genos.errors import (
+    CapabilityError,
+    ExternalError,
+    InputError,
+    NotFoundError,
+    StateError,
+    WaitTimeoutError,
+)
 from genos.ids import new_env_id
 from genos.paths import acting_as, node_scoped
 from genos.runtime.driver import EnvState
@@ -460,14 +467,16 @@ async def _target_lost_after_the_source_completed(
 def test_bad_input_and_wrong_certificates_leave_the_source_untouched(
     nodes: dict[str, QemuDriver], identities: dict[str, pki.Identity], runner: asyncio.Runner
 ) -> None:
-    """Unknown envs, a port nothing listens on, facts that do not fit, a control plane's or
-    another CA's certificate: one-line errors, the source runs on, the target keeps nothing."""
+    """Unknown envs, a port nothing listens on, facts that do not fit, a timeout, a cancelled
+    call, a control plane's or another CA's certificate: one-line errors, the source runs on,
+    the target keeps nothing."""
     source, target = nodes[SOURCE], nodes[TARGET]
     env_id = new_env_id()
     try:
         runner.run(on(SOURCE, boot_counting(source, env_id)))
         old_qemu = runner.run(source.inspect(env_id)).pid
         runner.run(_bad_calls(nodes, identities, env_id))
+        runner.run(_timeout_and_cancellation(nodes, identities, env_id))
         for who in ("control", "foreign"):
             error = runner.run(_refused(nodes, identities, env_id, identities[who]))
             assert str(error).startswith(f"live migration of {env_id} failed: "), who
@@ -515,6 +524,32 @@ async def _bad_calls(
     for verb in (source.finish_incoming(env_id), source.abort_incoming(env_id)):
         with pytest.raises(StateError):
             await on(SOURCE, verb)
+
+
+async def _timeout_and_cancellation(
+    nodes: dict[str, QemuDriver], identities: dict[str, pki.Identity], env_id: str
+) -> None:
+    source, target = nodes[SOURCE], nodes[TARGET]
+    facts, tls = source.migration_source(env_id), identities[SOURCE]
+    for way in ("timeout", "cancel"):
+        port = await on(TARGET, target.prepare_incoming(env_id, vm_spec(), facts,
+                                                        tls=identities[TARGET]))  # fmt: skip
+        slow = source.migrate_out(env_id, LOOPBACK, port, tls=tls, timeout=1.0, bandwidth=4 << 20)
+        if way == "timeout":
+            with pytest.raises(WaitTimeoutError, match=r"did not finish in 1s \(RAM \d+ MiB"):
+                await on(SOURCE, slow)
+        else:
+            task = asyncio.ensure_future(on(SOURCE, slow))
+            await asyncio.sleep(0.5)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert (await on(SOURCE, source.inspect(env_id))).state is EnvState.RUNNING, way
+        async with qemuqmp.monitor(source.paths(env_id).qmp) as client:
+            migration = await qemuqmp.call(client, "query-migrate")
+        assert migration["status"] == "cancelled", way
+        await on(TARGET, target.abort_incoming(env_id))
+        assert traces(target, TARGET, env_id) == []
 
 
 async def _refused(
