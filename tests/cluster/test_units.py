@@ -74,4 +74,9 @@ def test_cluster_cert_issues_a_member_certificate_and_refuses_bad_input(tmp_path
         assert len(refused.stderr.strip().splitlines()) == 1
         assert refused.stderr.startswith("genos: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "ca.key", "ca.pem", "cp1.key", "cp1.pem", "n1.key", "n1.pem"]  # fmt: skip
+        "ca.key", "ca.pem", "cp1.key", "cp1.pem", "gateway.key", "n1.key", "n1.pem"]  # fmt: skip
+    key = tmp_path / "gateway.key"
+    assert (key.stat().st_mode & 0o777, len(key.read_bytes())) == (0o600, 32)
+    before = key.read_bytes()
+    assert cert("cp2", "--role", "control-plane", "--host", "10.0.0.2").returncode == 0
+    assert key.read_bytes() == before  # one key for every replica

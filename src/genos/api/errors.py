@@ -52,11 +52,14 @@ HTTP_CODES = {
 class ApiError(Exception):
     """An answer the API gives on purpose: a status, a code and a message."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
 
 
 def body(code: str, message: str) -> dict[str, Any]:
@@ -64,10 +67,12 @@ def body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
-def reply(status: int, code: str, message: str) -> JSONResponse:
-    """An error response."""
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body(code, message), status_code=status, headers=headers)
+def reply(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An error response (401s say ``WWW-Authenticate: Bearer``)."""
+    extra = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    return JSONResponse(body(code, message), status_code=status, headers=extra | (headers or {}))
 
 
 def status_of(exc: errors.GenOSError) -> int:
@@ -94,7 +99,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return reply(exc.status, exc.code, exc.message)
+        return reply(exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(errors.GenOSError)
     async def genos_error(_request: Request, exc: errors.GenOSError) -> JSONResponse:

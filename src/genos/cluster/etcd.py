@@ -5,7 +5,9 @@ plain channels; :class:`EtcdClient` opens a ``grpc.aio`` secure channel
 with the member certificate of :mod:`genos.cluster.pki` and otherwise is
 aetcd as it is. All members go in one target (``ipv4:a:p,b:q,...``): gRPC's
 ``pick_first`` connects to the first that answers and moves on when it
-fails, so losing a member (not the quorum) costs one reconnect.
+fails, so losing a member (not the quorum) costs one reconnect; the channel
+retries calls etcd answers ``UNAVAILABLE`` while its members elect a leader
+(:data:`RETRY_CONFIG`).
 
 Failures of the client are translated here: :class:`~genos.errors.ClusterUnavailableError`
 (etcd cannot be reached or has no quorum: a ``503`` above) and
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
@@ -37,6 +40,19 @@ log = logging.getLogger("genos.cluster.etcd")
 T = TypeVar("T")
 SERVER_NAME = "genos-etcd"  # every member's certificate names it; the channel checks it
 RETRY_PAUSE = 0.2
+# While the members elect a new leader (one was lost), etcd answers UNAVAILABLE
+# ("request timed out, possibly due to previous leader failure"); etcd's own
+# client retries, and so does the channel here: every unary call, a few times
+# with backoff, within the caller's deadline (:func:`call`). A retried write
+# that had been applied is harmless here: puts write the same value again,
+# assignments are compare-and-swap (a second try finds the first one's owner),
+# and an extra lease lapses by itself. Watches are streams: :func:`watch` resumes them.
+RETRY_CONFIG = json.dumps({"methodConfig": [{
+    "name": [{"service": f"etcdserverpb.{name}"} for name in ("KV", "Lease", "Cluster",
+                                                              "Maintenance")],
+    "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.2s", "maxBackoff": "1s",
+                    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+}]})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -79,7 +95,9 @@ class EtcdClient(aetcd.Client):
     def __init__(
         self, endpoints: Sequence[str], identity: Identity | None, timeout: float = 5.0
     ) -> None:
-        super().__init__(timeout=int(max(1, timeout)), connect_wait_timeout=int(timeout))
+        # gRPC's own deadline is long: :func:`call`'s timeout is what bounds a call, so a
+        # write made while the members elect a new leader waits as long as its caller lets it.
+        super().__init__(timeout=int(max(30, timeout)), connect_wait_timeout=int(timeout))
         self.endpoints = list(endpoints)
         self._target = _target(endpoints)
         self._identity = identity
@@ -97,7 +115,9 @@ class EtcdClient(aetcd.Client):
         try:
             options = [("grpc.lb_policy_name", "pick_first"),
                        ("grpc.keepalive_time_ms", 10_000),
-                       ("grpc.keepalive_timeout_ms", 5_000)]  # fmt: skip
+                       ("grpc.keepalive_timeout_ms", 5_000),
+                       ("grpc.enable_retries", 1),
+                       ("grpc.service_config", RETRY_CONFIG)]  # fmt: skip
             if self._identity is None:
                 self.channel = rpc.insecure_channel(self._target, options=options)
             else:

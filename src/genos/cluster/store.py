@@ -4,7 +4,9 @@
 
     /genos/v1/nodes/<node>            NodeInfo, under the node's lease (TTL 10 s,
                                       renewed every 3 s): present means alive
-    /genos/v1/cordon/<node>           {"by", "reason", "at"}: no new work goes there
+    /genos/v1/cordon/<node>           {"by", "reason", "at", "drain"}: no new work goes
+                                      there; with "drain" ({"containers", "deadline",
+                                      "started"}) the leader also empties it
     /genos/v1/owner/<env>             the node an environment is assigned to (one at a time)
     /genos/v1/assign/<node>/<env>     Assignment: what the node must make of it
     /genos/v1/status/<node>/<env>     Status: what the node has made of it (the node writes)
@@ -172,9 +174,12 @@ class ClusterStore:
 
     # -- cordons -------------------------------------------------------------------
 
-    async def cordon(self, name: str, by: str, reason: str) -> None:
-        """Keep new work off ``name``."""
-        record = {"by": by, "reason": reason, "at": time.time()}
+    async def cordon(
+        self, name: str, by: str, reason: str, drain: dict[str, Any] | None = None
+    ) -> None:
+        """Keep new work off ``name``; with ``drain`` (``containers``, ``deadline``), also
+        empty it (the leader's :class:`~genos.cluster.drain.Drainer` does)."""
+        record = {"by": by, "reason": reason, "at": time.time(), "drain": drain}
         await self._call("cordon", self.client.put(_key("cordon", name),
                                                    json.dumps(record).encode()))  # fmt: skip
 
@@ -227,6 +232,21 @@ class ClusterStore:
         ))  # fmt: skip
         return bool(ok)
 
+    async def move(self, assignment: Assignment, source: str) -> bool:
+        """Give an environment that ``source`` has to ``assignment.node`` in one step
+        (False: ``source`` no longer has it)."""
+        c = self.client
+        owner = _key("owner", assignment.env_id)
+        ok, _ = await self._call("move", c.transaction(
+            compare=[c.transactions.value(owner) == source.encode()],
+            success=[c.transactions.put(owner, assignment.node.encode()),
+                     c.transactions.delete(_key("assign", source, assignment.env_id)),
+                     c.transactions.put(_key("assign", assignment.node, assignment.env_id),
+                                        assignment.dump())],
+            failure=[],
+        ))  # fmt: skip
+        return bool(ok)
+
     async def owner(self, env_id: str) -> str | None:
         """The node ``env_id`` is assigned to, if any."""
         found = await self._call("owner", self.client.get(_key("owner", env_id)))
@@ -266,6 +286,10 @@ class ClusterStore:
         """A node's last word on an environment."""
         found = await self._call("status", self.client.get(_key("status", node, env_id)))
         return None if found is None else Status.load(found.value)
+
+    def watch_owners(self, start: int) -> AsyncIterator[Event]:
+        """Every environment's owner node changing (assigned, moved, taken away)."""
+        return watch(self.client, _key("owner", ""), start)
 
     def watch_status(self, start: int) -> AsyncIterator[Event]:
         """Every status change, of every node."""
