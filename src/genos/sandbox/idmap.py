@@ -89,11 +89,16 @@ def _marker(path: Path) -> tuple[str, str]:
 
 
 def release(ids_dir: Path, env_id: str) -> None:
-    """Free every slot ``env_id`` holds (nothing if it holds none)."""
+    """Free every slot ``env_id`` holds on this node (nothing if it holds none).
+
+    Another node's claim for the same id stays: during a live migration both
+    ends hold one, and the source's release must not free the target's.
+    """
+    node = node_name()
     with contextlib.suppress(FileNotFoundError):
         for marker in ids_dir.iterdir():
             with contextlib.suppress(OSError):
-                if _marker(marker)[0] == env_id:
+                if _marker(marker) == (env_id, node):
                     marker.unlink()
 
 

@@ -11,6 +11,7 @@
 - ``qmp``: QMP and the guest command channel.
 - ``stop``: launch, graceful and forceful stop, release.
 - ``accel``: KVM or TCG, decided by a probe guest.
+- ``migrate``: live migration to another node's driver; ``channel``: its sockets and TLS files.
 
 User images (``base.image``) are :mod:`genos.runtime.userimages` and
 :mod:`genos.runtime.diskimage`, beside this package.

@@ -46,7 +46,9 @@ from genos.runtime.driver import EnvState, Inspection, Usage
 from genos.runtime.images import ImageStore
 from genos.runtime.lifecycle import Verb
 from genos.runtime.oci.driver import ExecResult
+from genos.runtime.qemu import channel as qemuchannel
 from genos.runtime.qemu import host as qemuhost
+from genos.runtime.qemu import migrate as qemumigrate
 from genos.runtime.qemu import qmp as qemuqmp
 from genos.runtime.qemu import stop as qemustop
 from genos.runtime.qemu.accel import Accelerator, accelerator
@@ -298,6 +300,166 @@ class QemuDriver:
             raise CapabilityError(f"{env_id} boots a user image: no GenOS agent runs in it")
         code, out = await qemuqmp.agent_run(self.paths(env_id).agent, command, timeout)
         return ExecResult(code, out, "")
+
+    # -- live migration (the design: genos.runtime.qemu.migrate) ---------------
+
+    def migration_source(self, env_id: str) -> dict[str, Any]:
+        """What a target node needs to take ``env_id`` over (JSON; pass it to prepare_incoming).
+
+        Raises:
+            NotFoundError: no such environment.
+            CapabilityError: it boots a user image (not migrated).
+        """
+        self._check(env_id)
+        return qemumigrate.source_facts(self._record(env_id))
+
+    async def prepare_incoming(
+        self,
+        env_id: str,
+        spec: EnvironmentSpec,
+        source: dict[str, Any],
+        *,
+        tls: qemuchannel.TlsIdentity,
+        listen_host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> int:
+        """Target side: make the environment here as create does and wait paused for its state.
+
+        Args:
+            env_id: the environment (absent on this node).
+            spec: its spec (the image is built from it, or found by content).
+            source: the source's :meth:`migration_source`.
+            tls: this node's certificate (role ``node``) of the cluster's CA.
+            listen_host: the address the source will dial.
+            port: the TCP port (0: any free one).
+
+        Returns:
+            The port QEMU listens on (TLS; only a certificate of role ``node`` gets in).
+
+        Raises:
+            StateError: ``env_id`` exists here.
+            CapabilityError: another accelerator or image than the source's.
+            InputError: ``source`` is not a source's facts of ``env_id``.
+            ExternalError: a step failed; nothing of the environment is left.
+        """
+        self._check(env_id)
+        async with self._lock(env_id):
+            paths = self.paths(env_id)
+            if paths.root.exists():
+                raise StateError(await self._describe(env_id), ["absent"], "prepare a migration")
+            accel = await asyncio.to_thread(lambda: self.accelerator)
+            qemumigrate.check_facts(source, env_id, accel)
+            job = Provision(paths, spec, accel=accel, memory_mb=source["machine"]["memory_mb"],
+                            images=self.images, cache_dir=self.cache_dir, run_root=self.run_root,
+                            network=self._network, user_images=self.user_images)  # fmt: skip
+            try:
+                await job.run()
+                record = qemumigrate.incoming_record(self._record(env_id), source)
+                qemuhost.write_record(paths, record)
+                await self._launch(env_id, record, incoming=True)
+                with qemuchannel.listen(listen_host, port) as listener:
+                    await qemumigrate.start_incoming(paths, record["uid"], tls, listener)
+                    return int(listener.getsockname()[1])
+            except BaseException:
+                with contextlib.suppress(GenOSError):
+                    await asyncio.shield(self._release(env_id))
+                raise
+
+    async def finish_incoming(self, env_id: str, *, timeout: float = 600.0) -> None:
+        """Target side: wait until the state has arrived, then run the guest here.
+
+        A guest with a network then takes this node's address for it (its
+        namespace here has one of this node's pool), through the guest's agent.
+
+        Raises:
+            StateError: ``env_id`` is not waiting for a migration here.
+            ExternalError: the migration failed or QEMU died (call :meth:`abort_incoming`).
+            WaitTimeoutError: nothing completed in ``timeout`` seconds.
+        """
+        self._check(env_id)
+        async with self._lock(env_id):
+            record = self._incoming(env_id)
+            paths = self.paths(env_id)
+            await qemumigrate.finish_incoming(paths, timeout)
+            record.pop("migration")
+            qemuhost.write_record(paths, record)
+            qemustop.tighten_sockets(paths)
+            logger.getChild(env_id).info("migrated in")
+            command = qemumigrate.network_command(paths.guest_cfg.read_text())
+            if record.get("netns") and command is not None:
+                code, out = await qemuqmp.agent_run(paths.agent, command, 30.0)
+                if code != 0:
+                    raise ExternalError(f"{env_id} runs here but its network could not be set: "
+                                        f"{out.strip()[:200]}")  # fmt: skip
+
+    async def abort_incoming(self, env_id: str) -> None:
+        """Target side: remove everything :meth:`prepare_incoming` made. Idempotent.
+
+        Raises:
+            StateError: ``env_id`` runs here (finished, or never incoming): use destroy.
+            ExternalError: something could not be removed.
+        """
+        self._check(env_id)
+        async with self._lock(env_id):
+            with contextlib.suppress(NotFoundError):
+                self._incoming(env_id)
+            await self._release(env_id)
+
+    async def migrate_out(
+        self,
+        env_id: str,
+        target_host: str,
+        port: int,
+        *,
+        tls: qemuchannel.TlsIdentity,
+        server_name: str | None = None,
+        progress: qemumigrate.ProgressCallback | None = None,
+        timeout: float = 600.0,
+        bandwidth: int = qemumigrate.BANDWIDTH,
+    ) -> qemumigrate.Outcome:
+        """Source side: send the running VM, disk overlay and RAM, to a prepared target.
+
+        On success QEMU here is left paused (``postmigrate``, state ``suspended``)
+        for the caller to :meth:`destroy`; on any failure the guest runs on here as before.
+
+        Args:
+            env_id: a running environment of this node.
+            target_host: the target's address (dialled from the host's namespace).
+            port: what the target's :meth:`prepare_incoming` returned.
+            tls: this node's certificate (role ``node``) of the cluster's CA.
+            server_name: the name the target's certificate must carry (default ``target_host``).
+            progress: called with each look at the migration (every 0.1 s).
+            timeout: seconds for the whole migration.
+            bandwidth: bytes per second at most.
+
+        Raises:
+            NotFoundError: no such environment.
+            StateError: not running.
+            CapabilityError: a user image VM, or a QEMU without block migration.
+            ExternalError: the target is unreachable or the migration failed (QEMU's words).
+            WaitTimeoutError: it took over ``timeout`` seconds (it was cancelled).
+        """
+        self._check(env_id)
+        async with self._lock(env_id):
+            record = self._record(env_id)
+            qemumigrate.source_facts(record)
+            state = await self._current(env_id, record)
+            if state is not EnvState.RUNNING:
+                raise StateError(state.value, ["running"], "migrate")
+            paths = self.paths(env_id)
+            with await qemuchannel.connect(target_host, port) as sock:
+                done = await qemumigrate.migrate_out(
+                    paths, record["uid"], sock, tls, server_name=server_name or target_host,
+                    progress=progress, timeout=timeout, bandwidth=bandwidth)  # fmt: skip
+            where = f"{target_host}:{port}"
+            logger.getChild(env_id).info("migrated to %s (%d ms)", where, done.total_ms)
+            return done
+
+    def _incoming(self, env_id: str) -> dict[str, Any]:
+        record = self._record(env_id)
+        if record.get("migration", {}).get("role") != "incoming":
+            raise StateError("running", ["incoming"], "finish or abort a migration")
+        return record
 
     # -- steps -----------------------------------------------------------------
 
