@@ -178,7 +178,8 @@ async def test_uncordon_ends_a_drain_and_the_last_node_cannot_be_drained(
     (Tier.CONTAINER, State.RUNNING, False, "move", False, "move"),
     (Tier.GVISOR, State.SUSPENDED, False, "move", False, "move"),
     (Tier.CONTAINER, State.RUNNING, True, "move", False, "move"),
-    (Tier.MICROVM, State.RUNNING, False, "move", False, "stay"),
+    (Tier.MICROVM, State.RUNNING, False, "move", False, "migrate"),
+    (Tier.VM, State.SUSPENDED, False, "move", False, "stay"),
     (Tier.VM, State.RUNNING, False, "stop", False, "stop"),
     (Tier.CONTAINER, State.RUNNING, False, "wait", False, "wait"),
     (Tier.CONTAINER, State.RUNNING, True, "wait", True, "stop"),
@@ -187,8 +188,8 @@ async def test_uncordon_ends_a_drain_and_the_last_node_cannot_be_drained(
 def test_what_a_drain_does_with_each_kind(  # noqa: PLR0917 - the table's columns
     tier: Tier, state: State, volume: bool, mode: str, past: bool, action: str
 ) -> None:
-    """Containers (with volumes too) follow the mode; VMs stay under move (no live
-    migration yet);
+    """Containers (with volumes too) follow the mode; running VMs migrate live under
+    move, suspended ones stay;
     the deadline stops everything settled; provisioning waits to settle."""
 
     class Env:

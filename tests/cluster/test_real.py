@@ -16,22 +16,35 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 
 from genos.cluster.local import LocalCluster
+from genos.paths import acting_as
 from genos.runtime.images import ImageStore, Layer
+from genos.runtime.qemu.driver import QemuDriver
 from genos.spec import EnvironmentSpec, Lifetime, Persistence, PersistenceMode, dump
 from tests.gateway.helpers import run
+from tests.runtime.test_migrate import (
+    COUNTER,
+    MEMORY_MB,
+    check_lines,
+    count_lines,
+    guest,
+    qemu_processes,
+    started_at,
+    until_counted,
+)
 from tests.sandbox.probes import NOTHING, host_traces
 
 pytestmark = [pytest.mark.root, pytest.mark.runc, pytest.mark.postgres, pytest.mark.server]
 CACHE = Path(os.environ.get("GENOS_TEST_CACHE", "/var/cache/genos-test"))
 WAIT = 60.0
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +192,65 @@ def test_genos_node_drain_moves_a_desktop_to_the_other_node(
         assert client.post(f"/v1/nodes/{source}/uncordon").status_code == 200
         assert client.delete(f"/v1/environments/{env['id']}").json()["state"] == "terminated"
     until(lambda: traces(real, env["id"]) == NOTHING, 30)
+
+
+def _vms(real: LocalCluster, image_store: ImageStore, node: str) -> QemuDriver:
+    """A QEMU driver over ``node``'s roots, to reach its guests' agents from the test."""
+    with acting_as(node):
+        return QemuDriver(image_store, data_root=real.root / "nodes" / node)
+
+
+def _on(node: str, work: Awaitable[T]) -> T:
+    async def acting() -> T:
+        with acting_as(node):
+            return await work
+
+    return run(acting())
+
+
+def test_genos_node_drain_migrates_a_running_microvm_live(
+    real: LocalCluster, image_store: ImageStore
+) -> None:
+    """A microVM whose guest counts into a file every 0.1 s is drained to the other node
+    (`genos node drain --containers move`): afterwards the same process (pid and start
+    time) still counts there, the file has every earlier line, its display answers
+    through the replica, and nothing of it is left on the drained node."""
+    env_vars = {**os.environ, "GENOS_URL": real.replicas[0].url,
+                "GENOS_TOKEN": real.admin_token_file.read_text().strip()}  # fmt: skip
+    spec = {"name": "drain-vm", "tier": "microvm", "resources": {"memory_mb": MEMORY_MB}}
+    with api(real) as client:
+        env = client.post("/v1/environments", json={"spec": spec}).json()
+        env_id = env["id"]
+        ran = until(lambda: (s := state_of(client, env_id))["state"] == "running" and s, 900)
+        source = ran["node"]
+        other = "node2" if source == "node1" else "node1"
+        vms = {n: _vms(real, image_store, n) for n in (source, other)}
+        pid = _on(source, guest(vms[source], env_id, COUNTER)).strip()
+        _on(source, until_counted(vms[source], env_id, 5))
+        started = _on(source, started_at(vms[source], env_id, pid))
+        drained = subprocess.run(
+            [sys.executable, "-m", "genos", "node", "drain", source, "--containers", "move"],
+            env=env_vars, capture_output=True, text=True, timeout=900, check=False,
+        )  # fmt: skip
+        assert drained.returncode == 0, drained.stderr
+        assert f"{source} is drained" in drained.stdout
+        moved = state_of(client, env_id)
+        assert (moved["state"], moved["node"]) == ("running", other)
+        assert _on(other, started_at(vms[other], env_id, pid)) == started  # not restarted
+        lines = _on(other, count_lines(vms[other], env_id))
+        _on(other, until_counted(vms[other], env_id, lines))  # still counting
+        check_lines(_on(other, guest(vms[other], env_id, "cat /root/count")))  # no line lost
+        events = client.get(f"/v1/environments/{env_id}/events?follow=false").text
+        assert f"migrated live from {source} to {other}" in events
+        token = client.post(f"/v1/environments/{env_id}/display-token", json={}).json()
+        assert run(rfb_frame_size(str(client.base_url), env_id, token["token"]))[0] > 0
+        assert len(qemu_processes(env_id)) == 1
+        found = host_traces(env_id, real.root / "nodes" / source)
+        marks = (f"genos-{source}/", f"nodes/{source}/", f"genos-vm-{source}/")
+        assert [t for items in found.values() for t in items if any(m in t for m in marks)] == []
+        assert client.post(f"/v1/nodes/{source}/uncordon").status_code == 200
+        assert client.delete(f"/v1/environments/{env_id}").json()["state"] == "terminated"
+    until(lambda: traces(real, env_id) == NOTHING and not qemu_processes(env_id), 60)
 
 
 def test_a_killed_node_loses_its_desktop_the_replacement_runs_and_the_node_fences(

@@ -18,9 +18,12 @@ registry says each draining node holds:
   (the deadline still stops it). What lived only on the drained node
   does not move: an ephemeral home starts empty there, and a suspended
   container arrives stopped (``resume`` starts it).
-- VMs (``vm``, ``microvm``): live migration is not built yet; under ``wait``
-  and ``stop`` they are treated as containers are, under ``move`` they stay
-  with a warning.
+- VMs (``vm``, ``microvm``): under ``move`` a running one is migrated live
+  (:mod:`genos.cluster.migration`: the guest goes on where it was, after a
+  pause of a fraction of a second; a failed migration leaves it running on
+  the drained node and is not tried again in this drain); a suspended one
+  stays with a warning (moving it as a file is not built). Under ``wait``
+  and ``stop`` they are treated as containers are.
 - Past the deadline, whatever is still there is stopped, the reason says so.
 
 Each action is an event on the environment and a record in the audit log.
@@ -53,8 +56,9 @@ ACTOR = "drain"
 
 
 def plan_action(env: Environment, containers: str, past_deadline: bool) -> str:
-    """What a drain does with ``env`` now: ``settle`` (provisioning), ``wait``, ``move``,
-    ``stop``, or ``stay`` (it cannot be moved: a volume, or a VM)."""
+    """What a drain does with ``env`` now: ``settle`` (provisioning), ``wait``, ``move``
+    (a container), ``migrate`` (a running VM, live), ``stop``, or ``stay`` (a suspended
+    VM: not moved yet)."""
     if env.state is State.PROVISIONING:
         return "settle"
     if past_deadline:
@@ -62,11 +66,11 @@ def plan_action(env: Environment, containers: str, past_deadline: bool) -> str:
     if containers != "move":
         return containers
     if env.spec.tier in (Tier.VM, Tier.MICROVM):
-        return "stay"
+        return "migrate" if env.state is State.RUNNING else "stay"
     return "move"
 
 
-WHY_STAY = "live migration of VMs is not built yet: it stays until it ends"
+WHY_STAY = "a suspended VM does not move yet (resume it to have it migrated live)"
 
 
 def drain_record(containers: str, deadline_s: float | None, by: str) -> dict[str, Any]:
@@ -130,18 +134,20 @@ class Drainer:
         held = await engine.registry.list(states=HOLDING, host=node)
         for env in held:
             action = plan_action(env, str(drain.get("containers", "wait")), past)
-            if action == "move" and env.id in self._failed:
+            if action in ("move", "migrate") and env.id in self._failed:
                 continue  # it runs where it was; once is enough (the deadline still applies)
             try:
                 if action == "stop":
                     await self._stop(env, node, past)
                 elif action == "move":
                     await self._move(env, node)
+                elif action == "migrate":
+                    await self._migrate(env, node)
                 elif action == "stay":
                     await self._tell(env, "stay", EventType.WARNING,
                                      f"drain of {node}: {WHY_STAY}")  # fmt: skip
             except GenOSError as exc:
-                if action == "move":
+                if action in ("move", "migrate"):
                     self._failed.add(env.id)
                 await self._tell(env, f"error:{exc}", EventType.WARNING,
                                  f"drain of {node}: {action} failed: {exc}")  # fmt: skip
@@ -157,11 +163,8 @@ class Drainer:
     async def _move(self, env: Environment, node: str) -> None:
         plane = self.plane
         engine = plane.engine
-        plan, _ = await plane.placer.plan(engine.registry)
-        target = plan.place(env.cpus, env.memory_mb, frozenset({node}))
+        target = await self._target(env, node)
         if target is None:
-            await self._tell(env, "no-room", EventType.WARNING,
-                             f"drain of {node}: no other node has room for it yet")  # fmt: skip
             return
         running = env.state is State.RUNNING
         await engine.note(env.id, EventType.PROGRESS, f"drain of {node}: moving to {target}",
@@ -178,6 +181,35 @@ class Drainer:
             env.id, target, env.spec, env.owner, running=running), note)  # fmt: skip
         self._record("drain_move", env, node=node, to=target)
         log.warning("drain of %s: %s moved to %s", node, env.id, target)
+
+    async def _migrate(self, env: Environment, node: str) -> None:
+        plane = self.plane
+        engine = plane.engine
+        target = await self._target(env, node)
+        if target is None:
+            return
+        await engine.note(env.id, EventType.PROGRESS,
+                          f"drain of {node}: migrating live to {target}",
+                          {"from_host": node, "to_host": target})  # fmt: skip
+        cost: dict[str, int] = {}
+
+        async def move() -> None:
+            _source, moved = await plane.driver.migrate(env.id, target, env.spec, env.owner)
+            cost.update(total_ms=moved.total_ms, downtime_ms=moved.downtime_ms)
+
+        note = f"migrated live from {node} to {target} (drain)"
+        await engine.relocate(env.id, node, target, move, note)
+        self._record("drain_migrate", env, node=node, to=target, **cost)
+        log.warning("drain of %s: %s migrated live to %s %s", node, env.id, target, cost)
+
+    async def _target(self, env: Environment, node: str) -> str | None:
+        """Where placement puts ``env`` now, never ``node`` (None: nowhere yet, said once)."""
+        plan, _ = await self.plane.placer.plan(self.plane.engine.registry)
+        target = plan.place(env.cpus, env.memory_mb, frozenset({node}))
+        if target is None:
+            await self._tell(env, "no-room", EventType.WARNING,
+                             f"drain of {node}: no other node has room for it yet")  # fmt: skip
+        return target
 
     async def _tell(self, env: Environment, what: str, kind: EventType, message: str) -> None:
         if (env.id, what) in self._told:

@@ -28,7 +28,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from genos.cluster import migration
 from genos.cluster.etcd import Resync
+from genos.cluster.migration import Moved
 from genos.cluster.pki import Identity
 from genos.cluster.store import Assignment, ClusterStore, NodeInfo, Status, env_of, node_of
 from genos.errors import (
@@ -297,6 +299,38 @@ class ClusterDriver:
                 raise ExternalError(f"{env_id} stays on {source}: {exc}") from exc
         await self._place(Assignment(env_id, target, dump(spec), desired, 1, owner))
         return source
+
+    async def migrate(
+        self, env_id: str, target: str, spec: EnvironmentSpec, owner: str
+    ) -> tuple[str, Moved]:
+        """Move a running VM to ``target`` live (:mod:`genos.cluster.migration`); the
+        assignment follows by compare-and-swap once the target runs it. Its former
+        node's name and what the move cost.
+
+        Raises:
+            NotFoundError: no node has it.
+            CapabilityError: ``target`` is not a live node.
+            ExternalError: it did not move (it runs on its node as before), or the
+                target failed to take the assignment over.
+        """
+        if target not in self.nodes:
+            raise CapabilityError(f"{target} is not a live node")
+        source = await self._node_of(env_id)
+        if source not in self.nodes:
+            raise CapabilityError(f"{source} is not a live node")
+        try:
+            moved = await migration.migrate(env_id, dump(spec), _address(self.nodes[source].relay),
+                                            _address(self.nodes[target].relay),
+                                            self._context)  # fmt: skip
+        except migration.MigrationError as exc:
+            raise ExternalError(f"{env_id} stays on {source}: {exc}") from exc
+        wanted = Assignment(env_id, target, dump(spec), "running", 1, owner)
+        if not await self.store.move(wanted, source):
+            raise ExternalError(f"{env_id} was taken from {source} while it moved to {target}")
+        self.owners[env_id] = target
+        status = await self._wait(env_id, target, lambda s: _settled(s, 1))
+        _raise_failed(env_id, status)
+        return source, moved
 
     async def _place(self, wanted: Assignment) -> None:
         if not await self.store.assign(wanted):

@@ -27,17 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from genos.cluster import pki
 from genos.cluster.pki import Identity
 from genos.errors import GenOSError, InputError
 from genos.ids import is_env_id
-from genos.runtime.driver import Driver, endpoint
+from genos.runtime.driver import Driver, EnvState, endpoint
+from genos.spec import EnvironmentSpec
 
 if TYPE_CHECKING:
     from genos.runtime.volumes import VolumeStore
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("genos.node.relay")
 HELLO = b"GENOS-RELAY"
 VOLUME = b"GENOS-VOLUME"
+MIGRATE = b"GENOS-MIGRATE"
 CHUNK = 1 << 16
 PROTOCOLS = ("vnc", "spice", "rdp")
 LINE_LIMIT = 128
@@ -106,6 +109,9 @@ class Relay:
             if parts and parts[0] == VOLUME.decode():
                 await self._volume(parts, reader, writer)
                 return
+            if parts and parts[0] == MIGRATE.decode():
+                await self._migrate(parts, reader, writer)
+                return
             target = await self._hello(parts, writer)
             if target is None:
                 return
@@ -145,6 +151,52 @@ class Relay:
         except GenOSError as exc:
             writer.write(f"ERR {exc}\n".encode()[:300])
         await writer.drain()
+
+    async def _migrate(
+        self, parts: list[str], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """``GENOS-MIGRATE <verb> <env> ...``: this node's half of a VM's live migration
+        (see :func:`genos.cluster.migration.migrate`)."""
+        vms = _vm_driver(self.driver)
+        verb, rest = (parts[1], parts[2:]) if len(parts) > 2 else ("", [])
+        if vms is None or not rest or not is_env_id(rest[0]):
+            writer.write(b"ERR bad migration request (or no VMs on this node)\n")
+            return
+        env_id = rest[0]
+        try:
+            answer = await self._migrate_step(vms, verb, env_id, rest[1:], reader)
+        except GenOSError as exc:
+            answer = f"ERR {' '.join(str(exc).split())}"[:400]
+        except (ValueError, KeyError, TypeError) as exc:  # a body that is not what was asked
+            answer = f"ERR bad migration request: {type(exc).__name__}"
+        writer.write(answer.encode() + b"\n")
+        await writer.drain()
+
+    async def _migrate_step(
+        self, vms: Any, verb: str, env_id: str, args: list[str], reader: asyncio.StreamReader
+    ) -> str:
+        if verb == "FACTS" and not args:
+            return "OK " + json.dumps(vms.migration_source(env_id), separators=(",", ":"))
+        if verb == "PREPARE" and len(args) == 1 and args[0].isdigit() and int(args[0]) < 1 << 20:
+            body = json.loads(await reader.readexactly(int(args[0])))
+            spec = EnvironmentSpec.model_validate(body["spec"])
+            port = await vms.prepare_incoming(env_id, spec, body["source"], tls=self.identity,
+                                              listen_host=self.host)  # fmt: skip
+            return f"OK {port}"
+        if verb == "FINISH" and not args:
+            await vms.finish_incoming(env_id)
+            return "DONE"
+        if verb == "SEND" and len(args) == 2 and args[1].isdigit():
+            done = await vms.migrate_out(env_id, args[0], int(args[1]), tls=self.identity)
+            return f"DONE {done.total_ms} {done.downtime_ms} {done.ram_bytes}"
+        if verb == "ABORT" and not args:
+            await vms.abort_incoming(env_id)
+            return "DONE"
+        if verb == "RESUME" and not args:
+            if (await vms.inspect(env_id)).state is EnvState.SUSPENDED:
+                await vms.resume(env_id)
+            return "DONE"
+        raise InputError(f"bad migration request {verb[:20]!r}")
 
     async def _send_volume(
         self, store: VolumeStore, owner: str, name: str, writer: asyncio.StreamWriter
@@ -202,6 +254,14 @@ class Relay:
             writer.write(f"ERR {exc}\n".encode()[:200])
             return None
         return target if isinstance(target, Path) else None
+
+
+def _vm_driver(driver: Driver) -> Any | None:
+    """The driver of this node that migrates VMs (QEMU's), if there is one."""
+    for candidate in getattr(driver, "drivers", [driver]):
+        if hasattr(candidate, "prepare_incoming"):
+            return candidate
+    return None
 
 
 def _from_control_plane(writer: asyncio.StreamWriter) -> bool:
