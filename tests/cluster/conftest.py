@@ -39,6 +39,20 @@ WAIT = 30.0
 
 
 @pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    """asyncio only (what GenOS runs on)."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+async def one_loop() -> AsyncIterator[None]:
+    """One event loop for all of a module's tests (held while this fixture lives): gRPC's
+    asyncio poller (aetcd's channels) may call back into the loop a channel started on
+    after that loop closed, which fails whatever test runs then."""
+    yield  # noqa: PT022 - the loop is held until the module's tests are done
+
+
+@pytest.fixture(scope="module")
 def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     """Three etcd members on loopback for the module."""
     root = tmp_path_factory.mktemp("cluster")
@@ -199,8 +213,11 @@ def registry_url(postgres_server: str) -> Iterator[str]:
 
 
 @pytest.fixture
-async def cluster(etcd: EtcdCluster, tmp_path: Path, registry_url: str) -> AsyncIterator[Cluster]:
-    """A fresh cluster on the module's etcd (its keys wiped first) and a fresh registry."""
+async def cluster(
+    etcd: EtcdCluster, tmp_path: Path, registry_url: str, one_loop: None
+) -> AsyncIterator[Cluster]:
+    """A fresh cluster on the module's etcd (its keys wiped first) and a fresh registry,
+    on the module's one event loop."""
     wipe = EtcdClient(etcd.endpoints, pki.issue(etcd.pki_dir, "wipe", "control-plane",
                                                 ["127.0.0.1"]))  # fmt: skip
     async with asyncio.timeout(WAIT):  # etcd may still be electing after a member came back

@@ -13,7 +13,7 @@ from genos.cluster.etcdlocal import EtcdCluster
 from genos.cluster.store import Assignment, ClusterStore
 from genos.errors import ClusterUnavailableError
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("one_loop")]
 
 
 def client(etcd: EtcdCluster, name: str = "t-client") -> EtcdClient:
