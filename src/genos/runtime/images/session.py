@@ -9,6 +9,7 @@ and bind-mounts a host directory on :data:`DISPLAY_DIR`.
 
 from __future__ import annotations
 
+from genos.runtime.images.shell import shell_env
 from genos.runtime.images.steps import FileSpec, Step
 from genos.spec import EnvironmentSpec, Protocol
 
@@ -31,6 +32,8 @@ SESSION_SCRIPT = r"""#!/bin/sh
 #   GENOS_RESOLUTION   WIDTHxHEIGHT (1280x800)
 #   GENOS_WM           openbox | icewm | fluxbox | xfce
 #   GENOS_APPS         one shell command per line, started in order
+#   GENOS_APP_NAMES    their names, one per line (the shell's launchers)
+#   GENOS_SHELL        0: no panel or wallpaper (openbox only; default 1)
 #   GENOS_HEADLESS     1: no window manager and no apps, only a terminal
 #   GENOS_DISPLAY_DIR  where rfb.sock goes (/run/genos-display)
 #   GENOS_RFB_MODE     mode of rfb.sock (0600)
@@ -47,6 +50,9 @@ EOF
 
 if [ "${GENOS_SESSION_PART:-}" = apps ]; then  # openbox --startup: only the apps
     unset GENOS_SESSION_PART
+    if [ "${GENOS_SHELL:-1}" = 1 ] && command -v genos-shell >/dev/null 2>&1; then
+        genos-shell start &
+    fi
     start_apps
     exit 0
 fi
@@ -171,7 +177,10 @@ if [ "$headless" = 1 ]; then
 else
     case $wm in
         # openbox runs the apps itself (this script again) once it manages the screen.
-        openbox) GENOS_SESSION_PART=apps openbox --startup "$0" & ;;
+        openbox)
+            rc=/etc/genos/openbox/rc.xml
+            [ -f "$rc" ] && set -- --config-file "$rc"
+            GENOS_SESSION_PART=apps openbox "$@" --startup "$0" & ;;
         icewm) icewm-session & wm_ready; start_apps ;;
         fluxbox) fluxbox & wm_ready; start_apps ;;
         xfce) xfce4-session & wm_ready; start_apps ;;
@@ -223,7 +232,7 @@ def desktop_step() -> Step:
     """The session script, the unprivileged user and the display socket's mount point."""
     return Step(
         "genos-session",
-        1,
+        2,
         files=(FileSpec(SESSION_PATH, SESSION_SCRIPT, 0o755),),
         run=(
             f"getent passwd {USER_NAME} >/dev/null || useradd --uid {USER_UID}"
@@ -254,4 +263,5 @@ def session_env(spec: EnvironmentSpec) -> dict[str, str]:
         "GENOS_RDP": "1" if spec.display.protocol is Protocol.RDP else "0",
         "HOME": USER_HOME,
         "USER": USER_NAME,
+        **shell_env(spec),
     }
