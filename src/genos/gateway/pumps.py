@@ -124,7 +124,7 @@ class Pumps:
         if isinstance(msg, SetDesktopSize):
             if Encoding.EXTENDED_DESKTOP_SIZE not in self.state.enabled:
                 raise ProtocolError("client", "SetDesktopSize without ExtendedDesktopSize")
-            return self.grant.input_allowed
+            return self.grant.resize_allowed(msg.width, msg.height)
         return isinstance(msg, KeyEvent | PointerEvent) and self.grant.input_allowed
 
     async def _on_encodings(self, msg: SetEncodings) -> None:

@@ -1,0 +1,85 @@
+"""A real desktop in Debian's chromium: the shell's panel is on screen and the remote screen
+follows the browser window (noVNC resizeSession -> the gateway -> Xvnc's RandR)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from genos.runtime.images.shell import WALLPAPER_COLOUR
+from tests.web.conftest import DESKTOP, Server, User, shot
+from tests.web.test_browser import CANVAS_PIXELS, sign_in, until
+
+pytestmark = [pytest.mark.browser, pytest.mark.server, pytest.mark.root, pytest.mark.runc]
+
+SPEC = {"name": "shell-web", "display": {"max_resolution": {"width": 1600, "height": 1000}}}
+# The colours along one row of noVNC's canvas, y counted from the bottom.
+ROW_COLOURS = """(fromBottom) => {
+  const c = document.querySelector('[data-testid=desktop] canvas');
+  const d = c.getContext('2d').getImageData(0, c.height - fromBottom, c.width, 1).data;
+  const seen = new Set();
+  for (let i = 0; i < d.length; i += 4) seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+  return [...seen];
+}"""
+SCREEN_BOX = """() => {
+  const el = document.querySelector('[data-testid=desktop] .screen-host');
+  return [el.clientWidth, el.clientHeight];
+}"""
+
+
+def launch(server: Server, user: User) -> str:
+    """Create the plain desktop of SPEC through the API."""
+    with server.client(user.token) as api:
+        answer = api.post("/v1/environments", json={"spec": SPEC})
+        assert answer.status_code == 201, answer.text
+        env_id: str = answer.json()["id"]
+        return env_id
+
+
+def canvas_size(page: Any) -> tuple[int, int]:
+    pixels = page.evaluate(CANVAS_PIXELS)
+    return pixels["width"], pixels["height"]
+
+
+def test_panel_shows_and_the_screen_follows_the_window(
+    oci_server: Server, user_oci: User, open_page: Any
+) -> None:
+    """The panel is drawn at the bottom; resizing the window resizes the remote screen to fit,
+    and a window larger than display.max_resolution leaves the screen at its last size."""
+    env_id = launch(oci_server, user_oci)
+    page = open_page(**DESKTOP)
+    sign_in(page, oci_server, user_oci)
+    page.goto(f"{oci_server.url}/#/env/{env_id}")
+    expect(page.get_by_test_id("env-state")).to_have_text("running", timeout=300_000)
+    expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", "connected")
+    wallpaper = int(WALLPAPER_COLOUR.lstrip("#"), 16)
+    until(lambda: wallpaper in page.evaluate(ROW_COLOURS, 200), timeout=60, what="the wallpaper")
+    first = until(
+        lambda: (s := canvas_size(page)) == tuple(page.evaluate(SCREEN_BOX)) and s,
+        timeout=30,
+        what="the screen to fit the page",
+    )
+    panel = until(
+        lambda: wallpaper not in (row := page.evaluate(ROW_COLOURS, 3)) and row,
+        timeout=60,
+        what="the panel",
+    )
+    assert 0x101820 in panel
+    shot(page, "shell-desktop")
+
+    page.set_viewport_size({"width": 900, "height": 700})
+    second = until(
+        lambda: (s := canvas_size(page)) == tuple(page.evaluate(SCREEN_BOX)) and s,
+        timeout=30,
+        what="the screen to follow the smaller window",
+    )
+    assert second != first
+    assert second[0] <= 900
+    shot(page, "shell-desktop-resized")
+
+    page.set_viewport_size({"width": 1900, "height": 1200})  # past max_resolution 1600x1000
+    until(lambda: page.evaluate(SCREEN_BOX)[0] > 1600, what="the larger page")
+    page.wait_for_timeout(1500)  # noVNC debounces resizes by 500 ms; give a refusal time to show
+    assert canvas_size(page) == second
