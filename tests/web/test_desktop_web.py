@@ -3,6 +3,7 @@ follows the browser window (noVNC resizeSession -> the gateway -> Xvnc's RandR).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,3 +84,76 @@ def test_panel_shows_and_the_screen_follows_the_window(
     until(lambda: page.evaluate(SCREEN_BOX)[0] > 1600, what="the larger page")
     page.wait_for_timeout(1500)  # noVNC debounces resizes by 500 ms; give a refusal time to show
     assert canvas_size(page) == second
+
+
+def open_env(server: Server, user: User, open_page: Any, spec: dict[str, Any]) -> tuple[Any, str]:
+    """Create ``spec`` and open its desktop page, connected."""
+    with server.client(user.token) as api:
+        answer = api.post("/v1/environments", json={"spec": spec})
+        assert answer.status_code == 201, answer.text
+        env_id: str = answer.json()["id"]
+    page = open_page(**DESKTOP)
+    sign_in(page, server, user)
+    page.goto(f"{server.url}/#/env/{env_id}")
+    expect(page.get_by_test_id("env-state")).to_have_text("running", timeout=300_000)
+    expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", "connected")
+    return page, env_id
+
+
+def test_upload_and_download_within_the_policy(
+    oci_server: Server, user_oci: User, open_page: Any, tmp_path: Path
+) -> None:
+    """With file_transfer both, a picked file lands in ~/Uploads and a file the user puts in
+    ~/Downloads comes back through the picker, byte for byte."""
+    spec = {
+        "name": "files-web",
+        "apps": [{"name": "Terminal", "packages": ["xterm"], "command": "xterm -maximized"}],
+        "security": {"file_transfer": "both"},
+    }
+    page, env_id = open_env(oci_server, user_oci, open_page, spec)
+    until(lambda: page.evaluate(CANVAS_PIXELS)["drawn"] > 1000, timeout=120, what="the xterm")
+    source = tmp_path / "hello report.txt"
+    source.write_bytes(b"GenOS file transfer\n")
+    page.get_by_test_id("action-files").click()
+    page.get_by_test_id("upload-input").set_input_files(str(source))
+    row = page.locator('[data-testid=upload-list] li[data-name="hello report.txt"]')
+    expect(row).to_have_attribute("data-state", "stored")
+    pattern = f"envs/{env_id}/*/home/user/Uploads/hello report.txt"
+    landed = until(lambda: next(oci_server.data_dir.glob(pattern), None), what="the upload")
+    assert landed.read_bytes() == b"GenOS file transfer\n"
+
+    canvas = page.get_by_test_id("desktop").locator("canvas")
+    box = canvas.bounding_box()
+    canvas.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.4})
+    page.keyboard.type("mkdir -p ~/Downloads && cp ~/Uploads/hello* ~/Downloads/back.txt")
+    page.keyboard.press("Enter")
+    item = page.locator('[data-testid=download-item][data-name="back.txt"]')
+
+    def listed() -> bool:
+        page.get_by_test_id("downloads-refresh").click()
+        return item.count() == 1
+
+    until(listed, timeout=30, what="back.txt in the picker")
+    with page.expect_download() as info:
+        item.click()
+    saved = tmp_path / "back.txt"
+    info.value.save_as(saved)
+    assert info.value.suggested_filename == "back.txt"
+    assert saved.read_bytes() == b"GenOS file transfer\n"
+
+
+def test_transfers_against_the_policy_are_refused(
+    oci_server: Server, user_oci: User, open_page: Any, tmp_path: Path
+) -> None:
+    """With file_transfer none, the picker says downloads are refused and an upload fails."""
+    page, env_id = open_env(
+        oci_server, user_oci, open_page, {"name": "nofiles", "security": {"file_transfer": "none"}}
+    )
+    page.get_by_test_id("action-files").click()
+    expect(page.get_by_test_id("downloads-refused")).to_contain_text("file_transfer is 'none'")
+    source = tmp_path / "x.txt"
+    source.write_bytes(b"x")
+    page.get_by_test_id("upload-input").set_input_files(str(source))
+    row = page.locator('[data-testid=upload-list] li[data-name="x.txt"]')
+    expect(row).to_have_attribute("data-state", "refused")
+    assert list(oci_server.data_dir.glob(f"envs/{env_id}/*/home/user/Uploads")) == []

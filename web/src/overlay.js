@@ -1,11 +1,12 @@
 // The bars around the desktop: environment and connection state, live viewer
-// figures, and the actions (keyboard, input mode, clipboard, Ctrl-Alt-Del,
+// figures, and the actions (keyboard, input mode, clipboard, files, Ctrl-Alt-Del,
 // screenshot, fullscreen, share, suspend, resume, terminate). A SPICE desktop
 // (spice.js) gets Ctrl-Alt-Del, screenshot, fullscreen, reconnect and the
 // lifecycle actions, and says why it has no share link.
 
 import { describeError, routes } from './api.js';
 import { flash, h, replace } from './dom.js';
+import { acceptDrops, filesPanel } from './files.js';
 import { ScreenKeyboard } from './keyboard.js';
 
 const MODE_KEY = 'genos.inputMode';
@@ -147,11 +148,13 @@ export function createOverlay(desktop, { envId, viewOnly, spice = false, onActio
     tools = [button('keyboard', 'Keyboard', () => keyboard.toggle(), 'On-screen keyboard', 'touch-only'),
       modeButton(),
       button('clipboard', 'Clipboard', () => togglePanel('clipboard', clipboardPanel)),
+      button('files', 'Files', () => togglePanel('files', () => filesPanel(envId)), 'Upload and download files'),
       button('cad', 'Ctrl-Alt-Del', () => desktop.rfb?.sendCtrlAltDel()),
       ...common(),
       button('share', 'Share', () => togglePanel('share', sharePanel)),
       ...lifecycle()];
   }
+  if (!viewOnly && !spice && desktop.container) acceptDrops(desktop.container, envId);
   const bottom = h('div', { class: 'desk-bottom overlay-ui' },
     keyboard?.keys, panel, keyboard?.input, h('div', { class: 'tools', testid: 'overlay-tools' }, tools));
 

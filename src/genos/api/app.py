@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import ModuleType
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -19,6 +20,7 @@ from genos.api import (
     errors,
     metrics,
     routes_account,
+    routes_desktop,
     routes_envs,
     routes_nodes,
     routes_pools,
@@ -73,14 +75,15 @@ def create_app(
     )
     app.state.service = service
     errors.install(app)
-    modules = (
+    modules: tuple[ModuleType, ...] = (
         (metrics, display)
         if gateway_only
         else (routes_account, routes_envs, routes_pools, routes_nodes, metrics, display)
     )
+    modules += () if gateway_only else (routes_desktop,)
     for module in modules:
         app.include_router(module.router)
-    app.add_middleware(errors.BodyLimit)
+    app.add_middleware(errors.BodyLimit, exempt=routes_desktop.is_upload)
     app.add_middleware(SecurityHeaders)
     if not gateway_only:
         _mount_web(app, web_dir or DEFAULT_WEB)
