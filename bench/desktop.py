@@ -6,7 +6,8 @@ with the shell (``genos-shell``: tint2, the wallpaper) and once without it
 alternation. For each, after the desktop has settled: the cgroup's memory
 (``memory.current``, what the environment is charged) and the sum of the
 proportional set sizes of its processes (``/proc/*/smaps_rollup``), plus the
-shell's own processes. Everything started is destroyed at the end.
+shell's own processes and the idle sound server's (pulseaudio, socat). Everything
+started is destroyed at the end.
 
 Needs root, runc and the warm test image store.
 Run: .venv/bin/python bench/desktop.py [--rounds 2] [--settle 8]
@@ -37,6 +38,7 @@ PSS = (
     " k=$(awk '/^Pss:/ {print $2}' $p/smaps_rollup 2>/dev/null); echo \"$c ${k:-0}\"; done"
 )
 SHELL_PROCS = {"tint2", "genos-shell", "hsetroot"}
+SOUND_PROCS = {"pulseaudio", "socat"}
 
 
 def measure(shell: bool, settle: float, data: Path) -> dict[str, float]:
@@ -57,11 +59,13 @@ def measure(shell: bool, settle: float, data: Path) -> dict[str, float]:
             pss = {name: int(kib) for name, kib in (r for r in rows if len(r) == 2)}
             total = sum(int(r[1]) for r in rows if len(r) == 2)
             own = sum(int(r[1]) for r in rows if len(r) == 2 and r[0] in SHELL_PROCS)
+            sound = sum(int(r[1]) for r in rows if len(r) == 2 and r[0] in SOUND_PROCS)
             return {
                 "cgroup": (usage.memory_bytes if usage else 0) / 2**20,
                 "pss": total / 1024,
                 "shell": own / 1024,
                 "xvnc": pss.get("Xvnc", 0) / 1024,
+                "sound": sound / 1024,
             }
     finally:
         provision.session_env = real_env  # type: ignore[assignment]
@@ -82,9 +86,10 @@ def main() -> None:
     finally:
         shutil.rmtree(data, ignore_errors=True)
     print(
-        "| desktop | cgroup memory MiB | PSS of all processes MiB | Xvnc PSS MiB | shell PSS MiB |"
+        "| desktop | cgroup memory MiB | PSS of all processes MiB | Xvnc PSS MiB"
+        " | shell PSS MiB | sound server PSS MiB |"
     )
-    print("| --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for shell in (False, True):
         rows = results[shell]
 
@@ -92,7 +97,8 @@ def main() -> None:
             return f"{statistics.median(r[key] for r in rows):.1f}"
 
         label = "openbox + shell" if shell else "openbox only"
-        print(f"| {label} | {med('cgroup')} | {med('pss')} | {med('xvnc')} | {med('shell')} |")
+        figures = " | ".join(med(k) for k in ("cgroup", "pss", "xvnc", "shell", "sound"))
+        print(f"| {label} | {figures} |")
     add = {
         k: statistics.median(r[k] for r in results[True])
         - statistics.median(r[k] for r in results[False])

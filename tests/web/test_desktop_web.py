@@ -157,3 +157,40 @@ def test_transfers_against_the_policy_are_refused(
     row = page.locator('[data-testid=upload-list] li[data-name="x.txt"]')
     expect(row).to_have_attribute("data-state", "refused")
     assert list(oci_server.data_dir.glob(f"envs/{env_id}/*/home/user/Uploads")) == []
+
+
+# A square wave of about 900 Hz (u8 samples at 8 kHz) into the environment's sound server.
+TONE = (
+    "yes $(printf '\\100\\100\\100\\100\\300\\300\\300\\300')"
+    " | pacat --raw --format=u8 --rate=8000 --channels=1 &"
+)
+LEVEL = "() => window.genosSound ? window.genosSound.level() : -1"
+
+
+def test_a_tone_in_the_environment_plays_in_the_page_and_mutes(
+    oci_server: Server, user_oci: User, open_page: Any
+) -> None:
+    """Silence until a tone plays in the environment; then the page's audio graph carries
+    non-silent Opus-decoded sound; the Sound button mutes the output."""
+    spec = {
+        "name": "sound-web",
+        "apps": [{"name": "Terminal", "packages": ["xterm"], "command": "xterm -maximized"}],
+    }
+    page, _env_id = open_env(oci_server, user_oci, open_page, spec)
+    until(lambda: page.evaluate(CANVAS_PIXELS)["drawn"] > 1000, timeout=120, what="the xterm")
+    canvas = page.get_by_test_id("desktop").locator("canvas")
+    box = canvas.bounding_box()
+    canvas.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.4})  # a gesture too
+    until(lambda: page.evaluate("() => window.genosSound?.ctx?.state") == "running", what="audio")
+    quiet = max(page.evaluate(LEVEL) for _ in range(5))
+    assert 0 <= quiet < 0.001
+    page.keyboard.type(TONE)
+    page.keyboard.press("Enter")
+    loud = until(lambda: (v := page.evaluate(LEVEL)) > 0.02 and v, timeout=30, what="the tone")
+    until(lambda: page.evaluate("() => window.genosSound.packets") > 25, what="half a second")
+    assert page.evaluate(LEVEL) > 0.02
+    shot(page, "sound-playing")
+    page.get_by_test_id("action-sound").click()
+    expect(page.get_by_test_id("action-sound")).to_have_text("Sound: off")
+    assert page.evaluate("() => window.genosSound.gain.gain.value") == 0
+    assert loud > quiet

@@ -1,5 +1,5 @@
 // The bars around the desktop: environment and connection state, live viewer
-// figures, and the actions (keyboard, input mode, clipboard, files, Ctrl-Alt-Del,
+// figures, and the actions (keyboard, input mode, clipboard, sound, files, Ctrl-Alt-Del,
 // screenshot, fullscreen, share, suspend, resume, terminate). A SPICE desktop
 // (spice.js) gets Ctrl-Alt-Del, screenshot, fullscreen, reconnect and the
 // lifecycle actions, and says why it has no share link.
@@ -8,6 +8,7 @@ import { describeError, routes } from './api.js';
 import { flash, h, replace } from './dom.js';
 import { acceptDrops, filesPanel } from './files.js';
 import { ScreenKeyboard } from './keyboard.js';
+import { SoundChannel } from './sound.js';
 
 const MODE_KEY = 'genos.inputMode';
 // Share links are view-only, and SPICE is carried unparsed (input cannot be
@@ -63,6 +64,20 @@ export function createOverlay(desktop, { envId, viewOnly, spice = false, onActio
     } finally {
       b.disabled = false;
     }
+  };
+
+  // Sound (RFB desktops with control): its own WebSocket on a fresh display token.
+  const sound = viewOnly || spice || !desktop.getPath ? null
+    : new SoundChannel(async () => (await desktop.getPath()).replace('/display?', '/audio?'));
+  if (sound) window.genosSound = sound;
+  desktop.addEventListener('status', (ev) => {
+    if (ev.detail.state === 'connected') sound?.start();
+    if (ev.detail.state === 'disconnected') sound?.stop();
+  });
+  const toggleSound = () => {
+    sound.setMuted(!sound.muted);
+    buttons.sound.textContent = sound.muted ? 'Sound: off' : 'Sound: on';
+    buttons.sound.dataset.muted = String(sound.muted);
   };
 
   desktop.addEventListener('status', (ev) => {
@@ -148,6 +163,7 @@ export function createOverlay(desktop, { envId, viewOnly, spice = false, onActio
     tools = [button('keyboard', 'Keyboard', () => keyboard.toggle(), 'On-screen keyboard', 'touch-only'),
       modeButton(),
       button('clipboard', 'Clipboard', () => togglePanel('clipboard', clipboardPanel)),
+      sound?.supported ? button('sound', 'Sound: on', toggleSound, 'Mute or unmute the desktop') : null,
       button('files', 'Files', () => togglePanel('files', () => filesPanel(envId)), 'Upload and download files'),
       button('cad', 'Ctrl-Alt-Del', () => desktop.rfb?.sendCtrlAltDel()),
       ...common(),

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genos import __version__
 from genos.api import (
+    audio,
     display,
     errors,
     metrics,
@@ -80,7 +81,7 @@ def create_app(
         if gateway_only
         else (routes_account, routes_envs, routes_pools, routes_nodes, metrics, display)
     )
-    modules += () if gateway_only else (routes_desktop,)
+    modules += (audio,) if gateway_only else (routes_desktop, audio)
     for module in modules:
         app.include_router(module.router)
     app.add_middleware(errors.BodyLimit, exempt=routes_desktop.is_upload)

@@ -47,6 +47,15 @@ WM_PACKAGES: dict[WindowManager, tuple[str, ...]] = {
     WindowManager.XFCE: ("xfce4",),
 }
 RDP_PACKAGES = ("xrdp",)
+# Sound out: a sound server, its recorder, an Opus encoder (GStreamer's, in
+# plugins-base with the Ogg muxer) and the socket's listener.
+SOUND_PACKAGES = (
+    "gstreamer1.0-plugins-base",
+    "gstreamer1.0-tools",
+    "pulseaudio",
+    "pulseaudio-utils",
+    "socat",
+)
 
 
 @dataclass(frozen=True)
@@ -123,7 +132,7 @@ def desktop_recipe(base: LayerRecipe, spec: EnvironmentSpec) -> LayerRecipe:
         The desktop recipe.
     """
     wm = spec.display.window_manager
-    packages = DESKTOP_PACKAGES + WM_PACKAGES[wm] + SHELL_PACKAGES.get(wm, ())
+    packages = DESKTOP_PACKAGES + WM_PACKAGES[wm] + SHELL_PACKAGES.get(wm, ()) + SOUND_PACKAGES
     if spec.display.protocol is Protocol.RDP:
         packages += RDP_PACKAGES
     steps = (desktop_step(),) + ((shell_step(),) if wm in SHELL_PACKAGES else ())
