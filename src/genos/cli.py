@@ -260,6 +260,16 @@ def audit_verify() -> None:
     raise typer.Exit(1 if broken else 0)
 
 
+@app.command("mcp")
+def mcp_cmd() -> None:
+    """Speak the Model Context Protocol on stdin/stdout (for agents; GENOS_URL, GENOS_TOKEN)."""
+    from genos.client import Client  # noqa: PLC0415
+    from genos.mcpserver import serve_stdio  # noqa: PLC0415 - the MCP SDK only for this command
+
+    with Client(timeout=60) as client:
+        serve_stdio(client)
+
+
 @app.callback(invoke_without_command=True)
 def _root(
     version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,

@@ -70,6 +70,26 @@ def status(
         out.print(f"node {node['name']} {node['state']} (pid {node['pid']})")
 
 
+@cluster_app.command("cert")
+def cert(
+    name: Annotated[str, typer.Argument(help="The member's name (a node's or replica's).")],
+    role: Annotated[str, typer.Option(help="etcd, control-plane or node.")],
+    pki: Annotated[Path, typer.Option(help="The cluster's PKI directory (CA made if missing).")],
+    host: Annotated[list[str], typer.Option(help="An address or DNS name it serves on (repeat).")],
+) -> None:
+    """Issue NAME's certificate from the cluster's CA: <pki>/NAME.pem, NAME.key, ca.pem
+    (and, for a control plane, the replicas' shared display-token key gateway.key)."""
+    from genos.cluster import pki as pki_mod  # noqa: PLC0415
+
+    identity = pki_mod.issue(pki, name, role, host)
+    out.print(f"{identity.cert} {identity.key} (CA {identity.ca})")
+    if role == "control-plane":
+        from genos.gateway.tokens import load_or_create_key  # noqa: PLC0415
+
+        load_or_create_key(pki / "gateway.key")  # one display-token key for every replica
+        out.print(f"{pki / 'gateway.key'}: the display-token key every replica shares")
+
+
 @cluster_app.command("down")
 def down(root: Root = None) -> None:
     """End every environment, stop every process of the cluster, remove its directory."""

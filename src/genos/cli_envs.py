@@ -96,8 +96,18 @@ def serve(  # noqa: PLR0917 - Typer parameters
             help="Also listen for native VNC viewers here (a token line first).", min=1, max=65535
         ),
     ] = None,
-    tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate for --vnc-port.")] = None,
-    tls_key: Annotated[Path | None, typer.Option(help="TLS key for --vnc-port.")] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="PEM certificate (chain): serve HTTPS and WSS (and TLS on --vnc-port)."),
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A reverse proxy (address or network) whose X-Forwarded-For is believed; "
+            "repeat for more."
+        ),
+    ] = None,
     etcd: Annotated[
         str | None,
         typer.Option(help="A cluster's etcd members (https://host:port,...): be a replica of it."),
@@ -113,11 +123,14 @@ def serve(  # noqa: PLR0917 - Typer parameters
     ] = "spread",
 ) -> None:
     """Run the API, the gateway's WebSocket path and the web client (first start: admin token)."""
-    from genos.api.serve import ClusterConfig, ServeConfig, run  # noqa: PLC0415 - server only
+    from genos.api.proxy import networks  # noqa: PLC0415 - server only
+    from genos.api.serve import ClusterConfig, ServeConfig, run  # noqa: PLC0415
     from genos.orchestrator.capacity import Capacity  # noqa: PLC0415
 
     if driver not in {"oci", "fake"}:
         raise InputError(f"--driver must be oci or fake, got {driver!r}")
+    proxies = tuple(trusted_proxy or ())
+    networks(proxies)  # a bad address is refused here, in one line
     if node is not None:
         os.environ["GENOS_NODE"] = node
         node_name()  # a bad name is refused here, in one line
@@ -145,6 +158,7 @@ def serve(  # noqa: PLR0917 - Typer parameters
         vnc_port=vnc_port,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        trusted_proxies=proxies,
         cluster=_cluster(etcd, pki, replica, placement, ClusterConfig),
     )
     run(config)
@@ -189,8 +203,10 @@ def gateway(  # noqa: PLR0917 - Typer parameters
     vnc_port: Annotated[
         int | None, typer.Option(help="Native VNC viewers (token line first).", min=1, max=65535)
     ] = None,
-    tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate for --vnc-port.")] = None,
-    tls_key: Annotated[Path | None, typer.Option(help="TLS key for --vnc-port.")] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate: HTTPS/WSS (and TLS on --vnc-port).")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
     driver: Annotated[str, typer.Option(help="Runtime: oci (real) or fake.")] = "oci",
     images_dir: Annotated[
         Path | None, typer.Option(help="The image layer store (default: <data dir>/images).")

@@ -1,12 +1,14 @@
 """``genos node``: run this host as a node of a cluster, and see or cordon the nodes.
 
 ``run`` is the process on every host (:mod:`genos.node.run`); ``ls``,
-``cordon`` and ``uncordon`` ask the control plane (``GENOS_URL``).
+``cordon``, ``drain`` and ``uncordon`` ask the control plane (``GENOS_URL``).
 """
 
 from __future__ import annotations
 
 import json
+import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -92,6 +94,71 @@ def cordon(
     with Client() as client:
         client.call("POST", f"/v1/nodes/{name}/cordon", {"reason": reason})
     out.print(f"{name} cordoned")
+
+
+def _seconds(text: str) -> float:
+    found = re.fullmatch(r"(\d+)([smhd]?)", text.strip())
+    if not found or int(found.group(1)) == 0:
+        raise InputError(f"not a duration: {text!r} (use e.g. 90s, 30m, 2h)")
+    return int(found.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[found.group(2)]
+
+
+def _drain_line(status: dict[str, Any], total: int) -> str:
+    left = status["remaining"]
+    kinds: dict[str, int] = {}
+    for env in left:
+        kinds[env["action"]] = kinds.get(env["action"], 0) + 1
+    what = ", ".join(f"{n} {action}" for action, n in sorted(kinds.items()))
+    return f"{status['node']}: {total - len(left)}/{total} gone" + (
+        f" ({what} left)" if what else ""
+    )
+
+
+@node_app.command("drain")
+def drain(  # noqa: PLR0917 - Typer parameters
+    name: Annotated[str, typer.Argument(help="The node.")],
+    containers: Annotated[
+        str, typer.Option(help="wait (until their TTL or removal), move, or stop.")
+    ] = "wait",
+    deadline: Annotated[
+        str | None, typer.Option(help="After this (90s, 30m, 2h) what is left is stopped.")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why (shown in `genos node ls`).")] = "",
+    wait: Annotated[bool, typer.Option(help="Follow it until the node is empty.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cordon NAME and empty it: move, stop or wait for its environments (uncordon ends it)."""
+    import time  # noqa: PLC0415
+
+    from genos.client import Client  # noqa: PLC0415
+
+    if containers not in ("wait", "move", "stop"):
+        raise InputError(f"--containers must be wait, move or stop, not {containers!r}")
+    body: dict[str, Any] = {"containers": containers, "reason": reason}
+    if deadline is not None:
+        body["deadline_s"] = _seconds(deadline)
+    with Client() as client:
+        status = client.call("POST", f"/v1/nodes/{name}/drain", body)
+        total, said = len(status["remaining"]), ""
+        while wait and status["remaining"]:
+            line = _drain_line(status, total)
+            if line != said and not as_json:
+                print(line, file=sys.stderr, flush=True)
+                said = line
+            actions = {env["action"] for env in status["remaining"]}
+            if status["deadline"] is None and actions <= {"wait", "stay"}:
+                break  # only their owners or their TTLs end them now
+            time.sleep(0.5)
+            status = client.call("GET", f"/v1/nodes/{name}/drain")
+    if as_json:
+        print(json.dumps(status, indent=2))
+        return
+    out.print(_drain_line(status, total))
+    if status["remaining"]:
+        out.print(f"{name} is draining: what is left ends with its TTL or removal "
+                  f"(`genos node uncordon {name}` ends the drain)")  # fmt: skip
+    else:
+        out.print(f"{name} is drained (cordoned until `genos node uncordon {name}`)")
 
 
 @node_app.command("uncordon")

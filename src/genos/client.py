@@ -3,9 +3,11 @@
 Configuration by environment, all optional: ``GENOS_URL`` (default
 ``http://127.0.0.1:8731``), ``GENOS_TOKEN`` (default: the admin token that
 ``genos serve`` keeps in ``<GENOS_DATA_DIR>/api/admin.token``, readable by
-root only). Every failure is a :class:`~genos.errors.GenOSError`: the
-server's own ``{"error": {"code", "message"}}`` becomes a
-:class:`~genos.errors.RemoteError` (an input one for 400/413/422).
+root only), ``GENOS_CA`` (a PEM file of CA certificates trusted for an
+``https://`` server besides the system's, e.g. a private CA). Every failure
+is a :class:`~genos.errors.GenOSError`: the server's own ``{"error": {"code",
+"message"}}`` becomes a :class:`~genos.errors.RemoteError` (an input one for
+400/413/422).
 
 It speaks HTTP/1.1 through the standard library's :mod:`http.client`, over
 one kept-alive connection for calls plus one per open event stream: a CLI
@@ -64,6 +66,25 @@ def local_token() -> str:
         raise InputError(
             f"no API token: set GENOS_TOKEN (or run as root beside genos serve; {path} unreadable)"
         ) from exc
+
+
+def tls_context() -> ssl.SSLContext:
+    """What HTTPS and WSS connections verify the server against: the system's CAs and ``GENOS_CA``.
+
+    Raises:
+        InputError: ``GENOS_CA`` is set but unreadable or holds no certificate.
+    """
+    import ssl  # noqa: PLC0415 - only for https://
+
+    context = ssl.create_default_context()
+    ca = os.environ.get("GENOS_CA", "").strip()
+    if ca:
+        try:
+            context.load_verify_locations(cafile=ca)
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+            raise InputError(f"GENOS_CA: cannot use {ca} as CA certificates: {reason}") from exc
+    return context
 
 
 class Client:
@@ -131,6 +152,18 @@ class Client:
             RemoteError: the server answered with an error.
             ExternalError: the server could not be reached or did not answer in time.
         """
+        status, data, _headers = self.fetch(method, path, body, timeout=timeout, **params)
+        return decode(status, data)
+
+    def fetch(
+        self, method: str, path: str, body: Any = None, *, timeout: float | None = None,
+        **params: Any,
+    ) -> tuple[int, bytes, dict[str, str]]:  # fmt: skip
+        """One call, undecoded: status, body bytes and headers (lower-case names).
+
+        Raises:
+            ExternalError: the server could not be reached or did not answer in time.
+        """
         target = self._target(path, params)
         headers = dict(self._headers)
         payload = None
@@ -144,6 +177,7 @@ class Client:
                 conn.request(method, target, body=payload, headers=headers)
                 response = conn.getresponse()
                 status, data = response.status, response.read()
+                answer = {k.lower(): v for k, v in response.getheaders()}
             except _transport_errors() as exc:
                 conn.close()
                 raise ExternalError(
@@ -152,7 +186,7 @@ class Client:
             except BaseException:  # Ctrl-C mid-call: the connection is mid-exchange
                 conn.close()
                 raise
-        return decode(status, data)
+        return status, data, answer
 
     def events(
         self, env_id: str, after: int = 0, *, follow: bool = True, timeout: float | None = None
@@ -205,11 +239,14 @@ class Client:
 
         if not self._https:
             return HTTPConnection(self._host, self._port, timeout=timeout)
-        if self._tls is None:
-            import ssl  # noqa: PLC0415
+        return HTTPSConnection(self._host, self._port, timeout=timeout, context=self.tls)
 
-            self._tls = ssl.create_default_context()
-        return HTTPSConnection(self._host, self._port, timeout=timeout, context=self._tls)
+    @property
+    def tls(self) -> ssl.SSLContext:
+        """The TLS context for this server (:func:`tls_context`, made once)."""
+        if self._tls is None:
+            self._tls = tls_context()
+        return self._tls
 
     def _kept_alive(self, timeout: float) -> HTTPConnection:
         """The shared connection with ``timeout``, reopened if the server closed it while idle."""
@@ -339,4 +376,6 @@ def _readable(sock: socket.socket) -> bool:
 def _reason(exc: Exception, timeout: float) -> str:
     if isinstance(exc, TimeoutError):
         return f"no answer in {timeout:g}s"
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return f"{exc} (a private CA? set GENOS_CA to its PEM file)"
     return str(exc) or type(exc).__name__

@@ -59,8 +59,10 @@ async def _bridge(  # noqa: PLR0917 - one viewer connection and what it is for
         path = grant["websocket"]
         if protocol != "vnc":  # the same token opens the protocol's own route
             path = path.replace("/display?", f"/{protocol}?", 1)
-        async with connect(ws_url(client.url, path), subprotocols=["binary"],  # type: ignore[list-item]
-                           max_size=None, compression=None) as ws:  # fmt: skip
+        url = ws_url(client.url, path)
+        tls = client.tls if url.startswith("wss://") else None
+        async with connect(url, subprotocols=["binary"],  # type: ignore[list-item]
+                           max_size=None, compression=None, ssl=tls) as ws:  # fmt: skip
             tasks = [
                 asyncio.create_task(_pump_in(reader, ws)),
                 asyncio.create_task(_pump_out(ws, writer)),

@@ -21,6 +21,7 @@ into a one-line message and an exit code, the API into a 4xx/5xx JSON body.
     │   └── ClusterUnavailableError outside cluster_unavailable  etcd unreachable or without quorum
     ├── ClosedError             genos    closed        used after aclose()
     ├── ConflictError           user     conflict      a request id reused with a different spec
+    │   └── LeaseHeldError      user     lease_held    another has the keyboard and mouse
     ├── QuotaError              user     quota         over a per-user quota (count, cpus, memory)
     ├── CapacityError           host     capacity      more than this host could ever give
     ├── WaitTimeoutError        outside  timeout       a wait for a state ran out of time
@@ -157,6 +158,16 @@ class ConflictError(GenOSError):
 
     code = "conflict"
     fault: ClassVar[Fault] = "user"
+
+
+class LeaseHeldError(ConflictError):
+    """Someone else holds an environment's input lease; ``holder`` says who (``kind``, ``name``)."""
+
+    code = "lease_held"
+
+    def __init__(self, message: str, holder: dict[str, str]) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 class QuotaError(GenOSError):

@@ -30,6 +30,7 @@ from genos.node.agent import NodeAgent
 from genos.node.local import DemoDriver
 from genos.node.relay import Relay
 from genos.orchestrator import Capacity, Engine, Registry, State, User
+from genos.runtime.volumes import VolumeStore
 from tests.databases import create_database, drop_database
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
@@ -100,7 +101,7 @@ class Cluster:
         """Start node ``name`` (again on the same host, if it ran before) and wait until ready."""
         identity = pki.issue(self.pki, name, "node", ["127.0.0.1"])
         driver = self.keep.pop(name, None) or DemoDriver(self.root / name)
-        relay = Relay(driver, identity, "127.0.0.1", 0)
+        relay = Relay(driver, identity, "127.0.0.1", 0, VolumeStore(self.root / name / "volumes"))
         await relay.start()
         client = EtcdClient(self.etcd.endpoints, identity)
         agent = NodeAgent(name, ClusterStore(client), driver, capacity, f"127.0.0.1:{relay.port}")

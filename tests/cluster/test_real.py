@@ -12,6 +12,8 @@ import concurrent.futures
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ import pytest
 
 from genos.cluster.local import LocalCluster
 from genos.runtime.images import ImageStore, Layer
-from genos.spec import EnvironmentSpec, Lifetime, dump
+from genos.spec import EnvironmentSpec, Lifetime, Persistence, PersistenceMode, dump
 from tests.gateway.helpers import run
 from tests.sandbox.probes import NOTHING, host_traces
 
@@ -129,6 +131,53 @@ def test_a_desktop_runs_on_a_node_and_streams_through_any_replica(
             size = run(rfb_frame_size(str(client.base_url), env["id"], token["token"]))
             assert size == (1280, 800)
         assert second.delete(f"/v1/environments/{env['id']}").json()["state"] == "terminated"
+    until(lambda: traces(real, env["id"]) == NOTHING, 30)
+
+
+def test_genos_node_drain_moves_a_desktop_to_the_other_node(
+    real: LocalCluster, desktop_spec: EnvironmentSpec
+) -> None:
+    """`genos node drain NODE --containers move` on the CLI: the desktop runs on the other
+    node with the same id and streams from there, its volume with it (a file written on
+    the first node is in the second's copy, the first keeps none); nothing of it stays on
+    the drained node; the drained node takes no new work until uncordoned."""
+    env_vars = {**os.environ, "GENOS_URL": real.replicas[0].url,
+                "GENOS_TOKEN": real.admin_token_file.read_text().strip()}  # fmt: skip
+    persistence = Persistence(mode=PersistenceMode.VOLUME, volume="carried")
+    spec = desktop_spec.model_copy(update={"persistence": persistence})
+    with api(real) as client:
+        env = client.post("/v1/environments", json={"spec": dump(spec)}).json()
+        ran = until(lambda: (s := state_of(client, env["id"]))["state"] == "running" and s)
+        source = ran["node"]
+        other = "node2" if source == "node1" else "node1"
+        volumes = {n: real.root / "nodes" / n / "volumes" / env["owner"] / "carried"
+                   for n in (source, other)}  # fmt: skip
+        (volumes[source] / "data" / "note.txt").write_text("from the first node")
+        drained = subprocess.run(
+            [sys.executable, "-m", "genos", "node", "drain", source, "--containers", "move"],
+            env=env_vars, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert drained.returncode == 0, drained.stderr
+        assert f"{source} is drained" in drained.stdout
+        moved = state_of(client, env["id"])
+        assert (moved["state"], moved["node"]) == ("running", other)
+        assert (volumes[other] / "data" / "note.txt").read_text() == "from the first node"
+        assert not volumes[source].exists()
+        assert Path(f"/run/genos-{other}", env["id"]).is_dir()
+        token = client.post(f"/v1/environments/{env['id']}/display-token", json={}).json()
+        assert run(rfb_frame_size(str(client.base_url), env["id"], token["token"])) == (1280, 800)
+        found = host_traces(env["id"], real.root / "nodes" / source)
+        marks = (f"genos-{source}/", f"nodes/{source}/")
+        on_source = [t for items in found.values() for t in items if any(m in t for m in marks)]
+        assert on_source == []
+        assert any(f"genos-{other}/" in t for t in found["containers"])  # where it runs now
+        nodes = {n["name"]: n["state"] for n in client.get("/v1/nodes").json()}
+        assert nodes == {source: "drained", other: "ready"}
+        refused = client.post(f"/v1/nodes/{other}/drain", json={"containers": "move"})
+        assert refused.status_code == 409, refused.text
+        assert "last node" in refused.json()["error"]["message"]
+        assert client.post(f"/v1/nodes/{source}/uncordon").status_code == 200
+        assert client.delete(f"/v1/environments/{env['id']}").json()["state"] == "terminated"
     until(lambda: traces(real, env["id"]) == NOTHING, 30)
 
 

@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import Engine, inspect, text
 
 from genos.errors import (
     ClosedError,
@@ -20,10 +22,11 @@ from genos.errors import (
     StateError,
 )
 from genos.ids import new_env_id
-from genos.orchestrator import EventType, FakeClock, Quota, Registry, State, User
+from genos.orchestrator import EventType, FakeClock, Quota, Registry, State, User, database
 from genos.orchestrator.database import database_url
 from genos.orchestrator.models import Base
 from genos.orchestrator.queries import NewEnvironment
+from genos.orchestrator.signins import Limits
 from tests.orchestrator.doubles import make_spec
 
 pytestmark = pytest.mark.anyio
@@ -49,10 +52,50 @@ async def test_migrations_create_exactly_the_models(registry: Registry) -> None:
         "environments",
         "events",
         "pools",
+        "signin_failures",
         "transitions",
         "users",
     ]
     assert changes == []
+
+
+async def test_migration_0004_adds_sign_in_counts_to_a_0003_registry_and_goes_back(
+    db_url: str,
+) -> None:
+    """A registry at 0003 with a user opens at head with ``signin_failures`` and the user kept;
+    downgrading to 0003 drops the table again."""
+
+    def tables(engine: Engine) -> list[str]:
+        with engine.connect() as conn:
+            return sorted(inspect(conn).get_table_names())
+
+    engine = database.connect(db_url)
+    try:
+        await asyncio.to_thread(database.migrate, engine, "0003")
+        assert "signin_failures" not in await asyncio.to_thread(tables, engine)
+    finally:
+        engine.dispose()
+    registry = await Registry.open(db_url)
+    try:
+        await registry.accounts.add_user("kept")
+        limits = Limits(free=1)
+        assert (await registry.signins.admit([("account:kept", limits)])).retry_after == 0
+        assert (await registry.signins.admit([("account:kept", limits)])).retry_after == 1
+    finally:
+        await registry.aclose()
+    engine = database.connect(db_url)
+    try:
+        config = Config()
+        config.set_main_option("script_location", str(database.MIGRATIONS))
+        config.set_main_option("path_separator", "os")
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            await asyncio.to_thread(command.downgrade, config, "0003")
+        left = await asyncio.to_thread(tables, engine)
+    finally:
+        engine.dispose()
+    assert "signin_failures" not in left
+    assert "users" in left
 
 
 async def test_opening_again_migrates_nothing(db_url: str, registry: Registry) -> None:

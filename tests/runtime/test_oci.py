@@ -17,6 +17,7 @@ import pytest
 from genos.errors import CapabilityError, ExternalError, InputError, NotFoundError, StateError
 from genos.ids import new_env_id
 from genos.paths import node_scoped
+from genos.runtime import processes
 from genos.runtime.driver import Driver, EnvState
 from genos.runtime.images import ImageStore, Layer
 from genos.runtime.images.mounts import HasPath
@@ -271,6 +272,33 @@ def test_destroy_of_a_running_env_leaves_nothing(
         assert len(during["cgroups"]) >= 8
         assert len(during["mounts"]) in (1, 3)  # the root (+ 2 id-mapped layers with userns)
     assert host_traces(env.env_id, data_root) == NOTHING
+
+
+@pytest.mark.usefixtures("desktop_layers")
+def test_destroy_returns_once_every_process_has_exited_without_waiting_for_init(
+    runner: asyncio.Runner, image_store: ImageStore, desktop_spec: EnvironmentSpec, data_root: Path
+) -> None:
+    """When destroy returns, none of the env's processes runs (an unreaped zombie has exited),
+    and destroy does not wait the second or two init takes to reap them."""
+    driver = _driver(image_store, data_root, runtime=RuntimeKind.RUNC)
+    env_id = new_env_id()
+    runner.run(driver.create(env_id, desktop_spec))
+    try:
+        runner.run(driver.start(env_id))
+        init = runner.run(driver.inspect(env_id)).pid
+        assert init is not None
+        before = processes.snapshot(cgroups.tasks(env_id))
+        assert init in before
+        assert len(before) >= 3  # tini, the session, Xvnc
+    finally:
+        began = time.monotonic()
+        runner.run(driver.destroy(env_id))
+        took = time.monotonic() - began
+        runner.run(driver.aclose())
+    assert processes.still_running(before) == []
+    states = {pid: processes.state(pid) for pid in before}
+    assert set(states.values()) <= {None, "Z"}, states
+    assert took < 1.0
 
 
 @pytest.mark.usefixtures("desktop_layers")

@@ -162,6 +162,25 @@ def driver_copy(driver: QemuDriver) -> QemuDriver:
     )
 
 
+def test_destroy_returns_once_qemu_has_exited_and_been_reaped(
+    driver: QemuDriver, runner: asyncio.Runner
+) -> None:
+    """QEMU is GenOS's child: when destroy returns its pid is gone from /proc, not even a
+    zombie waiting for init, and nothing of the VM is left."""
+    env_id = new_env_id()
+    runner.run(driver.create(env_id, vm_spec("microvm")))
+    try:
+        runner.run(driver.start(env_id, timeout=300))
+        pid = runner.run(driver.inspect(env_id)).pid
+        assert pid is not None
+        assert qemu_processes(env_id) == [pid]
+        assert os.getsid(pid) == pid  # its own session: the control plane's signals miss it
+    finally:
+        runner.run(driver.destroy(env_id))
+    assert not Path(f"/proc/{pid}").exists()
+    assert_nothing_left(driver, env_id)
+
+
 def test_microvm_pause_stops_the_guest_clock_and_deep_suspend_keeps_its_state(
     driver: QemuDriver, runner: asyncio.Runner
 ) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import os
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from genos.errors import ExternalError, InputError, StateError
+from genos.errors import ConflictError, ExternalError, InputError, StateError
 from genos.ids import new_env_id
 from genos.runtime.images import ImageStore
 from genos.runtime.oci.driver import OCIDriver
@@ -125,6 +128,101 @@ class TestVolumeStore:
             store.detach(volume, mountpoint, "env-a")
         assert volume.holder() is None
         assert _mounts_of(mountpoint) == []
+
+    def test_a_packed_volume_unpacks_whole_on_another_host(
+        self, store: VolumeStore, tmp_path: Path
+    ) -> None:
+        """pack then unpack into another store: files, owners, modes and symlinks (even
+        absolute ones, as links) as they were; a plain volume stays plain; the same name
+        again on the other store is a conflict and changes nothing."""
+        volume = store.ensure("alice", "home", encrypted=False)
+        (volume.data / "docs").mkdir()
+        note = volume.data / "docs" / "note.txt"
+        note.write_text("carried")
+        note.chmod(0o664)
+        os.chown(note, 1000, 1000)
+        (volume.data / "passwd").symlink_to("/etc/passwd")
+        packed = tmp_path / "home.tar"
+        store.pack("alice", "home", packed)
+        other = VolumeStore(tmp_path / "other")
+        moved = other.unpack("alice", "home", packed)
+        assert moved.encrypted is False
+        carried = moved.data / "docs" / "note.txt"
+        assert carried.read_text() == "carried"
+        assert (carried.stat().st_uid, carried.stat().st_gid) == (1000, 1000)
+        assert carried.stat().st_mode & 0o777 == 0o664
+        assert str((moved.data / "passwd").readlink()) == "/etc/passwd"
+        with pytest.raises(ConflictError, match="exists on this host"):
+            other.unpack("alice", "home", packed)
+        assert carried.read_text() == "carried"
+
+    def test_an_encrypted_volume_travels_as_ciphertext_with_a_root_only_key(
+        self, store: VolumeStore, tmp_path: Path
+    ) -> None:
+        """The tar of an encrypted volume holds no plaintext; unpacked, its key is root's
+        and 0600, and gocryptfs opens it on the other host."""
+        volume = store.ensure("alice", "vault", encrypted=True)
+        point = tmp_path / "mnt"
+        point.mkdir()
+        store.attach(volume, point, "e1", None)
+        (point / "secret.txt").write_text(PLAINTEXT)
+        store.detach(volume, point, "e1")
+        packed = tmp_path / "vault.tar"
+        store.pack("alice", "vault", packed)
+        assert PLAINTEXT.encode() not in packed.read_bytes()
+        other = VolumeStore(tmp_path / "other")
+        moved = other.unpack("alice", "vault", packed)
+        assert moved.encrypted is True
+        key = moved.key.stat()
+        assert (key.st_uid, key.st_gid, key.st_mode & 0o777) == (0, 0, 0o600)
+        other.attach(moved, point, "e2", None)
+        try:
+            assert (point / "secret.txt").read_text() == PLAINTEXT
+        finally:
+            other.detach(moved, point, "e2")
+
+    @pytest.mark.parametrize(
+        "entry", ["../escape", "data/../../escape", "etc/passwd", "/data/x", "dev", "via-link"]
+    )
+    def test_a_tar_that_is_not_a_volume_is_refused_and_leaves_nothing(
+        self, store: VolumeStore, tmp_path: Path, entry: str
+    ) -> None:
+        """Names outside the volume's parts, paths that leave it, and devices are refused;
+        nothing of the attempt stays in the store."""
+        hostile = tmp_path / "hostile.tar"
+        with tarfile.open(hostile, "w") as tar:
+            data = tarfile.TarInfo("data")
+            data.type = tarfile.DIRTYPE
+            tar.addfile(data)
+            if entry == "via-link":  # a symlink of the tar, then a file through it
+                link = tarfile.TarInfo("data/up")
+                link.type, link.linkname = tarfile.SYMTYPE, str(tmp_path)
+                tar.addfile(link)
+                entry = "data/up/escape"
+            member = tarfile.TarInfo("data/null" if entry == "dev" else entry)
+            if entry == "dev":
+                member.type, member.devmajor, member.devminor = tarfile.CHRTYPE, 1, 3
+                tar.addfile(member)
+            else:
+                member.size = 1
+                tar.addfile(member, io.BytesIO(b"x"))
+        with pytest.raises(InputError, match="not a volume"):
+            store.unpack("alice", "home", hostile)
+        assert list((tmp_path / "volumes" / "alice").iterdir()) == []
+        assert not (tmp_path / "escape").exists()
+
+    def test_an_attached_volume_is_not_packed(
+        self, store: VolumeStore, mountpoint: Path, tmp_path: Path
+    ) -> None:
+        """A volume in use cannot be carried (its files may be changing)."""
+        volume = store.ensure("alice", "home", encrypted=False)
+        store.attach(volume, mountpoint, "e1", None)
+        try:
+            with pytest.raises(StateError, match="attached"):
+                store.pack("alice", "home", tmp_path / "x.tar")
+        finally:
+            store.detach(volume, mountpoint, "e1")
+        assert not (tmp_path / "x.tar").exists()
 
     def test_rm_destroys_the_key_before_the_data(self, store: VolumeStore) -> None:
         """When removing the files fails, the key is already gone (the data is unreadable)."""

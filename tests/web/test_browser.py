@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -418,3 +419,37 @@ def test_a_recorded_session_replays_in_the_browser(
     assert (pixels["width"], pixels["height"]) == (1280, 800)
     expect(page.get_by_test_id("env-state")).to_have_text("replay")
     shot(page, "replay")
+
+
+def test_the_overlay_shows_who_is_in_control_gives_back_and_approves(
+    server: Server, user: User, open_page: Any
+) -> None:
+    """The bar names the agent in control; a click takes it over (the agent gets 409), Give
+    back returns it, and an agent's approval is answered with the Approve button."""
+    env_id = launch_via_api(server, user)
+    page = open_desktop(server, user, open_page, env_id)
+    computer = f"/v1/environments/{env_id}/computer"
+    control = page.get_by_test_id("control-state")
+    with server.client(user.token) as api:
+        assert api.post(f"{computer}/click", json={"x": 5, "y": 5}).status_code == 200
+        expect(control).to_have_text(f"agent {user.name} in control")
+        expect(page.get_by_test_id("action-give-back")).to_be_hidden()
+        page.get_by_test_id("desktop").locator("canvas").click(position={"x": 40, "y": 40})
+        expect(control).to_have_attribute("data-kind", "person")
+        refused = api.post(f"{computer}/click", json={"x": 6, "y": 6})
+        assert refused.status_code == 409
+        assert refused.json()["error"]["holder"]["name"] == user.name
+        page.get_by_test_id("action-give-back").click()
+        expect(control).to_be_hidden()
+        assert api.post(f"{computer}/click", json={"x": 6, "y": 6}).status_code == 200
+        with ThreadPoolExecutor(1) as pool:
+            asking = pool.submit(
+                api.post, f"{computer}/approvals", json={"description": "rm -rf ~/tmp?"},
+                timeout=60,
+            )  # fmt: skip
+            expect(page.get_by_test_id("approval")).to_contain_text("asks: rm -rf ~/tmp?")
+            shot(page, "desktop-approval")
+            page.get_by_test_id("approve").click()
+            answer = asking.result(timeout=30).json()
+        assert (answer["status"], answer["decided_by"]) == ("approved", user.name)
+        expect(page.get_by_test_id("approval")).to_have_count(0)

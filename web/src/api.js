@@ -127,6 +127,11 @@ export const routes = {
   recordings: (id) => api('GET', `${env(id)}/recordings`),
   replayToken: (id, name) =>
     api('POST', `${env(id)}/recordings/${encodeURIComponent(name)}/token`),
+  lease: (id, opts) => api('GET', `${env(id)}/computer/lease`, undefined, opts),
+  giveBack: (id) => api('POST', `${env(id)}/computer/lease/release`),
+  approvals: (id, opts) => api('GET', `${env(id)}/computer/approvals`, undefined, opts),
+  decide: (id, approval, decision) =>
+    api('POST', `${env(id)}/computer/approvals/${encodeURIComponent(approval)}`, { decision }),
   displayPath: (id, token) => `${env(id)}/display?token=${encodeURIComponent(token)}`,
   /** The SPICE path for the `websocket` of a display-token answer (same token, control only). */
   spicePath: (websocket) => websocket.replace('/display?', '/spice?'),

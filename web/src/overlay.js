@@ -2,7 +2,10 @@
 // figures, and the actions (keyboard, input mode, clipboard, sound, files, Ctrl-Alt-Del,
 // screenshot, fullscreen, share, suspend, resume, terminate). A SPICE desktop
 // (spice.js) gets Ctrl-Alt-Del, screenshot, fullscreen, reconnect and the
-// lifecycle actions, and says why it has no share link.
+// lifecycle actions, and says why it has no share link. A signed-in RFB
+// desktop also shows who has the keyboard and mouse (an agent or a person,
+// GET .../computer/lease), a "Give back to agent" button while a person has
+// it, and the agent's pending approvals with Approve / Decline.
 
 import { describeError, routes } from './api.js';
 import { flash, h, replace } from './dom.js';
@@ -27,6 +30,8 @@ export function createOverlay(desktop, { envId, viewOnly, spice = false, onActio
   const envState = h('span', { class: 'badge', testid: 'env-state' }, '');
   const conn = h('span', { class: 'conn', testid: 'conn-state' }, 'connecting');
   const stats = h('span', { class: 'stats', testid: 'overlay-stats' }, viewOnly ? 'view only' : '');
+  const control = h('span', { class: 'badge', testid: 'control-state', hidden: true }, '');
+  const asks = h('div', { class: 'panel overlay-ui', testid: 'approvals', hidden: true });
   const panel = h('div', { class: 'panel overlay-ui', testid: 'overlay-panel', hidden: true });
   const keyboard = spice ? null : new ScreenKeyboard(() => desktop.rfb);
   const received = { text: '' };
@@ -136,9 +141,56 @@ export function createOverlay(desktop, { envId, viewOnly, spice = false, onActio
     return [h('label', { class: 'field' }, 'View-only link (anyone with it can watch)', url), copy];
   };
 
+  const showLease = (lease) => {
+    const holder = lease?.holder;
+    control.hidden = !holder;
+    control.dataset.kind = holder?.kind ?? '';
+    control.textContent = !holder ? '' : holder.kind === 'agent'
+      ? `agent ${holder.name} in control` : `${holder.name} in control`;
+    if (buttons['give-back']) buttons['give-back'].hidden = holder?.kind !== 'person';
+  };
+  const showAsks = (pending) => {
+    asks.hidden = !pending.length;
+    replace(asks, pending.map((a) => h('div', { class: 'approval', testid: 'approval', 'data-id': a.id },
+      h('span', {}, `${a.requested_by} asks: ${a.description}`),
+      h('button', { type: 'button', testid: 'approve', class: 'primary', onclick: () => decide(a.id, 'approve') }, 'Approve'),
+      h('button', { type: 'button', testid: 'decline', onclick: () => decide(a.id, 'decline') }, 'Decline'))));
+  };
+  const decide = async (approval, decision) => {
+    try {
+      await routes.decide(envId, approval, decision);
+      showAsks(await routes.approvals(envId));
+    } catch (exc) {
+      flash(describeError(exc));
+    }
+  };
+  const giveBack = async () => {
+    try {
+      showLease(await routes.giveBack(envId));
+    } catch (exc) {
+      flash(describeError(exc));
+    }
+  };
+  // Poll while the overlay is on the page (a second and a half apart: both answers are tiny).
+  function watchComputer() {
+    let attached = false;
+    const tick = async () => {
+      if (document.body.contains(top)) attached = true;
+      else if (attached) return;
+      try {
+        showLease(await routes.lease(envId));
+        showAsks(await routes.approvals(envId));
+      } catch {
+        // not running yet, or gone: the page's own state shows that
+      }
+      setTimeout(tick, 1500);
+    };
+    setTimeout(tick, 0);
+  }
+
   const top = h('div', { class: 'desk-top overlay-ui', testid: 'overlay' },
     h('a', { href: '#/envs', class: 'back', testid: 'action-close', title: 'Back to environments' }, '‹'),
-    envState, conn, stats,
+    envState, conn, stats, control,
     h('button', {
       type: 'button', class: 'hide-bars', testid: 'action-hide', title: 'Hide the bars',
       onclick: () => document.body.classList.toggle('bars-hidden'),
@@ -168,11 +220,14 @@ export function createOverlay(desktop, { envId, viewOnly, spice = false, onActio
       button('cad', 'Ctrl-Alt-Del', () => desktop.rfb?.sendCtrlAltDel()),
       ...common(),
       button('share', 'Share', () => togglePanel('share', sharePanel)),
+      button('give-back', 'Give back to agent', () => giveBack(), 'Let the agent use the keyboard and mouse again'),
       ...lifecycle()];
+    buttons['give-back'].hidden = true;
+    watchComputer();
   }
   if (!viewOnly && !spice && desktop.container) acceptDrops(desktop.container, envId);
   const bottom = h('div', { class: 'desk-bottom overlay-ui' },
-    keyboard?.keys, panel, keyboard?.input, h('div', { class: 'tools', testid: 'overlay-tools' }, tools));
+    keyboard?.keys, asks, panel, keyboard?.input, h('div', { class: 'tools', testid: 'overlay-tools' }, tools));
 
   return {
     top,

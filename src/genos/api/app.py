@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import ModuleType
@@ -21,11 +21,15 @@ from genos.api import (
     errors,
     metrics,
     routes_account,
+    routes_approvals,
+    routes_computer,
     routes_desktop,
     routes_envs,
+    routes_files,
     routes_nodes,
     routes_pools,
 )
+from genos.api.proxy import ForwardedFor
 from genos.api.service import Service
 
 CSP = (
@@ -42,6 +46,7 @@ def create_app(
     web_dir: Path | None = None,
     manage: bool = False,
     gateway_only: bool = False,
+    trusted_proxies: Sequence[str] = (),
 ) -> FastAPI:
     """The application for one :class:`Service`.
 
@@ -53,6 +58,9 @@ def create_app(
             tests that start the service themselves leave it False.
         gateway_only: only the display paths and health (``genos gateway``): no
             API, no web client, and the engine is never started (no reconcile).
+        trusted_proxies: addresses or networks of reverse proxies whose
+            ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed
+            (:class:`genos.api.proxy.ForwardedFor`); nobody else's are.
 
     Returns:
         The application.
@@ -79,13 +87,25 @@ def create_app(
     modules: tuple[ModuleType, ...] = (
         (metrics, display)
         if gateway_only
-        else (routes_account, routes_envs, routes_pools, routes_nodes, metrics, display)
+        else (
+            routes_account,
+            routes_envs,
+            routes_computer,
+            routes_files,
+            routes_approvals,
+            routes_pools,
+            routes_nodes,
+            metrics,
+            display,
+        )
     )
     modules += (audio,) if gateway_only else (routes_desktop, audio)
     for module in modules:
         app.include_router(module.router)
     app.add_middleware(errors.BodyLimit, exempt=routes_desktop.is_upload)
     app.add_middleware(SecurityHeaders)
+    if trusted_proxies:
+        app.add_middleware(ForwardedFor, trusted=trusted_proxies)
     if not gateway_only:
         _mount_web(app, web_dir or DEFAULT_WEB)
     return app

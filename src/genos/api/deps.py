@@ -22,7 +22,8 @@ async def service(request: Request) -> Service:
 
 
 def client_of(request: Request) -> str:
-    """Where a request comes from (the peer address; GenOS is not behind a proxy by default)."""
+    """Where a request comes from: the peer, or the client a ``--trusted-proxy`` names
+    (:mod:`genos.api.proxy` has rewritten the peer by then)."""
     return request.client.host if request.client else "unknown"
 
 

@@ -93,7 +93,11 @@ async def display(websocket: WebSocket, env_id: str, token: str = "") -> None:
     if admitted is None:
         return
     svc, grant, target = admitted
-    options = ProxyOptions(recordings=svc.root / "recordings")
+    try:
+        viewer = (await svc.accounts.get_user(grant.user_id)).name
+    except GenOSError:
+        viewer = grant.user_id
+    options = ProxyOptions(recordings=svc.root / "recordings", viewer=viewer)
     closed = await proxy(websocket_stream(websocket), target, grant, options)
     log.info("%s: viewer left (%s: %s)", env_id, closed.side, closed.reason)
     with contextlib.suppress(GenOSError):

@@ -53,11 +53,14 @@ HTTP_CODES = {
 class ApiError(Exception):
     """An answer the API gives on purpose: a status, a code and a message."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
 
 
 def body(code: str, message: str) -> dict[str, Any]:
@@ -65,10 +68,12 @@ def body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
-def reply(status: int, code: str, message: str) -> JSONResponse:
-    """An error response."""
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body(code, message), status_code=status, headers=headers)
+def reply(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An error response (401s say ``WWW-Authenticate: Bearer``)."""
+    extra = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    return JSONResponse(body(code, message), status_code=status, headers=extra | (headers or {}))
 
 
 def status_of(exc: errors.GenOSError) -> int:
@@ -95,14 +100,20 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return reply(exc.status, exc.code, exc.message)
+        return reply(exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(errors.GenOSError)
     async def genos_error(_request: Request, exc: errors.GenOSError) -> JSONResponse:
         status = status_of(exc)
         if status >= 500:
             log.warning("%s: %s", type(exc).__name__, exc)
-        return reply(status, exc.code, str(exc).splitlines()[0][:500] if str(exc) else exc.code)
+        answer = reply(status, exc.code, str(exc).splitlines()[0][:500] if str(exc) else exc.code)
+        holder = getattr(exc, "holder", None)
+        if holder is not None:  # LeaseHeldError: who has the desktop
+            data = body(exc.code, str(exc).splitlines()[0][:500])
+            data["error"]["holder"] = holder
+            answer = JSONResponse(data, status_code=status)
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

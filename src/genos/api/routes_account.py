@@ -27,9 +27,21 @@ def _user(user: User) -> dict[str, object]:
     }
 
 
-@router.post("/login", response_model=schemas.LoginOut)
+@router.post(
+    "/login",
+    response_model=schemas.LoginOut,
+    responses={
+        429: {
+            "model": ErrorBody,
+            "description": "Too many sign-in attempts (per account name or client address)",
+            "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}},
+        }
+    },
+)
 async def login(body: schemas.LoginRequest, request: Request, svc: ServiceDep) -> JSONResponse:
-    """Sign in with a password (and TOTP code when the account has one) or a one-time link code."""
+    """Sign in with a password (and TOTP code when the account has one) or a one-time link code.
+
+    Throttled per account name and client address: 429 with Retry-After (docs/api.md)."""
     client = client_of(request)
     if body.link is not None:
         token, user = await svc.redeem_link(body.link, client)

@@ -1,4 +1,5 @@
 """``/v1/nodes``: the hosts environments run on, their capacity and state; cordons;
+``/v1/nodes/{name}/drain``: empty a node (:mod:`genos.cluster.drain`);
 ``/v1/cluster``: the control plane's replicas and leader (admins).
 
 On one host (no cluster) the list is that host. In a cluster it is every
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
@@ -23,6 +24,7 @@ from genos.api.errors import ApiError
 from genos.api.routes_envs import respond
 from genos.api.schemas import ErrorBody, _Request
 from genos.api.service import Caller, Service
+from genos.cluster.drain import drain_status, start_drain
 from genos.cluster.placement import MAX_SKEW
 from genos.errors import ClusterUnavailableError
 from genos.orchestrator.capacity import Usage
@@ -35,6 +37,12 @@ AdminDep = Annotated[Caller, Depends(admin)]
 
 
 class CordonRequest(_Request):
+    reason: Annotated[str, Field(max_length=200)] = ""
+
+
+class DrainRequest(_Request):
+    containers: Literal["wait", "move", "stop"] = "wait"
+    deadline_s: Annotated[float | None, Field(gt=0, le=7 * 86400)] = None
     reason: Annotated[str, Field(max_length=200)] = ""
 
 
@@ -61,6 +69,8 @@ async def _nodes(svc: Service) -> list[dict[str, Any]]:
     for name, info in sorted(plane.driver.nodes.items()):
         skew = round(info.clock - now, 1)
         state = "cordoned" if name in cordons else "ready"
+        if (cordons.get(name) or {}).get("drain"):
+            state = "draining" if used.get(name, Usage()).environments else "drained"
         if abs(skew) > MAX_SKEW:
             state = "clock-skew"
         out.append({
@@ -113,6 +123,25 @@ async def cordon(name: str, body: CordonRequest, svc: ServiceDep, who: AdminDep)
     svc.cluster.cordoned.add(name)
     svc.audit(who, "node_cordon", node=name, reason=body.reason)
     return respond({"name": name, "cordoned": True})
+
+
+@router.post("/nodes/{name}/drain", responses={409: {"model": ErrorBody}})
+async def drain(name: str, body: DrainRequest, svc: ServiceDep, who: AdminDep) -> JSONResponse:
+    """Cordon a node and empty it (see :mod:`genos.cluster.drain`); ``uncordon`` ends it."""
+    await _known(svc, name)
+    plane = svc.cluster
+    await start_drain(plane, name, body.containers, body.deadline_s, by=who.user.name,
+                      reason=body.reason)  # fmt: skip
+    svc.audit(who, "node_drain", node=name, containers=body.containers,
+              deadline_s=body.deadline_s, reason=body.reason)  # fmt: skip
+    return respond(await drain_status(plane, name))
+
+
+@router.get("/nodes/{name}/drain")
+async def drain_progress(name: str, svc: ServiceDep, _who: AdminDep) -> JSONResponse:
+    """A drain's progress: the environments the node still holds and what happens to each."""
+    await _known(svc, name)
+    return respond(await drain_status(svc.cluster, name))
 
 
 @router.post("/nodes/{name}/uncordon")

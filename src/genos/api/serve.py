@@ -2,6 +2,9 @@
 
 On first start it creates the ``admin`` account, prints its API token once
 and keeps it in ``<data dir>/api/admin.token`` (0600) for the local CLI.
+``--tls-cert``/``--tls-key`` make it HTTPS and WSS (uvicorn's TLS; both
+files are checked before anything starts), ``--trusted-proxy`` names the
+reverse proxies whose ``X-Forwarded-For`` counts (:mod:`genos.api.proxy`).
 ``--driver fake`` runs without a runtime (an in-process RFB display per
 environment) for trying the API and the web client and for benchmarks.
 """
@@ -56,8 +59,9 @@ class ServeConfig:
     requests: Requests | None = None  # what each environment reserves (None: the defaults)
     images_dir: Path | None = None
     vnc_port: int | None = None  # the native RFB listener (viewers send a token line first)
-    tls_cert: Path | None = None
+    tls_cert: Path | None = None  # with tls_key: HTTPS and WSS (and TLS on vnc_port)
     tls_key: Path | None = None
+    trusted_proxies: tuple[str, ...] = ()  # addresses/networks whose X-Forwarded-For counts
     gateway_only: bool = False  # `genos gateway`: display paths only, beside a `genos serve`
     cluster: ClusterConfig | None = None  # a replica of a cluster's control plane
 
@@ -128,6 +132,7 @@ async def _cluster_replica(
     gateway = TokenAuthority.from_data_dir(cluster.pki)
     service = Service(engine, config.root, gateway, public_url=config.public_url)
     service.cluster = plane
+    plane.drainer.audit = service.audit_log.append  # what a drain does is audited
     return service
 
 
@@ -153,6 +158,7 @@ async def serve(config: ServeConfig, *, announce: bool = True) -> None:
     """Run the server until SIGINT/SIGTERM; the engine and registry are closed on the way out."""
     if not 0 < config.port < 65536:
         raise InputError(f"port {config.port} is out of range")
+    _tls(config.tls_cert, config.tls_key)  # a bad certificate or key fails here, in one line
     _check_bind(config.host, config.port)
     if config.vnc_port is not None:
         _check_bind(config.host, config.vnc_port)
@@ -165,7 +171,11 @@ async def serve(config: ServeConfig, *, announce: bool = True) -> None:
                 _announce(service, token)
         native = await _native_listener(service, config)
         app = create_app(
-            service, web_dir=config.web_dir, manage=True, gateway_only=config.gateway_only
+            service,
+            web_dir=config.web_dir,
+            manage=True,
+            gateway_only=config.gateway_only,
+            trusted_proxies=config.trusted_proxies,
         )
         gc.collect()
         gc.freeze()  # start-up's objects live as long as the server: never scan them again
@@ -177,7 +187,9 @@ async def serve(config: ServeConfig, *, announce: bool = True) -> None:
                 log_level="warning",
                 ws="websockets-sansio",
                 lifespan="on",
-                proxy_headers=False,
+                proxy_headers=False,  # X-Forwarded-For: only from --trusted-proxy (create_app)
+                ssl_certfile=config.tls_cert,
+                ssl_keyfile=config.tls_key,
             )
         )
         await server.serve()
@@ -219,14 +231,31 @@ async def _native_listener(service: Service, config: ServeConfig) -> asyncio.Ser
 
 
 def _tls(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """The server's TLS context from ``--tls-cert``/``--tls-key`` (None without them).
+
+    Raises:
+        InputError: only one of the two, a file missing or unreadable, not
+            PEM, or a key that does not belong to the certificate.
+    """
     if cert is None and key is None:
         return None
     if cert is None or key is None:
         raise InputError("TLS needs both --tls-cert and --tls-key")
+    for option, path in (("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise InputError(f"cannot read {option} {path}: {exc.strerror or exc}") from exc
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
+    except ssl.SSLError as exc:
+        reason = "the key does not match the certificate" if "MISMATCH" in str(exc) else (
+            f"not a PEM certificate and its key ({exc.reason or exc})"
+        )  # fmt: skip
+        raise InputError(f"cannot use --tls-cert {cert} with --tls-key {key}: {reason}") from exc
+    except OSError as exc:
         raise InputError(f"cannot load the TLS certificate or key: {exc}") from exc
     return context
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import secrets
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genos.api.approvals import Approvals
+from genos.api.desktops import Desktops
 from genos.api.errors import ApiError
 from genos.api.security import (
     TotpVerifier,
@@ -30,10 +33,12 @@ from genos.api.security import (
     verify_secret,
 )
 from genos.audit import AuditLog
-from genos.errors import NotFoundError, RegistryError
+from genos.errors import GenOSError, NotFoundError, RegistryError
+from genos.gateway.lease import LEASES, Holder
 from genos.gateway.tokens import TokenAuthority
 from genos.orchestrator.engine import Engine
-from genos.orchestrator.records import Role, User
+from genos.orchestrator.records import EventType, Role, User
+from genos.orchestrator.signins import Limits, SigninPolicy, Verdict
 
 log = logging.getLogger("genos.api")
 
@@ -67,6 +72,7 @@ class Service:
         root: the data directory (``api/`` and ``audit/`` are made under it).
         gateway: issues and checks display tokens.
         public_url: the base URL people open (default: taken from each request).
+        signin: how sign-in attempts are throttled (:class:`SigninPolicy`).
     """
 
     def __init__(
@@ -76,9 +82,12 @@ class Service:
         gateway: TokenAuthority,
         *,
         public_url: str | None = None,
+        signin: SigninPolicy | None = None,
     ) -> None:
         self.engine = engine
+        self.signin = signin or SigninPolicy()
         self.accounts = engine.registry.accounts
+        self.signins = engine.registry.signins
         self.root = root
         self.gateway = gateway
         self.public_url = public_url.rstrip("/") if public_url else None
@@ -90,6 +99,9 @@ class Service:
         self.accelerator: str | None = None  # "kvm"/"tcg" once a VM driver has probed
         self._engine_started = True
         self.cluster: Any = None  # a ControlPlane when this is a replica of a cluster
+        self.desktops = Desktops()  # agents' connections to displays (the computer API)
+        self.approvals = Approvals()  # agents' questions to the people watching
+        self._notes: set[asyncio.Task[None]] = set()
         self._users: dict[str, tuple[User, float]] = {}
         self._links: dict[str, tuple[str, float]] = {}
         self._pending_totp: dict[str, str] = {}
@@ -110,15 +122,33 @@ class Service:
         if engine:
             await self.engine.start()
         self._engine_started = engine
+        if engine:  # a gateway of its own leaves the registry's events to genos serve
+            LEASES.on_change = self._lease_changed
         self.ready = True
 
     async def aclose(self) -> None:
         """Stop the engine's background work."""
         self.ready = False
+        if LEASES.on_change == self._lease_changed:
+            LEASES.on_change = None
+        await self.desktops.aclose()
+        await asyncio.gather(*self._notes, return_exceptions=True)
         if self._engine_started:
             await self.engine.aclose()
         if self.cluster is not None:
             await self.cluster.aclose()
+
+    def _lease_changed(self, env_id: str, holder: Holder | None) -> None:
+        """An event of the environment when its input lease changes hands (agents follow it)."""
+        who = f"{holder.kind} {holder.name}" if holder else "nobody (free)"
+        data = {"lease": holder.as_json() if holder else None}
+        task = asyncio.get_running_loop().create_task(self._note(env_id, f"input: {who}", data))
+        self._notes.add(task)
+        task.add_done_callback(self._notes.discard)
+
+    async def _note(self, env_id: str, message: str, data: dict[str, Any]) -> None:
+        with contextlib.suppress(GenOSError):
+            await self.engine.note(env_id, EventType.PROGRESS, message, data)
 
     def audit(self, caller: Caller | None, action: str, **fields: Any) -> None:
         """Append one record to the audit log: who, what, when (added by the log), from where."""
@@ -199,9 +229,16 @@ class Service:
     ) -> tuple[str, User]:
         """Password (and TOTP) sign-in; returns a fresh session token and the user.
 
+        Attempts are throttled per account name and per client address (see
+        :mod:`genos.orchestrator.signins`); a refused attempt is answered the
+        same whether the account exists or not, before any password check.
+
         Raises:
-            ApiError: 401 ``invalid_credentials`` or ``totp_required``.
+            ApiError: 401 ``invalid_credentials`` or ``totp_required``;
+                429 ``too_many_attempts`` with ``Retry-After``.
         """
+        keys = self._signin_keys(client, username)
+        verdict = await self._admit(keys)
         try:
             user: User | None = await self.accounts.user_by_name(username)
         except NotFoundError:
@@ -210,20 +247,64 @@ class Service:
         good = await asyncio.to_thread(verify_secret, stored, password)
         if user is None or not user.password_hash or not good:
             self.audit_log.append(action="login", user=username, client=client, outcome="denied")
+            self._audit_lockout(verdict, username, client)
             raise ApiError(401, "invalid_credentials", "wrong user name or password")
         if user.totp_secret is not None:
-            if not code:
+            if not code:  # the password was right: this attempt is not a failure
+                await self._refund(keys, forget=())
                 raise ApiError(401, "totp_required", "enter the code from your authenticator")
             if not self.totp.verify(user.id, user.totp_secret, code):
                 self.audit_log.append(
                     action="login", user=username, client=client, outcome="bad_totp"
                 )
+                self._audit_lockout(verdict, username, client)
                 raise ApiError(401, "invalid_credentials", "wrong or reused authenticator code")
+        await self._refund(keys, forget=tuple(k for k, _ in keys if k.startswith("account:")))
         token = await self.new_token(user, SESSION_TOKEN)
         self.audit_log.append(
             action="login", user=username, user_id=user.id, client=client, outcome="ok"
         )
         return token, user
+
+    def _signin_keys(self, client: str, username: str | None) -> list[tuple[str, Limits]]:
+        """The keys an attempt counts against: the client's address, then the account name."""
+        if not self.signin.enabled:
+            return []
+        keys = [(f"client:{_address_key(client)}", self.signin.client)]
+        if username is not None:
+            keys.append((f"account:{username}", self.signin.account))
+        return keys
+
+    async def _admit(self, keys: list[tuple[str, Limits]]) -> Verdict:
+        """Charge an attempt, or refuse it with 429 and ``Retry-After``."""
+        if not keys:
+            return Verdict(retry_after=0)
+        verdict = await self.signins.admit(keys)
+        if verdict.retry_after > 0:
+            raise ApiError(
+                429,
+                "too_many_attempts",
+                f"too many sign-in attempts; try again in {verdict.retry_after} s",
+                headers={"Retry-After": str(verdict.retry_after)},
+            )
+        return verdict
+
+    async def _refund(self, keys: list[tuple[str, Limits]], *, forget: tuple[str, ...]) -> None:
+        if keys:
+            await self.signins.refund(keys, forget=forget)
+
+    def _audit_lockout(self, verdict: Verdict, username: str | None, client: str) -> None:
+        """The audit record of a failure that locked a key (account name or client address)."""
+        if not verdict.locked:
+            return
+        until = verdict.until.isoformat() if verdict.until is not None else None
+        self.audit_log.append(
+            action="login_lockout",
+            user=username,
+            client=client,
+            locked=[key.partition(":")[0] for key in verdict.locked],
+            until=until,
+        )
 
     def new_link(self, caller: Caller) -> tuple[str, float]:
         """A one-time sign-in code for the caller, valid :data:`LINK_TTL` seconds."""
@@ -237,14 +318,19 @@ class Service:
         """Exchange a one-time sign-in code for a session token.
 
         Raises:
-            ApiError: 401 when the code is unknown, used or expired.
+            ApiError: 401 when the code is unknown, used or expired; 429 (with
+                ``Retry-After``) when the client address is throttled.
         """
+        keys = self._signin_keys(client, None)
+        verdict = await self._admit(keys)
         entry = self._links.pop(code, None)
         if entry is None or entry[1] <= time.time():
             self.audit_log.append(action="login", method="link", client=client, outcome="denied")
+            self._audit_lockout(verdict, None, client)
             raise ApiError(
                 401, "invalid_credentials", "the sign-in link is not valid (used or expired)"
             )
+        await self._refund(keys, forget=())
         user = await self.accounts.get_user(entry[0])
         token = await self.new_token(user, SESSION_TOKEN)
         self.audit_log.append(
@@ -288,3 +374,16 @@ class Service:
         del self._pending_totp[user.id]
         await self.accounts.set_totp(user.id, secret)
         self._users = {k: v for k, v in self._users.items() if v[0].id != user.id}
+
+
+def _address_key(client: str) -> str:
+    """What a client address is counted as: itself, or its /64 for IPv6 (one host's share)."""
+    try:
+        ip = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

@@ -26,6 +26,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
+from genos.cluster.drain import Drainer
 from genos.cluster.driver import ClusterDriver
 from genos.cluster.placement import ClusterPlacer, Strategy
 from genos.cluster.store import LEADER_TTL, ClusterStore
@@ -58,8 +59,9 @@ class ControlPlane:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self.healthy_at = time.monotonic()
-        placer = ClusterPlacer(lambda: driver.nodes, lambda: self.cordoned, strategy)
-        engine.use_placer(placer, every_host=True)
+        self.placer = ClusterPlacer(lambda: driver.nodes, lambda: self.cordoned, strategy)
+        engine.use_placer(self.placer, every_host=True)
+        self.drainer = Drainer(self)
         engine.lead(lambda: self.is_leader, self.kick)
         engine.precheck = self.available
         driver.node_lost.append(self._node_gone)
@@ -72,6 +74,7 @@ class ControlPlane:
             asyncio.create_task(self._campaign(), name="leadership"),
             asyncio.create_task(self._follow_kicks(), name="kicks"),
             asyncio.create_task(self._check_health(), name="health"),
+            asyncio.create_task(self.drainer.run(self._stop), name="drains"),
         ]
 
     async def aclose(self) -> None:
@@ -166,6 +169,7 @@ class ControlPlane:
                 async for _event in self.store.watch_kicks(start):
                     if self.is_leader:
                         self.cordoned = set(await self.store.cordons())
+                        self.drainer.wake()  # a drain may have started
                         await self.engine.admit()
             except (ClusterUnavailableError, GenOSError) as exc:
                 log.info("kicks: %s", exc)

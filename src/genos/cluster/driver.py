@@ -38,7 +38,7 @@ from genos.errors import (
     NotFoundError,
     StateError,
 )
-from genos.node.relay import client_context, open_relay
+from genos.node.relay import carry_volume, client_context, open_relay
 from genos.orchestrator.provision import Progress
 from genos.runtime.driver import EnvState, Inspection, RemoteDisplay, Usage
 from genos.spec import EnvironmentSpec, dump
@@ -87,6 +87,7 @@ class ClusterDriver:
         self._tasks = [
             asyncio.create_task(self._watch_nodes(revision), name="cluster-nodes"),
             asyncio.create_task(self._watch_status(), name="cluster-status"),
+            asyncio.create_task(self._watch_owners(), name="cluster-owners"),
         ]
 
     async def aclose(self) -> None:
@@ -132,6 +133,25 @@ class ClusterDriver:
             except (Resync, ClusterUnavailableError):
                 await asyncio.sleep(0.5)
                 revision = await self.store.revision() + 1
+
+    async def _watch_owners(self) -> None:
+        """Keep :attr:`owners` current whoever moves an environment (another replica's
+        drain, node loss), so statuses and displays follow it."""
+        revision = await self.store.revision() + 1
+        while True:
+            try:
+                async for event in self.store.watch_owners(revision):
+                    env_id = event.key.decode().rsplit("/", 1)[1]
+                    if event.kind == "put":
+                        self.owners[env_id] = event.value.decode()
+                    else:
+                        self.owners.pop(env_id, None)
+                    revision = event.revision + 1
+            except (Resync, ClusterUnavailableError):
+                await asyncio.sleep(0.5)
+                revision = await self.store.revision() + 1
+                with contextlib.suppress(ClusterUnavailableError):
+                    self.owners = await self.store.owners()
 
     def _status(self, env_id: str, node: str) -> Status | None:
         """What the watch holds of ``node``'s word on ``env_id`` (None: nothing)."""
@@ -244,6 +264,47 @@ class ClusterDriver:
             return  # the node fences it when it comes back
         await self._wait(env_id, node, lambda s: s is None or s.state == "failed")
 
+    async def relocate(
+        self, env_id: str, target: str, spec: EnvironmentSpec, owner: str, *, running: bool
+    ) -> str:
+        """Stop ``env_id`` on its node and make it anew on ``target`` with the same id and
+        spec (a drain's container move): started when ``running``, else created. Its
+        volume, if the spec has one, is carried between the two while it runs on
+        neither (:func:`~genos.node.relay.carry_volume`). Its former node's name.
+
+        What the environment held only on its former node (an ephemeral home, a
+        frozen container's memory) does not move. When carrying the volume fails,
+        it is made again on its former node, as it was, and the error is raised.
+
+        Raises:
+            NotFoundError: no node has it.
+            CapabilityError: ``target`` is not a live node.
+            ExternalError: the volume could not be carried, or ``target`` failed to make it.
+        """
+        if target not in self.nodes:
+            raise CapabilityError(f"{target} is not a live node")
+        source = await self._node_of(env_id)
+        desired = "running" if running else "created"
+        await self.destroy(env_id)
+        volume = spec.persistence.volume
+        if volume is not None:
+            try:
+                await carry_volume(_address(self.nodes[source].relay),
+                                   _address(self.nodes[target].relay), owner, volume,
+                                   self._context)  # fmt: skip
+            except (ExternalError, KeyError) as exc:
+                await self._place(Assignment(env_id, source, dump(spec), desired, 1, owner))
+                raise ExternalError(f"{env_id} stays on {source}: {exc}") from exc
+        await self._place(Assignment(env_id, target, dump(spec), desired, 1, owner))
+        return source
+
+    async def _place(self, wanted: Assignment) -> None:
+        if not await self.store.assign(wanted):
+            raise StateError("assigned", ["absent"], "relocate")
+        self.owners[wanted.env_id] = wanted.node
+        status = await self._wait(wanted.env_id, wanted.node, lambda s: _settled(s, 1))
+        _raise_failed(wanted.env_id, status)
+
     async def inspect(self, env_id: str) -> Inspection:
         """The node's last word on it.
 
@@ -285,8 +346,8 @@ class ClusterDriver:
         info = self.nodes.get(node or "")
         if info is None:
             raise NotFoundError(f"{protocol} display of environment", env_id)
-        host, _, port = info.relay.rpartition(":")
-        return RelayDisplay(host, int(port), env_id, protocol, self._context)
+        host, port = _address(info.relay)
+        return RelayDisplay(host, port, env_id, protocol, self._context)
 
     async def list_ids(self) -> list[str]:
         """Every environment some node is assigned."""
@@ -299,6 +360,11 @@ class ClusterDriver:
             raise NotFoundError("environment", env_id)
         self.owners[env_id] = node
         return node
+
+
+def _address(relay: str) -> tuple[str, int]:
+    host, _, port = relay.rpartition(":")
+    return host, int(port)
 
 
 def _settled(status: Status | None, generation: int) -> bool:

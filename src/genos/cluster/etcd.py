@@ -5,7 +5,9 @@ plain channels; :class:`EtcdClient` opens a ``grpc.aio`` secure channel
 with the member certificate of :mod:`genos.cluster.pki` and otherwise is
 aetcd as it is. All members go in one target (``ipv4:a:p,b:q,...``): gRPC's
 ``pick_first`` connects to the first that answers and moves on when it
-fails, so losing a member (not the quorum) costs one reconnect.
+fails, so losing a member (not the quorum) costs one reconnect; the channel
+retries calls etcd answers ``UNAVAILABLE`` while its members elect a leader
+(:data:`RETRY_CONFIG`).
 
 Failures of the client are translated here: :class:`~genos.errors.ClusterUnavailableError`
 (etcd cannot be reached or has no quorum: a ``503`` above) and
@@ -20,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -37,6 +40,21 @@ log = logging.getLogger("genos.cluster.etcd")
 T = TypeVar("T")
 SERVER_NAME = "genos-etcd"  # every member's certificate names it; the channel checks it
 RETRY_PAUSE = 0.2
+# What etcd says when a request was lost to a leader election (worth making again).
+ELECTION_SIGNS = ("leader failure", "leader changed", "no leader", "request timed out")
+# While the members elect a new leader (one was lost), etcd answers UNAVAILABLE
+# ("request timed out, possibly due to previous leader failure"); etcd's own
+# client retries, and so does the channel here: every unary call, a few times
+# with backoff, within the caller's deadline (:func:`call`). A retried write
+# that had been applied is harmless here: puts write the same value again,
+# assignments are compare-and-swap (a second try finds the first one's owner),
+# and an extra lease lapses by itself. Watches are streams: :func:`watch` resumes them.
+RETRY_CONFIG = json.dumps({"methodConfig": [{
+    "name": [{"service": f"etcdserverpb.{name}"} for name in ("KV", "Lease", "Cluster",
+                                                              "Maintenance")],
+    "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.2s", "maxBackoff": "1s",
+                    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+}]})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -79,7 +97,9 @@ class EtcdClient(aetcd.Client):
     def __init__(
         self, endpoints: Sequence[str], identity: Identity | None, timeout: float = 5.0
     ) -> None:
-        super().__init__(timeout=int(max(1, timeout)), connect_wait_timeout=int(timeout))
+        # gRPC's own deadline is long: :func:`call`'s timeout is what bounds a call, so a
+        # write made while the members elect a new leader waits as long as its caller lets it.
+        super().__init__(timeout=int(max(30, timeout)), connect_wait_timeout=int(timeout))
         self.endpoints = list(endpoints)
         self._target = _target(endpoints)
         self._identity = identity
@@ -97,7 +117,9 @@ class EtcdClient(aetcd.Client):
         try:
             options = [("grpc.lb_policy_name", "pick_first"),
                        ("grpc.keepalive_time_ms", 10_000),
-                       ("grpc.keepalive_timeout_ms", 5_000)]  # fmt: skip
+                       ("grpc.keepalive_timeout_ms", 5_000),
+                       ("grpc.enable_retries", 1),
+                       ("grpc.service_config", RETRY_CONFIG)]  # fmt: skip
             if self._identity is None:
                 self.channel = rpc.insecure_channel(self._target, options=options)
             else:
@@ -124,13 +146,37 @@ def _credentials(identity: Identity) -> Any:
     )
 
 
-async def call(what: str, work: Awaitable[T], timeout: float = 5.0) -> T:
+async def call(
+    what: str, work: Awaitable[T] | Callable[[], Awaitable[T]], timeout: float = 5.0
+) -> T:
     """Await one etcd call, its failures translated.
+
+    ``work`` may be the call's awaitable, or a function that makes it: then a call
+    etcd drops while its members elect a new leader (``UNAVAILABLE``: "request
+    timed out, possibly due to previous leader failure", "leader changed") is
+    made again until ``timeout`` has passed, as etcd's own client does. Writes
+    here may be made twice: see :data:`RETRY_CONFIG` for why that is harmless.
 
     Raises:
         ClusterUnavailableError: etcd is unreachable or without quorum.
         ExternalError: any other failure of the call.
     """
+    if not callable(work):
+        return await _once(what, work, timeout)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        left = deadline - asyncio.get_running_loop().time()
+        try:
+            return await _once(what, work(), max(left, 0.01))
+        except ClusterUnavailableError as exc:
+            again = any(s in (exc.detail or "") for s in ELECTION_SIGNS)
+            if not again or left <= 2 * RETRY_PAUSE:
+                raise
+            log.info("etcd %s: %s; again", what, exc.detail)
+        await asyncio.sleep(RETRY_PAUSE)
+
+
+async def _once(what: str, work: Awaitable[T], timeout: float) -> T:
     try:
         return await asyncio.wait_for(work, timeout)
     except TimeoutError as exc:

@@ -4,7 +4,9 @@
 
     /genos/v1/nodes/<node>            NodeInfo, under the node's lease (TTL 10 s,
                                       renewed every 3 s): present means alive
-    /genos/v1/cordon/<node>           {"by", "reason", "at"}: no new work goes there
+    /genos/v1/cordon/<node>           {"by", "reason", "at", "drain"}: no new work goes
+                                      there; with "drain" ({"containers", "deadline",
+                                      "started"}) the leader also empties it
     /genos/v1/owner/<env>             the node an environment is assigned to (one at a time)
     /genos/v1/assign/<node>/<env>     Assignment: what the node must make of it
     /genos/v1/status/<node>/<env>     Status: what the node has made of it (the node writes)
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -109,8 +111,9 @@ class ClusterStore:
         self.client = client
         self.timeout = timeout
 
-    async def _call(self, what: str, work: Any) -> Any:
-        return await call(what, work, self.timeout)
+    async def _call(self, what: str, make: Callable[[], Awaitable[Any]]) -> Any:
+        """``make()``'s etcd call, made again while etcd elects a leader (see :func:`call`)."""
+        return await call(what, make, self.timeout)
 
     # -- nodes ---------------------------------------------------------------------
 
@@ -121,9 +124,9 @@ class ClusterStore:
             ConflictError: a live node of that name with another boot id is there.
         """
         c = self.client
-        lease = await self._call("lease", c.lease(ttl))
+        lease = await self._call("lease", lambda: c.lease(ttl))
         key = _key("nodes", info.name)
-        ok, _ = await self._call("register", c.transaction(
+        ok, _ = await self._call("register", lambda: c.transaction(
             compare=[c.transactions.version(key) == 0],
             success=[c.transactions.put(key, info.dump(), lease.id)],
             failure=[],
@@ -131,35 +134,35 @@ class ClusterStore:
         if not ok:
             found = await self.node(info.name)
             if found is not None and found.boot != info.boot:
-                await self._call("revoke", c.revoke_lease(lease.id))
+                await self._call("revoke", lambda: c.revoke_lease(lease.id))
                 raise ConflictError(f"node name {info.name!r} is in use by another node")
-            await self._call("re-register", c.put(key, info.dump(), lease=lease.id))
+            await self._call("re-register", lambda: c.put(key, info.dump(), lease=lease.id))
         return int(lease.id)
 
     async def keepalive(self, lease_id: int) -> bool:
         """Renew a lease; False when it has expired already (the node must fence)."""
-        answer = await self._call("keepalive", self.client.refresh_lease(lease_id))
+        answer = await self._call("keepalive", lambda: self.client.refresh_lease(lease_id))
         return answer is not None and int(answer.TTL) > 0
 
     async def update_node(self, info: NodeInfo, lease_id: int) -> None:
         """Rewrite a node's record under its lease (figures, clock)."""
-        await self._call("node", self.client.put(_key("nodes", info.name), info.dump(),
+        await self._call("node", lambda: self.client.put(_key("nodes", info.name), info.dump(),
                                                  lease=lease_id))  # fmt: skip
 
     async def node(self, name: str) -> NodeInfo | None:
         """One live node, or None."""
-        found = await self._call("node", self.client.get(_key("nodes", name)))
+        found = await self._call("node", lambda: self.client.get(_key("nodes", name)))
         return None if found is None else NodeInfo.load(found.value)
 
     async def nodes(self) -> tuple[list[NodeInfo], int]:
         """Every live node, and the revision of that reading (to watch from after it)."""
-        found = await self._call("nodes", self.client.get_prefix(_key("nodes", "")))
+        found = await self._call("nodes", lambda: self.client.get_prefix(_key("nodes", "")))
         items = [NodeInfo.load(kv.value) for kv in found]
         return sorted(items, key=lambda n: n.name), int(found.header.revision) + 1
 
     async def revision(self) -> int:
         """The store's current revision."""
-        found = await self._call("revision", self.client.get_prefix(_key("kick")))
+        found = await self._call("revision", lambda: self.client.get_prefix(_key("kick")))
         return int(found.header.revision)
 
     def watch_nodes(self, start: int) -> AsyncIterator[Event]:
@@ -168,24 +171,27 @@ class ClusterStore:
 
     async def deregister(self, lease_id: int) -> None:
         """Leave on purpose: the record goes with the lease."""
-        await self._call("revoke", self.client.revoke_lease(lease_id))
+        await self._call("revoke", lambda: self.client.revoke_lease(lease_id))
 
     # -- cordons -------------------------------------------------------------------
 
-    async def cordon(self, name: str, by: str, reason: str) -> None:
-        """Keep new work off ``name``."""
-        record = {"by": by, "reason": reason, "at": time.time()}
-        await self._call("cordon", self.client.put(_key("cordon", name),
+    async def cordon(
+        self, name: str, by: str, reason: str, drain: dict[str, Any] | None = None
+    ) -> None:
+        """Keep new work off ``name``; with ``drain`` (``containers``, ``deadline``), also
+        empty it (the leader's :class:`~genos.cluster.drain.Drainer` does)."""
+        record = {"by": by, "reason": reason, "at": time.time(), "drain": drain}
+        await self._call("cordon", lambda: self.client.put(_key("cordon", name),
                                                    json.dumps(record).encode()))  # fmt: skip
 
     async def uncordon(self, name: str) -> bool:
         """Let work go to ``name`` again; False if it was not cordoned."""
-        answer = await self._call("uncordon", self.client.delete(_key("cordon", name)))
+        answer = await self._call("uncordon", lambda: self.client.delete(_key("cordon", name)))
         return bool(answer)
 
     async def cordons(self) -> dict[str, dict[str, Any]]:
         """Cordoned nodes and why."""
-        kvs = await self._call("cordons", self.client.get_prefix(_key("cordon", "")))
+        kvs = await self._call("cordons", lambda: self.client.get_prefix(_key("cordon", "")))
         return {kv.key.decode().rsplit("/", 1)[1]: json.loads(kv.value) for kv in kvs}
 
     # -- assignments ---------------------------------------------------------------
@@ -195,7 +201,7 @@ class ClusterStore:
         c = self.client
         owner = _key("owner", assignment.env_id)
         target = _key("assign", assignment.node, assignment.env_id)
-        ok, _ = await self._call("assign", c.transaction(
+        ok, _ = await self._call("assign", lambda: c.transaction(
             compare=[c.transactions.version(owner) == 0],
             success=[c.transactions.put(owner, assignment.node.encode()),
                      c.transactions.put(target, assignment.dump())],
@@ -208,7 +214,7 @@ class ClusterStore:
         c = self.client
         owner = _key("owner", assignment.env_id)
         target = _key("assign", assignment.node, assignment.env_id)
-        ok, _ = await self._call("update", c.transaction(
+        ok, _ = await self._call("update", lambda: c.transaction(
             compare=[c.transactions.value(owner) == assignment.node.encode()],
             success=[c.transactions.put(target, assignment.dump())],
             failure=[],
@@ -219,7 +225,7 @@ class ClusterStore:
         """Take an environment away from ``node`` (False: it was not that node's)."""
         c = self.client
         owner = _key("owner", env_id)
-        ok, _ = await self._call("unassign", c.transaction(
+        ok, _ = await self._call("unassign", lambda: c.transaction(
             compare=[c.transactions.value(owner) == node.encode()],
             success=[c.transactions.delete(owner),
                      c.transactions.delete(_key("assign", node, env_id))],
@@ -227,24 +233,43 @@ class ClusterStore:
         ))  # fmt: skip
         return bool(ok)
 
+    async def move(self, assignment: Assignment, source: str) -> bool:
+        """Give an environment that ``source`` has to ``assignment.node`` in one step
+        (False: ``source`` no longer has it)."""
+        c = self.client
+        owner = _key("owner", assignment.env_id)
+        ok, _ = await self._call("move", lambda: c.transaction(
+            compare=[c.transactions.value(owner) == source.encode()],
+            success=[c.transactions.put(owner, assignment.node.encode()),
+                     c.transactions.delete(_key("assign", source, assignment.env_id)),
+                     c.transactions.put(_key("assign", assignment.node, assignment.env_id),
+                                        assignment.dump())],
+            failure=[],
+        ))  # fmt: skip
+        return bool(ok)
+
     async def owner(self, env_id: str) -> str | None:
         """The node ``env_id`` is assigned to, if any."""
-        found = await self._call("owner", self.client.get(_key("owner", env_id)))
+        found = await self._call("owner", lambda: self.client.get(_key("owner", env_id)))
         return None if found is None else found.value.decode()
 
     async def owners(self) -> dict[str, str]:
         """Every assigned environment and its node."""
-        kvs = await self._call("owners", self.client.get_prefix(_key("owner", "")))
+        kvs = await self._call("owners", lambda: self.client.get_prefix(_key("owner", "")))
         return {kv.key.decode().rsplit("/", 1)[1]: kv.value.decode() for kv in kvs}
 
     async def assignment(self, env_id: str, node: str) -> Assignment | None:
         """One assignment, if there is one."""
-        found = await self._call("assignment", self.client.get(_key("assign", node, env_id)))
+        found = await self._call(
+            "assignment", lambda: self.client.get(_key("assign", node, env_id))
+        )
         return None if found is None else Assignment.load(found.value)
 
     async def assignments(self, node: str) -> tuple[list[Assignment], int]:
         """A node's assignments, and the revision to watch from after them."""
-        found = await self._call("assignments", self.client.get_prefix(_key("assign", node, "")))
+        found = await self._call(
+            "assignments", lambda: self.client.get_prefix(_key("assign", node, ""))
+        )
         return [Assignment.load(kv.value) for kv in found], int(found.header.revision) + 1
 
     def watch_assignments(self, node: str, start: int) -> AsyncIterator[Event]:
@@ -256,16 +281,20 @@ class ClusterStore:
     async def report(self, status: Status) -> None:
         """A node's word on one environment."""
         key = _key("status", status.node, status.env_id)
-        await self._call("report", self.client.put(key, status.dump()))
+        await self._call("report", lambda: self.client.put(key, status.dump()))
 
     async def clear(self, node: str, env_id: str) -> None:
         """Forget a node's word on an environment it no longer has."""
-        await self._call("clear", self.client.delete(_key("status", node, env_id)))
+        await self._call("clear", lambda: self.client.delete(_key("status", node, env_id)))
 
     async def status(self, node: str, env_id: str) -> Status | None:
         """A node's last word on an environment."""
-        found = await self._call("status", self.client.get(_key("status", node, env_id)))
+        found = await self._call("status", lambda: self.client.get(_key("status", node, env_id)))
         return None if found is None else Status.load(found.value)
+
+    def watch_owners(self, start: int) -> AsyncIterator[Event]:
+        """Every environment's owner node changing (assigned, moved, taken away)."""
+        return watch(self.client, _key("owner", ""), start)
 
     def watch_status(self, start: int) -> AsyncIterator[Event]:
         """Every status change, of every node."""
@@ -276,26 +305,26 @@ class ClusterStore:
     async def campaign(self, replica: str, ttl: int = LEADER_TTL) -> int | None:
         """Become the leader if there is none; the lease to keep alive, or None."""
         c = self.client
-        lease = await self._call("lease", c.lease(ttl))
+        lease = await self._call("lease", lambda: c.lease(ttl))
         key = _key("leader")
-        ok, _ = await self._call("campaign", c.transaction(
+        ok, _ = await self._call("campaign", lambda: c.transaction(
             compare=[c.transactions.version(key) == 0],
             success=[c.transactions.put(key, replica.encode(), lease.id)],
             failure=[],
         ))  # fmt: skip
         if not ok:
-            await self._call("revoke", c.revoke_lease(lease.id))
+            await self._call("revoke", lambda: c.revoke_lease(lease.id))
             return None
         return int(lease.id)
 
     async def leader(self) -> str | None:
         """The replica that leads now, if any."""
-        found = await self._call("leader", self.client.get(_key("leader")))
+        found = await self._call("leader", lambda: self.client.get(_key("leader")))
         return None if found is None else found.value.decode()
 
     async def resign(self, lease_id: int) -> None:
         """Step down (the key goes with the lease)."""
-        await self._call("resign", self.client.revoke_lease(lease_id))
+        await self._call("resign", lambda: self.client.revoke_lease(lease_id))
 
     def watch_leader(self, start: int) -> AsyncIterator[Event]:
         """The leader key's changes (a delete: the leader is gone)."""
@@ -303,7 +332,7 @@ class ClusterStore:
 
     async def kick(self) -> None:
         """Tell the leader there is something to admit."""
-        await self._call("kick", self.client.put(_key("kick"), str(time.time()).encode()))
+        await self._call("kick", lambda: self.client.put(_key("kick"), str(time.time()).encode()))
 
     def watch_kicks(self, start: int) -> AsyncIterator[Event]:
         """Every kick from revision ``start`` on."""

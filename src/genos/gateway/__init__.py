@@ -18,6 +18,10 @@ environment most of all. How the package is laid out:
   tasks; ``server``: TCP and loopback listeners.
 * ``fake``: :class:`~genos.gateway.fake.FakeDisplay`, an in-process RFB server
   for tests of the gateway's users (no Xvnc needed).
+* ``desktop``: :class:`~genos.gateway.desktop.Desktop`, the gateway as an RFB
+  client of its own (a framebuffer copy and checked input) for software agents;
+  ``keys``: key names and text as keysyms; ``lease``: who has an environment's
+  keyboard and mouse (agents or a person's control viewer).
 
 A web route mounts it as::
 

@@ -28,6 +28,7 @@ from genos.gateway.client_messages import (
     choose_encodings,
     read_client_message,
 )
+from genos.gateway.lease import InputLease
 from genos.gateway.metrics import Connection
 from genos.gateway.rfb import Encoding, compress_encoding, quality_encoding
 from genos.gateway.server_messages import (
@@ -48,6 +49,8 @@ class Pumps:
         state: framebuffer, pixel format and enabled encodings.
         conn: the connection's counters, grant and controller.
         quiesce_timeout: seconds a pixel-format change may wait for an update.
+        lease: the environment's input lease, which the viewer's input takes (None: no lease).
+        viewer: the viewer's name in the lease (default: the grant's user id).
     """
 
     def __init__(
@@ -57,6 +60,9 @@ class Pumps:
         state: EnvState,
         conn: Connection,
         quiesce_timeout: float,
+        *,
+        lease: InputLease | None = None,
+        viewer: str = "",
     ) -> None:
         self.client = client
         self.env = env
@@ -64,6 +70,8 @@ class Pumps:
         self.conn = conn
         self.grant = conn.grant
         self.quiesce_timeout = quiesce_timeout
+        self.lease = lease
+        self.viewer = viewer or conn.grant.user_id
         self.choice: EncodingChoice | None = None
         self.pending: UpdateRequest | None = None
         self.outstanding = False
@@ -125,7 +133,21 @@ class Pumps:
             if Encoding.EXTENDED_DESKTOP_SIZE not in self.state.enabled:
                 raise ProtocolError("client", "SetDesktopSize without ExtendedDesktopSize")
             return self.grant.resize_allowed(msg.width, msg.height)
-        return isinstance(msg, KeyEvent | PointerEvent) and self.grant.input_allowed
+        if not isinstance(msg, KeyEvent | PointerEvent) or not self.grant.input_allowed:
+            return False
+        return self._leased(msg)
+
+    def _leased(self, msg: KeyEvent | PointerEvent) -> bool:
+        """A person's key or button takes the input lease; bare motion passes only
+        while no agent holds it."""
+        if self.lease is None:
+            return True
+        touch = isinstance(msg, KeyEvent) or msg.buttons != 0
+        if not self.lease.person_input(self.grant.user_id, self.viewer, touch=touch):
+            return False
+        if isinstance(msg, PointerEvent):
+            self.lease.pointer = (msg.x, msg.y)
+        return True
 
     async def _on_encodings(self, msg: SetEncodings) -> None:
         self.choice = choose_encodings(msg)

@@ -27,6 +27,7 @@ from genos.gateway.handshake import (
     client_version,
     environment_handshake,
 )
+from genos.gateway.lease import LEASES, Leases
 from genos.gateway.metrics import REGISTRY, Connection, ConnectionRegistry
 from genos.gateway.policy import Grant
 from genos.gateway.pumps import Pumps
@@ -53,6 +54,8 @@ class ProxyOptions:
         clock: monotonic seconds for the controller.
         registry: where live connections are listed.
         connect: opens the stream to the display socket (a fake in tests).
+        leases: the input leases a control viewer's input takes (None: input is never leased).
+        viewer: how the lease names this viewer's person to others (default: the user id).
     """
 
     limits: Limits = DEFAULT_LIMITS
@@ -63,6 +66,8 @@ class ProxyOptions:
     clock: Clock = time.monotonic
     registry: ConnectionRegistry = field(default_factory=lambda: REGISTRY)
     connect: Callable[[DisplayTarget], Awaitable[ByteStream]] = open_target
+    leases: Leases | None = field(default_factory=lambda: LEASES)
+    viewer: str = ""
 
 
 @dataclass(frozen=True)
@@ -190,7 +195,12 @@ class _Session:
 
     async def _stream(self, env: _Peer, init: ServerInit) -> Closed:
         state = EnvState(Framebuffer(init.width, init.height), init.format, self.options.limits)
-        pumps = Pumps(self.client, env, state, self.conn, self.options.quiesce_timeout)
+        leases = self.options.leases
+        lease = leases.get(self.grant.env_id) if leases is not None else None
+        pumps = Pumps(
+            self.client, env, state, self.conn, self.options.quiesce_timeout,
+            lease=lease, viewer=self.options.viewer,
+        )  # fmt: skip
         self.options.registry.add(self.conn)
         tasks = [
             asyncio.create_task(pumps.client_pump(), name="client-pump"),

@@ -99,11 +99,12 @@ class AsyncioStream:
             log.debug("close after reset: %s", exc)
 
 
-async def open_unix(path: str | os.PathLike[str]) -> AsyncioStream:
+async def open_unix(path: str | os.PathLike[str], *, limit: int = 1 << 16) -> AsyncioStream:
     """Connect to a unix socket.
 
     Args:
         path: the socket's path.
+        limit: the reader's buffer bound (asyncio's default; more for bulk reads).
 
     Returns:
         The connected stream.
@@ -112,20 +113,24 @@ async def open_unix(path: str | os.PathLike[str]) -> AsyncioStream:
         StreamClosedError: nothing listens there.
     """
     try:
-        reader, writer = await asyncio.open_unix_connection(os.fspath(path))
+        reader, writer = await asyncio.open_unix_connection(os.fspath(path), limit=limit)
     except OSError as exc:
         raise StreamClosedError(f"cannot connect to {path}: {exc}") from exc
     return AsyncioStream(reader, writer)
 
 
-async def open_target(target: DisplayTarget) -> AsyncioStream:
+async def open_target(target: DisplayTarget, *, limit: int = 1 << 16) -> AsyncioStream:
     """Connect to a display: a local unix socket, or a remote one through its relay.
+
+    Args:
+        target: the display.
+        limit: a local socket's reader buffer bound (see :func:`open_unix`).
 
     Raises:
         StreamClosedError: nothing answers there.
     """
     if isinstance(target, str | os.PathLike):
-        return await open_unix(target)
+        return await open_unix(target, limit=limit)
     try:
         reader, writer = await target.open()
     except OSError as exc:

@@ -12,6 +12,15 @@ takes only clients whose certificate says ``control-plane``
 <protocol>``; the relay answers ``OK`` and then copies bytes both ways
 between the connection and the environment's socket (``vnc``, ``spice`` or
 ``rdp``), or ``ERR <reason>`` and closes.
+
+A drain carries a container's volume between nodes through the same relays
+(:func:`carry_volume`, run by the control plane): ``GENOS-VOLUME GET <owner>
+<name>`` answers ``OK <size>`` and the volume as a tar
+(:meth:`~genos.runtime.volumes.VolumeStore.pack`, detached volumes only);
+``GENOS-VOLUME PUT <owner> <name> <size>`` answers ``OK``, takes the tar and
+answers ``DONE`` once the volume is whole here (or ``ERR`` and nothing is
+left); ``GENOS-VOLUME DEL <owner> <name>`` removes the sent copy. Each side
+stages the tar in a file beside its volumes.
 """
 
 from __future__ import annotations
@@ -19,17 +28,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from genos.cluster import pki
 from genos.cluster.pki import Identity
-from genos.errors import GenOSError
+from genos.errors import GenOSError, InputError
 from genos.ids import is_env_id
 from genos.runtime.driver import Driver, endpoint
 
+if TYPE_CHECKING:
+    from genos.runtime.volumes import VolumeStore
+
 log = logging.getLogger("genos.node.relay")
 HELLO = b"GENOS-RELAY"
+VOLUME = b"GENOS-VOLUME"
+CHUNK = 1 << 16
 PROTOCOLS = ("vnc", "spice", "rdp")
 LINE_LIMIT = 128
 HELLO_TIMEOUT = 5.0
@@ -54,8 +70,16 @@ def client_context(identity: Identity) -> ssl.SSLContext:
 class Relay:
     """The relay's server: :meth:`start` listens, :meth:`aclose` stops."""
 
-    def __init__(self, driver: Driver, identity: Identity, host: str, port: int) -> None:
+    def __init__(
+        self,
+        driver: Driver,
+        identity: Identity,
+        host: str,
+        port: int,
+        volumes: VolumeStore | None = None,
+    ) -> None:
         self.driver, self.identity, self.host, self.port = driver, identity, host, port
+        self.volumes = volumes  # carried to and from other nodes (None: not offered)
         self.server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -74,7 +98,15 @@ class Relay:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            target = await self._hello(reader, writer)
+            if not _from_control_plane(writer):
+                writer.write(b"ERR only a control plane may use the relay\n")
+                return
+            line = await asyncio.wait_for(reader.readuntil(b"\n"), HELLO_TIMEOUT)
+            parts = line[:LINE_LIMIT].decode("ascii", "replace").split()
+            if parts and parts[0] == VOLUME.decode():
+                await self._volume(parts, reader, writer)
+                return
+            target = await self._hello(parts, writer)
             if target is None:
                 return
             try:
@@ -91,16 +123,72 @@ class Relay:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _hello(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> Path | None:
-        peer = writer.get_extra_info("ssl_object")
-        der = peer.getpeercert(binary_form=True) if peer is not None else None
-        if not der or pki.role_of(der) != "control-plane":
-            writer.write(b"ERR only a control plane may open displays\n")
-            return None
-        line = await asyncio.wait_for(reader.readuntil(b"\n"), HELLO_TIMEOUT)
-        parts = line[:LINE_LIMIT].decode("ascii", "replace").split()
+    async def _volume(
+        self, parts: list[str], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """``GENOS-VOLUME GET|PUT|DEL <owner> <name> [<size>]`` (see :func:`carry_volume`)."""
+        store = self.volumes
+        if store is None:
+            writer.write(b"ERR this node carries no volumes\n")
+            return
+        verb, rest = (parts[1], parts[2:]) if len(parts) > 1 else ("", [])
+        try:
+            if verb == "GET" and len(rest) == 2:
+                await self._send_volume(store, rest[0], rest[1], writer)
+            elif verb == "PUT" and len(rest) == 3 and rest[2].isdigit():
+                await self._take_volume(store, rest[0], rest[1], int(rest[2]), reader, writer)
+            elif verb == "DEL" and len(rest) == 2:
+                await asyncio.to_thread(store.rm, rest[0], rest[1])
+                writer.write(b"DONE\n")
+            else:
+                writer.write(b"ERR bad volume request\n")
+        except GenOSError as exc:
+            writer.write(f"ERR {exc}\n".encode()[:300])
+        await writer.drain()
+
+    async def _send_volume(
+        self, store: VolumeStore, owner: str, name: str, writer: asyncio.StreamWriter
+    ) -> None:
+        packed = store.root / f".carry-{secrets.token_hex(6)}.tar"
+        try:
+            await asyncio.to_thread(store.pack, owner, name, packed)
+            size = packed.stat().st_size
+            writer.write(f"OK {size}\n".encode())
+            with packed.open("rb") as src:
+                while chunk := await asyncio.to_thread(src.read, CHUNK):
+                    writer.write(chunk)
+                    await writer.drain()
+        finally:
+            packed.unlink(missing_ok=True)
+
+    async def _take_volume(  # noqa: PLR0917 - the request's parts and its streams
+        self,
+        store: VolumeStore,
+        owner: str,
+        name: str,
+        size: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        store.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        packed = store.root / f".carry-{secrets.token_hex(6)}.tar"
+        try:
+            writer.write(b"OK\n")
+            await writer.drain()
+            with packed.open("wb") as out:
+                left = size
+                while left:
+                    chunk = await reader.read(min(CHUNK, left))
+                    if not chunk:
+                        raise InputError(f"the volume ended {left} bytes short")
+                    await asyncio.to_thread(out.write, chunk)
+                    left -= len(chunk)
+            await asyncio.to_thread(store.unpack, owner, name, packed)
+            writer.write(b"DONE\n")
+        finally:
+            packed.unlink(missing_ok=True)
+
+    async def _hello(self, parts: list[str], writer: asyncio.StreamWriter) -> Path | None:
         if len(parts) != 3 or parts[0] != HELLO.decode() or parts[2] not in PROTOCOLS:
             writer.write(b"ERR bad hello\n")
             return None
@@ -114,6 +202,74 @@ class Relay:
             writer.write(f"ERR {exc}\n".encode()[:200])
             return None
         return target if isinstance(target, Path) else None
+
+
+def _from_control_plane(writer: asyncio.StreamWriter) -> bool:
+    peer = writer.get_extra_info("ssl_object")
+    der = peer.getpeercert(binary_form=True) if peer is not None else None
+    return isinstance(der, bytes) and pki.role_of(der) == "control-plane"
+
+
+async def carry_volume(
+    source: tuple[str, int],
+    target: tuple[str, int],
+    owner: str,
+    name: str,
+    context: ssl.SSLContext,
+) -> int:
+    """Copy detached volume ``owner/name`` from the node whose relay is ``source`` to the
+    one at ``target`` (a tar through this control plane, mutual TLS both ways), then
+    remove it from the source. The bytes carried.
+
+    The target makes the volume whole or not at all; the source removes its copy only
+    once the target has it.
+
+    Raises:
+        ExternalError: either side refused or the copy broke (the source keeps its copy).
+    """
+    from genos.errors import ExternalError  # noqa: PLC0415
+
+    async def ask(
+        where: tuple[str, int], line: str
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
+        reader, writer = await asyncio.open_connection(*where, ssl=context)
+        writer.write(f"{VOLUME.decode()} {line}\n".encode())
+        await writer.drain()
+        answer = (await asyncio.wait_for(reader.readuntil(b"\n"), 60.0)).decode("ascii", "replace")
+        return reader, writer, answer.strip()
+
+    opened: list[asyncio.StreamWriter] = []
+    try:
+        src_reader, src_writer, said = await ask(source, f"GET {owner} {name}")
+        opened.append(src_writer)
+        if not said.startswith("OK ") or not said[3:].isdigit():
+            raise ExternalError(f"the source node would not give volume {name}: {said[:200]}")
+        size = int(said[3:])
+        dst_reader, dst_writer, said = await ask(target, f"PUT {owner} {name} {size}")
+        opened.append(dst_writer)
+        if said != "OK":
+            raise ExternalError(f"the target node would not take volume {name}: {said[:200]}")
+        left = size
+        while left:
+            chunk = await src_reader.read(min(CHUNK, left))
+            if not chunk:
+                raise ExternalError(f"volume {name}: the source stopped {left} bytes short")
+            dst_writer.write(chunk)
+            await dst_writer.drain()
+            left -= len(chunk)
+        done = (await asyncio.wait_for(dst_reader.readuntil(b"\n"), 300.0)).decode().strip()
+        if done != "DONE":
+            raise ExternalError(f"the target node could not make volume {name}: {done[:200]}")
+        _, del_writer, said = await ask(source, f"DEL {owner} {name}")
+        opened.append(del_writer)
+    except (OSError, asyncio.IncompleteReadError, TimeoutError, ssl.SSLError) as exc:
+        raise ExternalError(f"carrying volume {name} broke: {exc}") from exc
+    finally:
+        for writer in opened:
+            writer.close()
+    if said != "DONE":
+        log.warning("volume %s/%s carried, but the source kept its copy: %s", owner, name, said)
+    return size
 
 
 async def _pipe(

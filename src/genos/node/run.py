@@ -27,6 +27,7 @@ from genos.node.local import leave_host, local_driver
 from genos.node.relay import Relay
 from genos.orchestrator.capacity import Capacity
 from genos.paths import NODE_NAME
+from genos.runtime.volumes import VolumeStore
 
 log = logging.getLogger("genos.node")
 
@@ -74,7 +75,8 @@ async def run_node(config: NodeConfig, *, ready: asyncio.Event | None = None) ->
     config.root.mkdir(parents=True, exist_ok=True)
     config.root.chmod(0o711)  # QEMU's own user passes through to its VMs' files
     driver = local_driver(config.driver, config.root, config.images_dir)
-    relay = Relay(driver, identity, config.relay_host, config.relay_port)
+    volumes = VolumeStore(config.root / "volumes")  # where the OCI driver keeps them
+    relay = Relay(driver, identity, config.relay_host, config.relay_port, volumes)
     client = EtcdClient(config.etcd, identity)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

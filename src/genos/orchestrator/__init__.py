@@ -4,7 +4,10 @@ How the package is laid out, from the API down:
 
 - ``engine``: :class:`Engine`, the async API the HTTP layer and CLI call
   (request, wait, suspend, resume, terminate, cancel, get, list, events,
-  activity, host, reconcile, tick).
+  activity, host, reconcile, tick); ``verbs`` and ``reads`` are its mixins
+  (changing one environment; reading them).
+- ``placing``: where an admitted environment goes (this host, or a
+  cluster's node through :mod:`genos.cluster.placement`).
 - ``admission``: the capacity queue and the provisioning tasks;
   ``provision``: one environment's create/start steps and progress events.
 - ``timers``: TTL and idle deadlines with warnings; ``reconcile``: make the

@@ -11,15 +11,13 @@ holding an environment's lock ever waits for that admission lock.
 from __future__ import annotations
 
 import asyncio
-import builtins
-import contextlib
 import socket
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
-from genos.errors import ClosedError, GenOSError, StateError, WaitTimeoutError
+from genos.errors import ClosedError, GenOSError, StateError
 from genos.ids import new_env_id
 from genos.orchestrator.admission import Admission
 from genos.orchestrator.capacity import (
@@ -31,16 +29,17 @@ from genos.orchestrator.capacity import (
     Requests,
     no_quota,
 )
-from genos.orchestrator.events import EventBus, stream
+from genos.orchestrator.events import EventBus
 from genos.orchestrator.lifecycle import SYSTEM, Lifecycle, log
 from genos.orchestrator.placing import Placer, SingleHost
 from genos.orchestrator.pools import PoolKeeper
 from genos.orchestrator.pressure import Presence, PressureMonitor, PressurePolicy, nobody
 from genos.orchestrator.queries import NewEnvironment
+from genos.orchestrator.reads import Reads
 from genos.orchestrator.reconcile import ReconcileReport, reconcile
-from genos.orchestrator.records import Environment, Event, EventType
+from genos.orchestrator.records import Environment, EventType
 from genos.orchestrator.registry import Registry
-from genos.orchestrator.states import State
+from genos.orchestrator.states import HOLDING, State
 from genos.orchestrator.timers import Timers
 from genos.orchestrator.verbs import Verbs
 from genos.runtime.driver import Driver
@@ -50,11 +49,12 @@ STALE_SAMPLE = 2.0  # seconds a usage reading is shown before a fresh one is tak
 REFILL_DELAY = 1.0  # seconds between a claim and the refill it starts
 
 
-class Engine(Verbs):
+class Engine(Verbs, Reads):
     """Lifecycle, queue, timers and reconcile for the environments of one host.
 
     The verbs on an existing environment (suspend, resume, terminate,
-    cancel) are in :class:`~genos.orchestrator.verbs.Verbs`."""
+    cancel) are in :class:`~genos.orchestrator.verbs.Verbs`; reading them (get, list,
+    wait, events) in :class:`~genos.orchestrator.reads.Reads`."""
 
     def __init__(
         self,
@@ -166,6 +166,24 @@ class Engine(Verbs):
         """Add an event to an environment's history (and wake its followers)."""
         await self._life.emit(env_id, kind, message, data)
 
+    async def relocate(
+        self, env_id: str, old: str, new: str, move: Callable[[], Awaitable[object]], note: str
+    ) -> None:
+        """Under ``env_id``'s lock (no verb meanwhile): ``move()`` it from host ``old`` to
+        ``new`` (a drain), then record where it lives now with ``note`` as the event.
+
+        Raises:
+            StateError: it is no longer held on ``old``.
+            GenOSError: ``move`` failed (it is where it was, or ended: the caller says).
+        """
+        async with self._life.lock(env_id):
+            env = await self.registry.get(env_id)
+            if env.host != old or env.state not in HOLDING:
+                raise StateError(env.state.value, [s.value for s in HOLDING], f"move from {old}")
+            await self._life.call("relocate", move())
+            await self.registry.relocate(env_id, old, new, note)
+        self._life.bus.publish(env_id)
+
     def lead(self, leading: Callable[[], bool], defer: Callable[[], Awaitable[None]]) -> None:
         """Run the singletons (admission, timers, reconcile, pools) only while ``leading()``;
         otherwise admission asks are passed on by ``defer`` (a cluster's follower replica)."""
@@ -273,77 +291,6 @@ class Engine(Verbs):
         await asyncio.sleep(REFILL_DELAY)
         await self.pools.refill()
 
-    async def get(self, env_id: str) -> Environment:
-        """One environment.
-
-        Raises:
-            NotFoundError: no such environment.
-        """
-        return await self.registry.get(env_id)
-
-    async def wait(
-        self, env_id: str, wanted: State | Iterable[State], timeout: float | None = None
-    ) -> Environment:
-        """Wait until the environment is in one of ``wanted`` (for synchronous clients).
-
-        Args:
-            env_id: the environment.
-            wanted: the state or states to wait for.
-            timeout: seconds of real time; None waits as long as it takes.
-
-        Returns:
-            The environment in a wanted state.
-
-        Raises:
-            StateError: it reached a final state that is not wanted.
-            WaitTimeoutError: ``timeout`` passed first.
-            NotFoundError: no such environment.
-        """
-        goal = {wanted} if isinstance(wanted, State) else set(wanted)
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._wait(env_id, goal)
-        except TimeoutError as exc:
-            names = " or ".join(sorted(s.value for s in goal))
-            raise WaitTimeoutError(f"{env_id} did not become {names} in {timeout}s") from exc
-
-    async def _wait(self, env_id: str, goal: set[State]) -> Environment:
-        with self._life.bus.subscribe(env_id) as wake:
-            while True:
-                wake.clear()
-                env = await self.registry.get(env_id)
-                if env.state in goal:
-                    return env
-                if env.state.final:
-                    raise StateError(env.state.value, sorted(s.value for s in goal), "wait")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self._intervals[2])
-
-    def events(
-        self, env_id: str, after_seq: int = 0, *, follow: bool = True
-    ) -> AsyncGenerator[Event, None]:
-        """The environment's events: history after ``after_seq``, then live ones.
-
-        Args:
-            env_id: the environment.
-            after_seq: the last seq the client has (``Last-Event-ID``), 0 for all.
-            follow: keep streaming until the environment ends.
-
-        Returns:
-            An async generator of events in seq order; it ends after the final
-            state's event. Close it (``aclose()``) when the client leaves early.
-        """
-        poll = self._intervals[2]
-        return stream(self.registry, self._life.bus, env_id, after_seq, follow=follow, poll=poll)
-
-    async def activity(self, env_id: str) -> None:
-        """Tell the engine a user did something in the environment (resets idle).
-
-        Raises:
-            NotFoundError: no such environment (when the time is stored).
-        """
-        await self._timers.activity(env_id, self.clock.now())
-
     async def host(self) -> HostStatus:
         """This host's capacity, what environments reserve and may use, their real use, and
         the queue."""
@@ -377,30 +324,6 @@ class Engine(Verbs):
         await self._timers.tick(self.clock.now(), self._timed)
         await self.pressure.check(self.clock.now())
         await self.pools.refill()
-
-    async def list(
-        self,
-        owner: str | None = None,
-        states: Iterable[State] | None = None,
-        *,
-        limit: int | None = None,
-        after: str | None = None,
-    ) -> builtins.list[Environment]:
-        """Environments, oldest first.
-
-        Args:
-            owner: only this user's; None for everybody's.
-            states: only these states; None for all.
-            limit: at most this many (a page).
-            after: start after this environment id (the previous page's last).
-
-        Returns:
-            The environments (queued ones with their queue position).
-
-        Raises:
-            NotFoundError: ``after`` names no environment.
-        """
-        return await self.registry.list(owner, states, limit=limit, after=after)
 
     async def _admit(self) -> None:
         await self._admission.admit()

@@ -156,3 +156,14 @@ class EventRow(Base):
     state: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(JsonType)
+
+
+class SigninRow(Base):
+    """Sign-in failures counted against one key (see :mod:`genos.orchestrator.signins`)."""
+
+    __tablename__ = "signin_failures"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -492,12 +492,14 @@ def rehost(
     message: str,
     data: dict[str, Any],
     now: datetime,
+    states: Sequence[State] = (State.PROVISIONING,),
+    kind: EventType = EventType.WARNING,
 ) -> Event:
-    """Move a provisioning environment from ``hosts[0]`` to ``hosts[1]`` (compare-and-set),
-    with a warning event saying why, in one transaction.
+    """Move an environment in one of ``states`` from ``hosts[0]`` to ``hosts[1]``
+    (compare-and-set), with an event saying why, in one transaction.
 
     Raises:
-        StateError: it is no longer provisioning on ``hosts[0]``.
+        StateError: it is no longer in ``states`` on ``hosts[0]``.
         NotFoundError: no such environment.
     """
     old, new = hosts
@@ -505,7 +507,7 @@ def rehost(
         update(EnvironmentRow)
         .where(
             EnvironmentRow.id == env_id,
-            EnvironmentRow.state == State.PROVISIONING.value,
+            EnvironmentRow.state.in_([s.value for s in states]),
             EnvironmentRow.host == old,
         )
         .values(host=new)
@@ -513,8 +515,8 @@ def rehost(
     )
     if session.connection().execute(statement).rowcount != 1:
         current = State(get_row(session, env_id).state)
-        raise StateError(current.value, [State.PROVISIONING.value], f"move to {new}")
-    return add_event(session, env_id, kind=EventType.WARNING, message=message, data=data, now=now)
+        raise StateError(current.value, [s.value for s in states], f"move to {new}")
+    return add_event(session, env_id, kind=kind, message=message, data=data, now=now)
 
 
 def event_row(

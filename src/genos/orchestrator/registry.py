@@ -33,7 +33,8 @@ from genos.orchestrator.groupcommit import GroupWriter
 from genos.orchestrator.models import EnvironmentRow, EventRow, TransitionRow
 from genos.orchestrator.queries import NewEnvironment
 from genos.orchestrator.records import Clocks, Environment, Event, EventType, Pool, Transition
-from genos.orchestrator.states import State
+from genos.orchestrator.signins import Signins
+from genos.orchestrator.states import HOLDING, State
 from genos.spec import Lifetime
 
 T = TypeVar("T")
@@ -53,6 +54,7 @@ class Registry:
         self.engine = engine
         self.clock: Clock = clock or SystemClock()
         self.accounts = Accounts(self)
+        self.signins = Signins(self)
         self._writer = engine.execution_options(**{database.WRITE: True})
         # SQLite has one writer at a time: batch writers into group commits.
         self._group = (
@@ -371,6 +373,24 @@ class Registry:
             ),
             write=True,
         )
+
+    async def relocate(self, env_id: str, old: str, new: str, message: str) -> Event:
+        """Record that a provisioning, running or suspended environment now lives on
+        ``new`` instead of ``old`` (a drain moved it), with a progress event.
+
+        Raises:
+            StateError: it is no longer held on ``old`` (ended meanwhile).
+            NotFoundError: no such environment.
+        """
+        now = self.clock.now()
+        data = {"from_host": old, "to_host": new}
+        return await self.run(
+            lambda s: queries.rehost(
+                s, env_id, hosts=(old, new), message=message, data=data, now=now,
+                states=tuple(HOLDING), kind=EventType.PROGRESS,
+            ),
+            write=True,
+        )  # fmt: skip
 
     async def add_event(
         self, env_id: str, kind: EventType, message: str, data: dict[str, Any] | None = None

@@ -133,6 +133,20 @@ class TierRouter:
             return candidate
         raise NotFoundError("environment", env_id)
 
+    async def exec(
+        self, env_id: str, argv: list[str], *, timeout: float = 60.0, limit: int | None = None
+    ) -> Any:
+        """Run a command in ``env_id`` as its user, on a driver that can (the OCI ones).
+
+        Raises:
+            CapabilityError: the environment's driver cannot run commands.
+        """
+        driver = self._holder(env_id)
+        run = getattr(driver, "exec", None)
+        if run is None:
+            raise CapabilityError(f"the {driver.name} runtime cannot run commands in environments")
+        return await run(env_id, argv, timeout=timeout, limit=limit)
+
     def endpoint(self, env_id: str, protocol: str) -> DisplayTarget:
         """The socket of ``protocol`` (``vnc``, ``spice``, ``rdp``) if the owning driver serves it.
 

@@ -31,11 +31,19 @@ import re
 import secrets
 import shutil
 import subprocess
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from genos.errors import CapabilityError, ExternalError, InputError, NotFoundError, StateError
+from genos.errors import (
+    CapabilityError,
+    ConflictError,
+    ExternalError,
+    InputError,
+    NotFoundError,
+    StateError,
+)
 from genos.paths import data_dir
 from genos.runtime.images.mounts import mounted_under
 from genos.sandbox import idmap
@@ -159,6 +167,51 @@ class VolumeStore:
         _sync_dir(volume.path)
         shutil.rmtree(volume.path)
 
+    def pack(self, owner: str, name: str, out: Path) -> None:
+        """Write a detached volume as a tar to ``out`` (to carry it to another node): its
+        files with their owners and modes, symlinks as links; an encrypted volume as its
+        ciphertext and its key.
+
+        Raises:
+            NotFoundError: no such volume.
+            StateError: it is attached.
+        """
+        volume = self.volume(owner, name)
+        holder = volume.holder()
+        if holder is not None or mounted_under(volume.path):
+            raise StateError(f"attached to {holder or 'a mount'}", ["detached"], "carry volume")
+        with tarfile.open(out, "w") as tar:
+            for part in _PARTS:
+                if (volume.path / part).exists():
+                    tar.add(volume.path / part, arcname=part)
+
+    def unpack(self, owner: str, name: str, src: Path) -> Volume:
+        """Make volume ``name`` of ``owner`` from a tar :meth:`pack` wrote; all or nothing.
+
+        Raises:
+            ConflictError: this host has a volume of that name already.
+            InputError: the tar is not a volume (other top-level names, devices, paths
+                that leave it, no data or no cipher and key).
+        """
+        path = self._path(owner, name)
+        if path.exists():
+            raise ConflictError(f"volume {owner}/{name} exists on this host already")
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_name(f".{name}.in-{secrets.token_hex(4)}")
+        tmp.mkdir(mode=0o700)
+        try:
+            _extract(src, tmp)
+            made = Volume(owner, name, (tmp / "cipher").is_dir(), tmp)
+            if made.encrypted:
+                os.chown(made.key, 0, 0)
+                made.key.chmod(0o600)  # the key stays root's only
+            _sync_dir(tmp)
+            tmp.rename(path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return Volume(owner, name, made.encrypted, path)
+
     def attach(self, volume: Volume, mountpoint: Path, env_id: str, id_map: IdMap | None) -> Path:
         """Mount the volume's plaintext at ``mountpoint`` for environment ``env_id``.
 
@@ -217,6 +270,51 @@ class VolumeStore:
         if not _NAME.fullmatch(name):
             raise InputError(f"not a volume name: {name!r}")
         return self._owner_dir(owner) / name
+
+
+_PARTS = ("data", "cipher", "key")
+
+
+def _checked(members: list[tarfile.TarInfo]) -> list[tarfile.TarInfo]:
+    """The members of a packed volume, refused unless every one is a file, directory or
+    symlink under ``data/``, ``cipher/`` or ``key``, named once, through no symlink of the
+    tar itself, and without ``..``; setuid, setgid and sticky bits cleared.
+
+    Raises:
+        InputError: naming the first member that fails.
+    """
+    seen: set[str] = set()
+    links: set[str] = set()
+    for member in members:
+        parts = member.name.split("/")
+        bad = (
+            member.name in seen
+            or parts[0] not in _PARTS
+            or any(p in ("", ".", "..") for p in parts)
+            or not (member.isfile() or member.isdir() or member.issym())
+            or any("/".join(parts[:n]) in links for n in range(1, len(parts)))
+        )
+        if bad:
+            raise InputError(f"not a volume: {member.name[:80]!r} in its tar")
+        seen.add(member.name)
+        if member.issym():
+            links.add(member.name)
+        member.mode &= 0o777
+    return members
+
+
+def _extract(src: Path, into: Path) -> None:
+    """Extract a packed volume into ``into`` (checked: see :meth:`VolumeStore.unpack`)."""
+    try:
+        with tarfile.open(src, "r:") as tar:
+            members = _checked(tar.getmembers())
+            tar.extractall(into, members=members, numeric_owner=True)  # noqa: S202 - checked above
+    except (tarfile.TarError, OSError) as exc:
+        raise InputError(f"not a volume tar: {exc}") from exc
+    plain = (into / "data").is_dir()
+    sealed = (into / "cipher").is_dir() and (into / "key").is_file()
+    if plain == sealed:
+        raise InputError("not a volume tar: it needs data/, or cipher/ and key")
 
 
 def _init(volume: Volume) -> None:

@@ -77,6 +77,7 @@ class ExecResult:
     code: int
     stdout: str
     stderr: str
+    truncated: bool = False  # output past the caller's limit was dropped
 
 
 class OCIDriver:
@@ -328,7 +329,13 @@ class OCIDriver:
         return EnvPaths.of(env_id, self.run_root, self.data_root)
 
     async def exec(
-        self, env_id: str, argv: list[str], *, root: bool = False, timeout: float = 60.0
+        self,
+        env_id: str,
+        argv: list[str],
+        *,
+        root: bool = False,
+        timeout: float = 60.0,
+        limit: int | None = None,
     ) -> ExecResult:
         """Run a command inside a running environment (operators, tests).
 
@@ -338,6 +345,7 @@ class OCIDriver:
             root: as uid 0 with the root capability set of
                 :mod:`genos.sandbox.config` (else as the session user, no capabilities).
             timeout: seconds before the command is killed.
+            limit: keep at most this many bytes of stdout and of stderr (None: all).
 
         Returns:
             Exit code and output.
@@ -356,10 +364,14 @@ class OCIDriver:
         ocienv.write_private(spec_file, json.dumps(spec))
         try:
             argv_full = runtime.argv("exec", "--process", str(spec_file), env_id)
-            code, out, err = await ociruntime.call(argv_full, timeout)
+            if limit is None:
+                code, out, err = await ociruntime.call(argv_full, timeout)
+                return ExecResult(code, out, err)
+            code, raw_out, raw_err, cut = await ociruntime.call_capped(argv_full, timeout, limit)
         finally:
             spec_file.unlink(missing_ok=True)
-        return ExecResult(code, out, err)
+        text = (raw_out.decode(errors="replace"), raw_err.decode(errors="replace"))
+        return ExecResult(code, *text, truncated=cut)
 
     def home(self, env_id: str) -> HomeDir:
         """The environment user's home as the host sees it (file transfer).

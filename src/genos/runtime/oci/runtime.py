@@ -190,6 +190,54 @@ async def _communicate(argv: list[str], sink: Any, timeout: float) -> tuple[int,
     return proc.returncode or 0, out or b"", err or b""
 
 
+async def call_capped(
+    argv: list[str], timeout: float, limit: int
+) -> tuple[int, bytes, bytes, bool]:
+    """Run ``argv`` keeping at most ``limit`` bytes of each of stdout and stderr.
+
+    The rest is read and dropped, so a chatty command costs time, not memory.
+
+    Returns:
+        Exit code, stdout, stderr, and whether either was cut.
+
+    Raises:
+        ExternalError: it could not be started or timed out.
+    """
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+    except OSError as exc:
+        raise ExternalError(f"cannot run {argv[0]}", detail=str(exc)) from exc
+    if proc.stdout is None or proc.stderr is None:  # pragma: no cover - PIPE above
+        raise ExternalError(f"{argv[0]}: no pipes")
+    try:
+        async with asyncio.timeout(timeout):
+            (out, cut_out), (err, cut_err) = await asyncio.gather(
+                _read_capped(proc.stdout, limit), _read_capped(proc.stderr, limit)
+            )
+            await proc.wait()
+    except TimeoutError:
+        raise ExternalError(f"{Path(argv[0]).name} timed out after {timeout:g}s") from None
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+    return proc.returncode or 0, out, err, cut_out or cut_err
+
+
+async def _read_capped(stream: asyncio.StreamReader, limit: int) -> tuple[bytes, bool]:
+    kept = bytearray()
+    cut = False
+    while chunk := await stream.read(1 << 16):
+        room = limit - len(kept)
+        kept += chunk[:room]
+        cut = cut or len(chunk) > room
+    return bytes(kept), cut
+
+
 def _cache_key(path: str) -> str:
     st = Path(path).stat()
     layout = "v2" if Path("/sys/fs/cgroup/cgroup.controllers").exists() else "v1"

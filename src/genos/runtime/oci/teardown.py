@@ -1,7 +1,9 @@
 """Releasing everything an OCI environment holds on the host, graceful first, then forceful.
 
 Steps, each attempted even when an earlier one failed: stop the session
-(thaw if frozen, SIGTERM, wait, SIGKILL, ``delete --force``), tear down its
+(thaw if frozen, SIGTERM, wait, SIGKILL, ``delete --force``), wait until
+every process the environment had when teardown began has exited (a zombie
+waiting for init to reap it has; see :mod:`genos.runtime.processes`), tear down its
 network namespace and policy, detach its volume (kept, never deleted),
 unmount its root and id-mapped layers (lazily if busy), kill what a lost
 runtime state left in its cgroup and remove the cgroup, remove its
@@ -27,6 +29,7 @@ from genos.runtime.oci import env as ocienv
 from genos.runtime.oci import runtime as ociruntime
 from genos.runtime.oci.env import EnvPaths
 from genos.runtime.oci.runtime import OCIRuntime, RuntimeKind
+from genos.runtime.processes import Snapshot, snapshot, still_running, wait_exited
 from genos.runtime.volumes import VolumeStore
 from genos.sandbox import cgroups, idmap
 from genos.sandbox.network import NetworkSandbox
@@ -66,8 +69,12 @@ class Teardown:
         Returns:
             One line per step that failed (empty: nothing is left).
         """
+        # The cgroup's processes, not the runtime's pid file: a stale one may
+        # name a pid that now belongs to someone else.
+        processes = snapshot(cgroups.tasks(self.env_id))
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("stop", self.stop),
+            ("exit", lambda: self.wait_exited(processes)),
             ("network", self.release_network),
             ("volume", lambda: asyncio.to_thread(self.release_volume)),
             ("mounts", lambda: asyncio.to_thread(unmount_all, self.paths.root)),
@@ -114,6 +121,23 @@ class Teardown:
                     await self._wait_stopped(runtime, pid)
         with contextlib.suppress(NotFoundError):
             await runtime.run("delete", "--force", env_id, env_id=env_id)
+
+    async def wait_exited(self, processes: Snapshot) -> None:
+        """Return once every process in ``processes`` has exited; SIGKILL what outlasts the wait.
+
+        Raises:
+            ExternalError: some survived SIGKILL.
+        """
+        if not await wait_exited(processes, self.stop_timeout):
+            return
+        for pid in still_running(processes):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        left = await wait_exited(processes, self.stop_timeout)
+        if left:
+            raise ExternalError(
+                "processes outlived the container", detail=", ".join(map(str, left))
+            )
 
     async def _wait_stopped(self, runtime: OCIRuntime, pid: int) -> bool:
         """Poll until the session's init is gone (runsc: until its state says stopped)."""

@@ -2,7 +2,11 @@
 
 Launch: the wrapper of :mod:`genos.runtime.qemu.cmd` plus QEMU's argv, umask
 077 (its sockets are 0600), its own session, stdout and stderr to
-``qemu.log``; the pid goes into the VM's cgroup at once. Ready: the guest's
+``qemu.log``; the pid goes into the VM's cgroup at once. QEMU is this
+process's child (the wrapper only execs, so the child's pid is QEMU's),
+and a thread per VM waits for it: the moment it exits it is reaped, so when
+``destroy`` returns not even a zombie of it is left. A QEMU started by an
+earlier control plane belongs to init; for it, exited means a zombie at most. Ready: the guest's
 mark on the serial console (GenOS's own images), then the RFB banner on
 QEMU's VNC socket. Stop: graceful, then
 forceful - ACPI power button (the guest powers off cleanly), QMP ``quit``,
@@ -21,6 +25,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,15 +44,40 @@ logger = logging.getLogger("genos.runtime.qemu")
 QUIT_TIMEOUT = 5.0
 
 
+class _Child:
+    """A QEMU this process started, and the thread that reaps it the moment it exits."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+        self.exited = threading.Event()
+
+    @classmethod
+    def adopt(cls, process: subprocess.Popen[bytes]) -> _Child:
+        """Track ``process`` and start reaping it (tracked first: it may exit at once)."""
+        child = _CHILDREN[process.pid] = cls(process)
+        name = f"genos-qemu-reaper-{process.pid}"
+        threading.Thread(target=child._reap, name=name, daemon=True).start()
+        return child
+
+    def _reap(self) -> None:
+        self.process.wait()
+        _CHILDREN.pop(self.process.pid, None)
+        self.exited.set()
+
+
+_CHILDREN: dict[int, _Child] = {}
+
+
 async def launch(
     argv: list[str], paths: VmPaths, timeout: float = 30.0, *, pass_fds: tuple[int, ...] = ()
 ) -> int:
-    """Start QEMU detached (see the module docstring); its pid once it has written it.
+    """Start QEMU as a child in its own session (see the module docstring); its pid once
+    it has written it.
 
-    ``setsid --fork`` leaves QEMU to init, so it outlives the control plane
-    and nobody here has to reap it (``-daemonize`` would fork after the
-    seccomp sandbox forbids it). ``pass_fds`` are inherited by QEMU under the
-    same numbers (a user image it may not open by path).
+    Its own session keeps it out of the control plane's signals, so it
+    outlives a control plane that stops (``-daemonize`` would fork after
+    the seccomp sandbox forbids it). ``pass_fds`` are inherited by QEMU
+    under the same numbers (a user image it may not open by path).
 
     Raises:
         ExternalError: it could not be started or exited at once (its log in ``detail``).
@@ -55,21 +85,31 @@ async def launch(
     paths.pidfile.unlink(missing_ok=True)
     log = os.open(paths.qemu_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
-        starter = await asyncio.create_subprocess_exec(
-            "setsid", "--fork", *argv, "-pidfile", str(paths.pidfile),
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, umask=0o077, pass_fds=pass_fds,
+        process = subprocess.Popen(  # noqa: ASYNC220 - fork and exec only; the reaper waits
+            [*argv, "-pidfile", str(paths.pidfile)], stdin=subprocess.DEVNULL, stdout=log,
+            stderr=log, umask=0o077, pass_fds=pass_fds, start_new_session=True,
         )  # fmt: skip
     except OSError as exc:
         raise ExternalError(f"cannot start QEMU: {exc}") from exc
     finally:
         os.close(log)
+    child = _Child.adopt(process)
     deadline = time.monotonic() + timeout
     while (pid := qemu_pid(paths, _read_pid(paths.pidfile))) is None:
-        if starter.returncode not in (None, 0) or time.monotonic() > deadline:
+        if child.exited.is_set() or time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
             raise ExternalError("QEMU did not start", detail=log_tail(paths.qemu_log))
         await asyncio.sleep(0.01)
-    await starter.wait()
     return pid
+
+
+def exited(pid: int) -> bool:
+    """Whether QEMU ``pid`` has exited: reaped if it is this process's child, else not running."""
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        return child.exited.is_set()
+    return not alive(pid)
 
 
 async def wait_ready(paths: VmPaths, pid: int, timeout: float, mark: str | None) -> None:
@@ -167,10 +207,10 @@ def qemu_pid(paths: VmPaths, pid: int | None) -> int | None:
 
 
 async def wait_exit(pid: int, timeout: float) -> bool:
-    """Poll until ``pid`` has exited; False if it still runs at the deadline."""
+    """Poll until ``pid`` has exited (:func:`exited`); False if it still runs at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
-        if not alive(pid):
+        if exited(pid):
             return True
         if time.monotonic() > deadline:
             return False
