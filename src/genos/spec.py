@@ -138,6 +138,24 @@ class Display(_Model):
         default=False,
         description="No window manager or desktop apps; the display shows a terminal.",
     )
+    resize: bool = Field(
+        default=True,
+        description=(
+            "Viewers with control may resize the remote screen to their window "
+            "(RFB SetDesktopSize), up to max_resolution."
+        ),
+    )
+    max_resolution: Resolution = Field(
+        default=Resolution(width=3840, height=2160),
+        description="The largest screen a viewer may ask for; larger requests are refused.",
+    )
+
+    @model_validator(mode="after")
+    def _resolution_within_max(self) -> Display:
+        most, start = self.max_resolution, self.resolution
+        if start.width > most.width or start.height > most.height:
+            raise ValueError(f"resolution {start} is larger than max_resolution {most}")
+        return self
 
 
 class AllowRule(_Model):

@@ -189,3 +189,21 @@ async def test_a_recorded_session_replays_byte_for_byte(
         f"/v1/environments/{env['id']}/recordings/20260101T000000-x.rfbrec/token"
     )
     assert other.status_code == 404
+
+
+async def test_audio_takes_display_tokens_of_either_permission(
+    api: httpx.AsyncClient, api_app: Api, live: str
+) -> None:
+    """The sound channel refuses bad and other-environment tokens; a view token passes the
+    permission check (sound carries no input) and only then meets the fake's missing server."""
+    env = await running_env(api)
+    other = await running_env(api)
+    base = f"ws://{live}/v1/environments"
+    good = (await token_for(api, env["id"]))["token"]
+    view = (await token_for(api, env["id"], "view"))["token"]
+    assert await refused(f"{base}/{other['id']}/audio?token={good}") == 403
+    assert await refused(f"{base}/{env['id']}/audio") == 403
+    assert await refused(f"{base}/{env['id']}/audio?token={view}") == 403  # the fake has no sound
+    outcomes = [r.get("outcome", "") for r in AuditLog(api_app.service.audit_log.path).records()]
+    assert not any("needs a control token" in o for o in outcomes), outcomes
+    assert any("audio display of environment" in o for o in outcomes), outcomes

@@ -92,8 +92,8 @@ async def send_input(viewer: Viewer) -> None:
     await viewer.key(0x61, False)
     await viewer.pointer(5, 5, 1)
     await viewer.cut_text(b"secret")
-    screen = struct.pack("!IHHHHI", 0, 0, 0, 32, 32, 0)
-    await viewer.stream.write(struct.pack("!BxHHBx", 251, 32, 32, 1) + screen)
+    screen = struct.pack("!IHHHHI", 0, 0, 0, 640, 480, 0)
+    await viewer.stream.write(struct.pack("!BxHHBx", 251, 640, 480, 1) + screen)
 
 
 def test_view_grant_drops_all_input() -> None:

@@ -168,16 +168,22 @@ def test_tor_browser_gets_the_locked_prefs_step() -> None:
     """The app named Tor Browser adds the versioned firefox-esr-tor step to the apps layer."""
     apps = plan(EnvironmentSpec(apps=[TOR_BROWSER]), "amd64")[2]
     assert apps.packages == ("firefox-esr", "tor")
-    assert [(s.name, s.version) for s in apps.steps] == [("firefox-esr-tor", 1)]
+    assert [(s.name, s.version) for s in apps.steps] == [
+        ("firefox-esr-policies", 1),
+        ("firefox-esr-tor", 1),
+    ]
     plain = plan(spec_with("firefox-esr", "tor"), "amd64")[2]
-    assert plain.steps == ()
+    assert [s.name for s in plain.steps] == ["firefox-esr-policies"]
     assert plain.digest != apps.digest
 
 
 def test_tor_network_mode_with_firefox_gets_the_step() -> None:
     """Network mode tor locks Firefox ESR to the gateway even without the Tor Browser app."""
     tor_mode = spec_with("firefox-esr", network=Network(mode=NetworkMode.TOR))
-    assert [s.name for s in plan(tor_mode, "amd64")[2].steps] == ["firefox-esr-tor"]
+    assert [s.name for s in plan(tor_mode, "amd64")[2].steps] == [
+        "firefox-esr-policies",
+        "firefox-esr-tor",
+    ]
     no_firefox = spec_with("gimp", network=Network(mode=NetworkMode.TOR))
     assert plan(no_firefox, "amd64")[2].steps == ()
 

@@ -78,7 +78,9 @@ export class DesktopSession extends EventTarget {
     this.container.prepend(host);
     const rfb = new RFB(host, websocketUrl(path), { wsProtocols: ['binary'], shared: true });
     rfb.scaleViewport = true;
-    rfb.resizeSession = false;
+    // The remote screen follows this container (RFB SetDesktopSize); the
+    // gateway passes it within the spec's display.resize/max_resolution.
+    rfb.resizeSession = !this.viewOnly;
     rfb.viewOnly = this.viewOnly;
     rfb.background = 'transparent';
     rfb.addEventListener('connect', () => {

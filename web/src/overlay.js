@@ -1,5 +1,5 @@
 // The bars around the desktop: environment and connection state, live viewer
-// figures, and the actions (keyboard, input mode, clipboard, Ctrl-Alt-Del,
+// figures, and the actions (keyboard, input mode, clipboard, sound, files, Ctrl-Alt-Del,
 // screenshot, fullscreen, share, suspend, resume, terminate). A SPICE desktop
 // (spice.js) gets Ctrl-Alt-Del, screenshot, fullscreen, reconnect and the
 // lifecycle actions, and says why it has no share link. A signed-in RFB
@@ -9,7 +9,9 @@
 
 import { describeError, routes } from './api.js';
 import { flash, h, replace } from './dom.js';
+import { acceptDrops, filesPanel } from './files.js';
 import { ScreenKeyboard } from './keyboard.js';
+import { SoundChannel } from './sound.js';
 
 const MODE_KEY = 'genos.inputMode';
 // Share links are view-only, and SPICE is carried unparsed (input cannot be
@@ -67,6 +69,20 @@ export function createOverlay(desktop, { envId, viewOnly, spice = false, onActio
     } finally {
       b.disabled = false;
     }
+  };
+
+  // Sound (RFB desktops with control): its own WebSocket on a fresh display token.
+  const sound = viewOnly || spice || !desktop.getPath ? null
+    : new SoundChannel(async () => (await desktop.getPath()).replace('/display?', '/audio?'));
+  if (sound) window.genosSound = sound;
+  desktop.addEventListener('status', (ev) => {
+    if (ev.detail.state === 'connected') sound?.start();
+    if (ev.detail.state === 'disconnected') sound?.stop();
+  });
+  const toggleSound = () => {
+    sound.setMuted(!sound.muted);
+    buttons.sound.textContent = sound.muted ? 'Sound: off' : 'Sound: on';
+    buttons.sound.dataset.muted = String(sound.muted);
   };
 
   desktop.addEventListener('status', (ev) => {
@@ -199,6 +215,8 @@ export function createOverlay(desktop, { envId, viewOnly, spice = false, onActio
     tools = [button('keyboard', 'Keyboard', () => keyboard.toggle(), 'On-screen keyboard', 'touch-only'),
       modeButton(),
       button('clipboard', 'Clipboard', () => togglePanel('clipboard', clipboardPanel)),
+      sound?.supported ? button('sound', 'Sound: on', toggleSound, 'Mute or unmute the desktop') : null,
+      button('files', 'Files', () => togglePanel('files', () => filesPanel(envId)), 'Upload and download files'),
       button('cad', 'Ctrl-Alt-Del', () => desktop.rfb?.sendCtrlAltDel()),
       ...common(),
       button('share', 'Share', () => togglePanel('share', sharePanel)),
@@ -207,6 +225,7 @@ export function createOverlay(desktop, { envId, viewOnly, spice = false, onActio
     buttons['give-back'].hidden = true;
     watchComputer();
   }
+  if (!viewOnly && !spice && desktop.container) acceptDrops(desktop.container, envId);
   const bottom = h('div', { class: 'desk-bottom overlay-ui' },
     keyboard?.keys, asks, panel, keyboard?.input, h('div', { class: 'tools', testid: 'overlay-tools' }, tools));
 

@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import ModuleType
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -15,12 +16,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genos import __version__
 from genos.api import (
+    audio,
     display,
     errors,
     metrics,
     routes_account,
     routes_approvals,
     routes_computer,
+    routes_desktop,
     routes_envs,
     routes_files,
     routes_nodes,
@@ -81,7 +84,7 @@ def create_app(
     )
     app.state.service = service
     errors.install(app)
-    modules = (
+    modules: tuple[ModuleType, ...] = (
         (metrics, display)
         if gateway_only
         else (
@@ -96,9 +99,10 @@ def create_app(
             display,
         )
     )
+    modules += (audio,) if gateway_only else (routes_desktop, audio)
     for module in modules:
         app.include_router(module.router)
-    app.add_middleware(errors.BodyLimit)
+    app.add_middleware(errors.BodyLimit, exempt=routes_desktop.is_upload)
     app.add_middleware(SecurityHeaders)
     if trusted_proxies:
         app.add_middleware(ForwardedFor, trusted=trusted_proxies)

@@ -36,7 +36,7 @@ from genos.gateway.streams import websocket_stream
 from genos.ids import is_env_id
 from genos.orchestrator.states import State
 from genos.runtime.driver import DisplayTarget, endpoint
-from genos.spec import Protocol, Security
+from genos.spec import EnvironmentSpec, Protocol
 
 log = logging.getLogger("genos.api.display")
 router = APIRouter()
@@ -45,8 +45,8 @@ SERVER_WAIT = 5.0  # seconds a just-started protocol server may take to listen
 
 
 async def _authorise(svc: Service, env_id: str, token: str) -> Grant:
-    async def security(target: str) -> Security:
-        return (await svc.engine.get(target)).spec.security
+    async def security(target: str) -> EnvironmentSpec:
+        return (await svc.engine.get(target)).spec
 
     return await grant_for_token(svc.gateway, token, env_id, security)
 
@@ -61,7 +61,7 @@ async def _admit(
         if not is_env_id(env_id) or len(token) > 2048:
             raise TokenError("malformed", "bad environment id or token")
         grant = await _authorise(svc, env_id, token)
-        if protocol != "vnc" and str(grant.permission) != "control":
+        if protocol not in ("vnc", "audio") and str(grant.permission) != "control":
             raise TokenError("view_only", f"{protocol} carries input: it needs a control token")
         env = await svc.engine.get(env_id)
         if env.state is not State.RUNNING:

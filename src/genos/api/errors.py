@@ -9,6 +9,7 @@ answered ``500 internal`` without a traceback.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -132,12 +133,15 @@ def install(app: FastAPI) -> None:
 class BodyLimit:
     """ASGI middleware: bodies over ``limit`` bytes get 413 (declared or streamed)."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int = MAX_BODY, exempt: Callable[[str], bool] | None = None
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.exempt = exempt  # paths that check their own size (file uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.exempt is not None and self.exempt(scope["path"])):
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers", ())).get(b"content-length")

@@ -37,7 +37,7 @@ from genos.orchestrator.engine import Engine
 from genos.orchestrator.registry import Registry
 from genos.orchestrator.states import State
 from genos.runtime.driver import Driver
-from genos.spec import Security, Tier
+from genos.spec import EnvironmentSpec, Tier
 
 log = logging.getLogger("genos.api.serve")
 GC_THRESHOLDS = (20_000, 20, 50)  # gen0 allocations; gen0 runs per gen1; gen1 runs per gen2
@@ -219,8 +219,8 @@ async def _native_listener(service: Service, config: ServeConfig) -> asyncio.Ser
             raise NotFoundError("running environment", env_id)
         return engine.driver.display(env_id)
 
-    async def security(env_id: str) -> Security:
-        return (await engine.get(env_id)).spec.security
+    async def security(env_id: str) -> EnvironmentSpec:
+        return (await engine.get(env_id)).spec
 
     context = _tls(config.tls_cert, config.tls_key)
     options = ProxyOptions(recordings=service.root / "recordings")

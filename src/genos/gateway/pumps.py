@@ -132,7 +132,7 @@ class Pumps:
         if isinstance(msg, SetDesktopSize):
             if Encoding.EXTENDED_DESKTOP_SIZE not in self.state.enabled:
                 raise ProtocolError("client", "SetDesktopSize without ExtendedDesktopSize")
-            return self.grant.input_allowed
+            return self.grant.resize_allowed(msg.width, msg.height)
         if not isinstance(msg, KeyEvent | PointerEvent) or not self.grant.input_allowed:
             return False
         return self._leased(msg)

@@ -33,12 +33,14 @@ from genos.gateway.policy import Grant
 from genos.gateway.session import ProxyOptions, proxy
 from genos.gateway.streams import AsyncioStream, ByteStream
 from genos.gateway.tokens import TokenAuthority
-from genos.spec import Security
+from genos.spec import EnvironmentSpec, Security
 
 log = logging.getLogger("genos.gateway")
 
 Resolver = Callable[[str], Path | Awaitable[Path]]
-SecurityLookup = Callable[[str], Security | Awaitable[Security]]
+# The spec's security section, or the whole spec (then the display's resize limits apply too).
+Policy = Security | EnvironmentSpec
+SecurityLookup = Callable[[str], Policy | Awaitable[Policy]]
 Authorize = Callable[[ByteStream], Awaitable[Grant]]
 
 PREAMBLE_MAX = 4096
@@ -82,7 +84,7 @@ async def grant_for_token(
         TokenError: the token is refused (its ``reason`` says why).
     """
     claims = authority.verify(token, env_id)
-    sec = await _maybe_await(security(env_id))
+    sec: Policy = await _maybe_await(security(env_id))
     return Grant.from_security(env_id, claims.user_id, claims.permission, sec, claims.token_id)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from genos.errors import CapabilityError, ClosedError, InputError, NotFoundError
 from genos.ids import is_env_id
 from genos.runtime import lifecycle
 from genos.runtime.driver import EnvState, Inspection, Usage
+from genos.runtime.files import HomeDir
 from genos.runtime.lifecycle import Verb
 from genos.spec import EnvironmentSpec
 
@@ -150,6 +152,18 @@ class FakeDriver:
         if env_id not in self.envs:
             raise NotFoundError("environment", env_id)
         return self.root / env_id / "rfb.sock"
+
+    def home(self, env_id: str) -> HomeDir:
+        """``<root>/<env_id>/home``, owned by this process's user (file transfer).
+
+        Raises:
+            NotFoundError: no such environment.
+        """
+        if env_id not in self.envs:
+            raise NotFoundError("environment", env_id)
+        home = self.root / env_id / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        return HomeDir(self.root / env_id, ("home",), os.getuid(), os.getgid())
 
     async def list_ids(self) -> list[str]:
         """Every environment the fake holds."""

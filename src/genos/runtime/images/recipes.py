@@ -16,7 +16,9 @@ from functools import cached_property
 from typing import Any, Literal
 
 from genos.errors import SpecError
+from genos.runtime.images.firefox import firefox_steps
 from genos.runtime.images.session import base_step, desktop_step
+from genos.runtime.images.shell import SHELL_PACKAGES, shell_step
 from genos.runtime.images.steps import Step
 from genos.runtime.images.tor import tor_steps
 from genos.spec import SUPPORTED_RELEASES, EnvironmentSpec, Protocol, WindowManager
@@ -45,6 +47,15 @@ WM_PACKAGES: dict[WindowManager, tuple[str, ...]] = {
     WindowManager.XFCE: ("xfce4",),
 }
 RDP_PACKAGES = ("xrdp",)
+# Sound out: a sound server, its recorder, an Opus encoder (GStreamer's, in
+# plugins-base with the Ogg muxer) and the socket's listener.
+SOUND_PACKAGES = (
+    "gstreamer1.0-plugins-base",
+    "gstreamer1.0-tools",
+    "pulseaudio",
+    "pulseaudio-utils",
+    "socat",
+)
 
 
 @dataclass(frozen=True)
@@ -120,10 +131,12 @@ def desktop_recipe(base: LayerRecipe, spec: EnvironmentSpec) -> LayerRecipe:
     Returns:
         The desktop recipe.
     """
-    packages = DESKTOP_PACKAGES + WM_PACKAGES[spec.display.window_manager]
+    wm = spec.display.window_manager
+    packages = DESKTOP_PACKAGES + WM_PACKAGES[wm] + SHELL_PACKAGES.get(wm, ()) + SOUND_PACKAGES
     if spec.display.protocol is Protocol.RDP:
         packages += RDP_PACKAGES
-    return LayerRecipe("desktop", base.release, base.arch, base.digest, packages, (desktop_step(),))
+    steps = (desktop_step(),) + ((shell_step(),) if wm in SHELL_PACKAGES else ())
+    return LayerRecipe("desktop", base.release, base.arch, base.digest, packages, steps)
 
 
 def apps_recipe(desktop: LayerRecipe, spec: EnvironmentSpec) -> LayerRecipe | None:
@@ -136,7 +149,7 @@ def apps_recipe(desktop: LayerRecipe, spec: EnvironmentSpec) -> LayerRecipe | No
     Returns:
         The apps recipe, or None when the spec has no packages and no steps.
     """
-    steps = tuple(tor_steps(spec))
+    steps = tuple(firefox_steps(spec) + tor_steps(spec))
     if not spec.packages and not steps:
         return None
     return LayerRecipe(

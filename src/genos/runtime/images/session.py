@@ -9,6 +9,7 @@ and bind-mounts a host directory on :data:`DISPLAY_DIR`.
 
 from __future__ import annotations
 
+from genos.runtime.images.shell import shell_env
 from genos.runtime.images.steps import FileSpec, Step
 from genos.spec import EnvironmentSpec, Protocol
 
@@ -16,6 +17,8 @@ DISPLAY_DIR = "/run/genos-display"
 RFB_SOCKET = "rfb.sock"
 RDP_SOCKET = "rdp.sock"  # xrdp, when the spec asks for RDP
 RDP_CERT = "rdp.crt"  # its TLS certificate (the key stays in the guest)
+AUDIO_SOCKET = "audio.sock"  # Ogg Opus of the sound server's output, one encoder per viewer
+AUDIO_PATH = "/usr/local/bin/genos-audio"
 SESSION_PATH = "/usr/local/bin/genos-session"
 SESSION_ARGV = ("/usr/bin/tini", "-g", "--", SESSION_PATH)
 USER_NAME = "user"
@@ -31,6 +34,8 @@ SESSION_SCRIPT = r"""#!/bin/sh
 #   GENOS_RESOLUTION   WIDTHxHEIGHT (1280x800)
 #   GENOS_WM           openbox | icewm | fluxbox | xfce
 #   GENOS_APPS         one shell command per line, started in order
+#   GENOS_APP_NAMES    their names, one per line (the shell's launchers)
+#   GENOS_SHELL        0: no panel or wallpaper (openbox only; default 1)
 #   GENOS_HEADLESS     1: no window manager and no apps, only a terminal
 #   GENOS_DISPLAY_DIR  where rfb.sock goes (/run/genos-display)
 #   GENOS_RFB_MODE     mode of rfb.sock (0600)
@@ -47,6 +52,9 @@ EOF
 
 if [ "${GENOS_SESSION_PART:-}" = apps ]; then  # openbox --startup: only the apps
     unset GENOS_SESSION_PART
+    if [ "${GENOS_SHELL:-1}" = 1 ] && command -v genos-shell >/dev/null 2>&1; then
+        genos-shell start &
+    fi
     start_apps
     exit 0
 fi
@@ -153,6 +161,19 @@ if command -v dbus-launch >/dev/null 2>&1; then
     eval "$(dbus-launch --sh-syntax)"
 fi
 
+# Sound: PulseAudio with one null sink that every app plays into; each viewer
+# that opens audio.sock (beside rfb.sock) gets a fresh encoder of its monitor
+# (genos-audio: Opus in Ogg, 20 ms a page), so no stale sound is buffered.
+if command -v pulseaudio >/dev/null 2>&1 && command -v socat >/dev/null 2>&1; then
+    pulseaudio --daemonize=no -n --exit-idle-time=-1 --realtime=no --high-priority=no \
+        --disable-shm=yes --log-target=stderr --log-level=error \
+        -L "module-null-sink sink_name=genos rate=48000 sink_properties=device.description=GenOS" \
+        -L module-native-protocol-unix >/dev/null 2>&1 &
+    rm -f "$dir/audio.sock"
+    socat "UNIX-LISTEN:$dir/audio.sock,fork,perm=${GENOS_RFB_MODE:-0600}" \
+        EXEC:/usr/local/bin/genos-audio >/dev/null 2>&1 &
+fi
+
 # Apps start only once the window manager is up: a window mapped while the
 # WM is still starting can be lost (it stays unmapped and the screen black).
 wm_ready() {
@@ -171,7 +192,10 @@ if [ "$headless" = 1 ]; then
 else
     case $wm in
         # openbox runs the apps itself (this script again) once it manages the screen.
-        openbox) GENOS_SESSION_PART=apps openbox --startup "$0" & ;;
+        openbox)
+            rc=/etc/genos/openbox/rc.xml
+            [ -f "$rc" ] && set -- --config-file "$rc"
+            GENOS_SESSION_PART=apps openbox "$@" --startup "$0" & ;;
         icewm) icewm-session & wm_ready; start_apps ;;
         fluxbox) fluxbox & wm_ready; start_apps ;;
         xfce) xfce4-session & wm_ready; start_apps ;;
@@ -204,6 +228,24 @@ Dpkg::Use-Pty "0";
 """
 
 
+AUDIO_SCRIPT = r"""#!/bin/sh
+# genos-audio: one viewer's sound, the null sink's monitor as Ogg Opus on stdout
+# (48 kHz stereo, 64 kbit/s, 20 ms packets, each page out at once); started by
+# socat per viewer. GStreamer's opusenc and oggmux, since opus-tools' opusenc
+# holds about two seconds before it writes anything.
+exec 2>/dev/null
+# The sound server may still be starting when the first viewer comes.
+n=0
+until pactl info >/dev/null 2>&1 || [ "$n" -ge 100 ]; do n=$((n + 1)); sleep 0.1; done
+parec --device=genos.monitor --raw --format=s16le --rate=48000 --channels=2 \
+    --latency-msec=20 |
+    gst-launch-1.0 -q fdsrc fd=0 blocksize=3840 \
+        ! rawaudioparse format=pcm pcm-format=s16le sample-rate=48000 num-channels=2 \
+        ! audioconvert ! opusenc bitrate=64000 frame-size=20 \
+        ! oggmux max-delay=0 max-page-delay=0 ! fdsink fd=1 sync=false
+"""
+
+
 def base_step() -> Step:
     """Configuration every environment shares (neutral host files, lean dpkg/apt)."""
     return Step(
@@ -220,11 +262,14 @@ def base_step() -> Step:
 
 
 def desktop_step() -> Step:
-    """The session script, the unprivileged user and the display socket's mount point."""
+    """The session and sound scripts, the unprivileged user and the display socket's mount point."""
     return Step(
         "genos-session",
-        1,
-        files=(FileSpec(SESSION_PATH, SESSION_SCRIPT, 0o755),),
+        2,
+        files=(
+            FileSpec(SESSION_PATH, SESSION_SCRIPT, 0o755),
+            FileSpec(AUDIO_PATH, AUDIO_SCRIPT, 0o755),
+        ),
         run=(
             f"getent passwd {USER_NAME} >/dev/null || useradd --uid {USER_UID}"
             f" --user-group --create-home --home-dir {USER_HOME} --shell /bin/bash {USER_NAME}",
@@ -254,4 +299,5 @@ def session_env(spec: EnvironmentSpec) -> dict[str, str]:
         "GENOS_RDP": "1" if spec.display.protocol is Protocol.RDP else "0",
         "HOME": USER_HOME,
         "USER": USER_NAME,
+        **shell_env(spec),
     }

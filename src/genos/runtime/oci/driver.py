@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -34,7 +35,9 @@ from genos.ids import is_env_id
 from genos.paths import data_dir, node_scoped
 from genos.runtime import lifecycle
 from genos.runtime.driver import EnvState, Inspection, Usage
-from genos.runtime.images import RDP_SOCKET, ImageStore
+from genos.runtime.files import HomeDir
+from genos.runtime.images import RDP_SOCKET, USER_UID, ImageStore
+from genos.runtime.images.session import AUDIO_SOCKET, USER_NAME
 from genos.runtime.lifecycle import Verb
 from genos.runtime.oci import env as ocienv
 from genos.runtime.oci import runtime as ociruntime
@@ -282,14 +285,17 @@ class OCIDriver:
         return paths.socket
 
     def endpoint(self, env_id: str, protocol: str) -> Path:
-        """The socket of a display protocol: ``vnc`` (rfb.sock) or ``rdp`` (rdp.sock,
-        served by xrdp when the spec asks for RDP; it may appear just after rfb.sock).
+        """The socket of a display protocol: ``vnc`` (rfb.sock), ``rdp`` (rdp.sock,
+        served by xrdp when the spec asks for RDP; it may appear just after rfb.sock)
+        or ``audio`` (audio.sock: Ogg Opus of the environment's sound).
 
         Raises:
             NotFoundError: no such environment, or no such protocol here.
         """
         if protocol == "vnc":
             return self.display(env_id)
+        if protocol == "audio":
+            return self.display(env_id).with_name(AUDIO_SOCKET)
         if protocol != "rdp":
             raise NotFoundError(f"{protocol} display of environment", env_id)
         return self.display(env_id).with_name(RDP_SOCKET)
@@ -366,6 +372,30 @@ class OCIDriver:
             spec_file.unlink(missing_ok=True)
         text = (raw_out.decode(errors="replace"), raw_err.decode(errors="replace"))
         return ExecResult(code, *text, truncated=cut)
+
+    def home(self, env_id: str) -> HomeDir:
+        """The environment user's home as the host sees it (file transfer).
+
+        Args:
+            env_id: the environment.
+
+        Returns:
+            Its volume's mount, or ``home/user`` under its root, with the
+            user's host ids.
+
+        Raises:
+            NotFoundError: no such environment here.
+        """
+        self._check(env_id)
+        paths = self.paths(env_id)
+        record = ocienv.read_record(paths)
+        if record is None:
+            raise NotFoundError("environment", env_id)
+        slot = record.get("id_slot")
+        uid = USER_UID + (0 if slot is None else idmap.id_map(slot).host_id)
+        if os.path.ismount(paths.home):
+            return HomeDir(paths.home, (), uid, uid)
+        return HomeDir(paths.rootfs, ("home", USER_NAME), uid, uid)
 
     # -- create and destroy ----------------------------------------------------
 
