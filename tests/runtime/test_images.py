@@ -33,6 +33,7 @@ from genos.runtime.images import (
     session_env,
     unmount_root,
 )
+from genos.runtime.images.firefox import POLICIES_PATH
 from genos.runtime.images.mounts import mounted_under, mounts, overlay_dirs_in_use
 from genos.runtime.images.recipes import base_recipe, plan
 from genos.runtime.images.steps import FileSpec
@@ -743,11 +744,14 @@ def test_trixie_desktop_builds(image_store: ImageStore, tmp_path: Path) -> None:
 def test_tor_browser_layer_locks_firefox_to_the_gateway(
     image_store: ImageStore, desktop_layers: list[Layer]
 ) -> None:
-    """The Tor Browser apps layer has Firefox ESR and the locked SOCKS5 prefs Firefox loads."""
+    """The Tor Browser apps layer has Firefox ESR, GenOS's policies and the locked SOCKS5 prefs
+    Firefox loads."""
     spec = EnvironmentSpec(apps=[TOR_BROWSER], network=Network(mode=NetworkMode.TOR))
     layers = image_store.ensure(spec)
     apps = layers[2].path
-    assert layers[2].meta.steps == ("firefox-esr-tor@1",)
+    assert layers[2].meta.steps == ("firefox-esr-policies@1", "firefox-esr-tor@1")
+    policies = json.loads((apps / POLICIES_PATH.lstrip("/")).read_text())
+    assert policies["policies"]["DisableTelemetry"] is True
     assert (apps / "usr/lib/firefox-esr/firefox-esr").is_file()
     assert (apps / "usr/sbin/tor").is_file()
     prefs = (apps / LOCKED_PREFS_PATH.lstrip("/")).read_text()
@@ -759,7 +763,8 @@ def test_tor_browser_layer_locks_firefox_to_the_gateway(
     assert 'pref("general.config.filename", "genos.cfg");' in autoconfig
     assert sorted(p.name for p in defaults.iterdir()) != ["genos-autoconfig.js"]
     meta = json.loads((layers[2].dir / "meta.json").read_text())
-    assert meta["recipe"]["steps"][0]["name"] == "firefox-esr-tor"
+    assert [step["name"] for step in meta["recipe"]["steps"]] == [
+        "firefox-esr-policies", "firefox-esr-tor"]  # fmt: skip
 
 
 def test_mount_table_parsing_unescapes_paths() -> None:

@@ -336,5 +336,7 @@ def test_host_paths_are_not_visible(env: Env) -> None:
 
 
 def test_display_dir_holds_only_this_envs_socket(env: Env) -> None:
-    """/run/genos-display contains rfb.sock and nothing of other environments."""
-    assert env.exec("ls", "-A", "/run/genos-display").stdout.split() == ["rfb.sock"]
+    """/run/genos-display contains this environment's own display and sound sockets
+    (rfb.sock, audio.sock) and nothing of other environments."""
+    assert sorted(env.exec("ls", "-A", "/run/genos-display").stdout.split()) == [
+        "audio.sock", "rfb.sock"]  # fmt: skip
