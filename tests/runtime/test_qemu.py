@@ -297,12 +297,26 @@ async def _typed_command_runs(driver: QemuDriver, env_id: str) -> None:
     await _until(driver, env_id, "pidof xterm")
     xorg_log = await guest(driver, env_id, "cat /run/Xorg.log")
     assert "PreInit returned" not in xorg_log  # both input devices were taken
-    async with qemuqmp.monitor(driver.paths(env_id).qmp) as qmp:
-        for char in "touch /tmp/typed\n":
-            key = {"type": "qcode", "data": QCODES.get(char, char)}
-            await qemuqmp.call(qmp, "send-key", {"keys": [key]})
-            await asyncio.sleep(0.05)
-    await _until(driver, env_id, "test -e /tmp/typed")
+    # xterm's process exists before its window takes keys (under TCG, seconds later):
+    # type the (idempotent) line again until it has run, at most five times.
+    for _attempt in range(5):
+        async with qemuqmp.monitor(driver.paths(env_id).qmp) as qmp:
+            for char in "\ntouch /tmp/typed\n":
+                key = {"type": "qcode", "data": QCODES.get(char, char)}
+                await qemuqmp.call(qmp, "send-key", {"keys": [key]})
+                await asyncio.sleep(0.05)
+        if await _runs_within(driver, env_id, "test -e /tmp/typed", 12):
+            return
+    pytest.fail("what QEMU's console typed never ran in the guest's xterm")
+
+
+async def _runs_within(driver: QemuDriver, env_id: str, command: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while (await driver.exec(env_id, command)).code != 0:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.5)
+    return True
 
 
 async def _until(driver: QemuDriver, env_id: str, command: str, timeout: float = 60) -> None:
