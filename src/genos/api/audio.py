@@ -15,7 +15,7 @@ import logging
 
 from fastapi import APIRouter, WebSocket
 
-from genos.api.display import _admit, _open_server
+from genos.api.display import _admit, _open_or_close
 from genos.errors import GenOSError
 from genos.gateway.ogg import read_page
 from genos.gateway.streams import AsyncioStream
@@ -31,12 +31,10 @@ async def audio(websocket: WebSocket, env_id: str, token: str = "") -> None:
     if admitted is None:
         return
     _svc, _grant, target = admitted
-    try:
-        reader, writer = await _open_server(target)
-    except OSError as exc:
-        reason = f"the sound server is not there: {exc.strerror or exc}"
-        await websocket.close(code=1011, reason=reason[:120])
+    opened = await _open_or_close(websocket, target, "sound server")
+    if opened is None:
         return
+    reader, writer = opened
     stream = AsyncioStream(reader, writer)
 
     async def inward() -> None:

@@ -122,13 +122,21 @@ async def _carry(websocket: WebSocket, env_id: str, token: str, protocol: str) -
     if admitted is None:
         return
     _svc, _grant, target = admitted
+    opened = await _open_or_close(websocket, target, f"{protocol.upper()} server")
+    if opened is not None:
+        await _pipe(websocket, *opened)
+
+
+async def _open_or_close(
+    websocket: WebSocket, target: DisplayTarget, what: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """:func:`_open_server`, or close the viewer's socket (1011) saying ``what`` is missing."""
     try:
-        reader, writer = await _open_server(target)
+        return await _open_server(target)
     except OSError as exc:
-        reason = f"the {protocol.upper()} server is not there: {exc.strerror or exc}"
+        reason = f"the {what} is not there: {exc.strerror or exc}"
         await websocket.close(code=1011, reason=reason[:120])
-        return
-    await _pipe(websocket, reader, writer)
+        return None
 
 
 async def _open_server(
