@@ -1,8 +1,9 @@
 """Crash test: 20 real provisions, ``kill -9`` of the server at random moments, restarts.
 
 Afterwards every environment is ``running`` or ``failed`` with a reason,
-there is exactly one per request id, the host holds exactly the running
-ones, and after deleting them nothing of any is left on the host.
+there is exactly one per request id, a new request for each failed one
+runs, the host holds exactly the running ones, and after deleting them
+nothing of any is left on the host.
 """
 
 from __future__ import annotations
@@ -28,20 +29,25 @@ COUNT = 20
 SETTLED = {"running", "failed"}
 
 
-def post_all(url: str, token: str, spec: dict[str, Any]) -> list[str | None]:
-    """POST the 20 requests concurrently (request ids r0..r19); ids, None where the server died."""
+def post_all(
+    url: str, token: str, spec: dict[str, Any], request_ids: list[str] | None = None
+) -> list[str | None]:
+    """POST concurrently (request ids r0..r19 unless given); ids, None where the server died."""
     headers = {"Authorization": f"Bearer {token}"}
+    names = request_ids if request_ids is not None else [f"r{n}" for n in range(COUNT)]
 
-    def one(n: int) -> str | None:
-        body = {"spec": spec, "request_id": f"r{n}"}
+    def one(request_id: str) -> str | None:
+        body = {"spec": spec, "request_id": request_id}
         try:
             response = httpx.post(f"{url}/v1/environments", json=body, headers=headers, timeout=30)
         except httpx.HTTPError:
             return None
         return str(response.json()["id"]) if response.status_code == 201 else None
 
-    with concurrent.futures.ThreadPoolExecutor(COUNT) as pool:
-        return list(pool.map(one, range(COUNT)))
+    if not names:
+        return []
+    with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+        return list(pool.map(one, names))
 
 
 def listing(url: str, token: str) -> list[dict[str, Any]]:
@@ -51,6 +57,20 @@ def listing(url: str, token: str) -> list[dict[str, Any]]:
     )
     items: list[dict[str, Any]] = response.json()["items"]
     return items
+
+
+def settled(url: str, token: str) -> list[dict[str, Any]]:
+    """The listing once every environment is running or failed (or after 240 s)."""
+    deadline = time.monotonic() + 240
+    while True:
+        envs = listing(url, token)
+        if all(e["state"] in SETTLED for e in envs) or time.monotonic() > deadline:
+            return envs
+        time.sleep(0.5)
+
+
+def state_of(envs: list[dict[str, Any]], env_id: str | None) -> str | None:
+    return next((e["state"] for e in envs if e["id"] == env_id), None)
 
 
 def kill9(process: Any) -> None:
@@ -92,20 +112,24 @@ def test_kill_9_during_provisioning_loses_nothing_and_orphans_nothing(
             process, url = start_server(root, *args, port=int(url.rsplit(":", 1)[1]))
         ids = post_all(url, token, spec)  # the retries: same request ids, same environments
         assert None not in ids
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            envs = listing(url, token)
-            if all(e["state"] in SETTLED for e in envs):
-                break
-            time.sleep(0.5)
+        envs = settled(url, token)
         assert len(envs) == COUNT
         assert sorted(e["id"] for e in envs) == sorted(ids)  # type: ignore[type-var]
         for env in envs:
             assert env["state"] in SETTLED, env
             if env["state"] == "failed":
                 assert env["failure_reason"], env
+        # Whether any had reached running before a kill depends on the
+        # machine's speed; what must hold is that a client asking again (a
+        # new request id) for each failed one gets it, on the restarted server.
+        failed = [n for n, env_id in enumerate(ids) if state_of(envs, env_id) == "failed"]
+        again = post_all(url, token, spec, [f"again{n}" for n in failed])
+        assert None not in again
+        envs = settled(url, token)
+        assert len(envs) == COUNT + len(failed)
         running = {e["id"] for e in envs if e["state"] == "running"}
-        assert len(running) >= 1
+        assert set(again) <= running, [e for e in envs if e["id"] in again]
+        assert len(running) == COUNT
         for env in envs:
             traces = host_traces(env["id"], root)
             if env["id"] in running:

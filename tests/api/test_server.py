@@ -140,7 +140,7 @@ def genos(server: Server, *args: str, **env: str) -> subprocess.CompletedProcess
 
 
 def as_json(result: subprocess.CompletedProcess[str]) -> Any:
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stderr or result.stdout[-2000:]
     return json.loads(result.stdout)
 
 
