@@ -7,7 +7,11 @@ accepted; the display socket is looked up from the registry's environment
 and the driver, never from anything the client sends. A refused token closes
 the handshake with an HTTP 403 and nothing reaches the environment.
 
-RFB is parsed and policed message by message (see ``genos.gateway``). SPICE
+RFB is parsed and policed message by message (see ``genos.gateway``). When
+the environment is on a node and its display goes away while it still runs
+(a drain live-migrated it), the gateway dials its display again on whichever
+node holds it now and the viewer keeps its connection; the grant it was
+admitted with still applies. SPICE
 is carried as it is: the gateway checks the token and the environment, but
 does not parse SPICE's channels, so a SPICE session needs a ``control``
 token (input cannot be filtered out of it) and its clipboard follows the VM's
@@ -22,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import APIRouter, WebSocket
@@ -35,7 +40,7 @@ from genos.gateway.session import ProxyOptions, proxy
 from genos.gateway.streams import websocket_stream
 from genos.ids import is_env_id
 from genos.orchestrator.states import State
-from genos.runtime.driver import DisplayTarget, endpoint
+from genos.runtime.driver import DisplayTarget, RemoteDisplay, endpoint
 from genos.spec import EnvironmentSpec, Protocol
 
 log = logging.getLogger("genos.api.display")
@@ -97,11 +102,26 @@ async def display(websocket: WebSocket, env_id: str, token: str = "") -> None:
         viewer = (await svc.accounts.get_user(grant.user_id)).name
     except GenOSError:
         viewer = grant.user_id
-    options = ProxyOptions(recordings=svc.root / "recordings", viewer=viewer)
+    follow = _follower(svc, env_id) if isinstance(target, RemoteDisplay) else None
+    options = ProxyOptions(recordings=svc.root / "recordings", viewer=viewer, follow=follow)
     closed = await proxy(websocket_stream(websocket), target, grant, options)
     log.info("%s: viewer left (%s: %s)", env_id, closed.side, closed.reason)
     with contextlib.suppress(GenOSError):
         await svc.engine.activity(env_id)
+
+
+def _follower(svc: Service, env_id: str) -> Callable[[], Awaitable[DisplayTarget | None]]:
+    """Where ``env_id``'s display is now, while it runs (None once it does not)."""
+
+    async def follow() -> DisplayTarget | None:
+        try:
+            if (await svc.engine.get(env_id)).state is not State.RUNNING:
+                return None
+            return endpoint(svc.engine.driver, env_id, "vnc")
+        except GenOSError:
+            return None
+
+    return follow
 
 
 @router.websocket("/v1/environments/{env_id}/spice")

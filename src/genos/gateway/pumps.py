@@ -7,14 +7,25 @@
   passes on Bell, colour maps and (by policy) cut text;
 * :meth:`Pumps.pacer` forwards the viewer's incremental update requests no
   faster than the adaptive controller's frame-rate cap, at most one outstanding.
+
+Following a move: when the environment's stream ends between two messages
+(nothing of an update half sent) and the session can find the display again
+(:attr:`Pumps.follow`, e.g. the environment was live-migrated to another
+node), the viewer keeps its connection: writes toward the environment wait,
+the new display gets the viewer's pixel format and encodings (without ZRLE,
+whose one zlib stream cannot be restarted), the next Tight rectangle resets
+the viewer's zlib streams, and a full refresh repaints the screen. The viewer
+sees a pause, not a new session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import struct
+from collections.abc import Awaitable, Callable
 
-from genos.errors import ProtocolError
+from genos.errors import ProtocolError, StreamClosedError
 from genos.gateway.client_messages import (
     ClientCutText,
     ClientMessage,
@@ -28,9 +39,10 @@ from genos.gateway.client_messages import (
     choose_encodings,
     read_client_message,
 )
+from genos.gateway.handshake import ServerInit
 from genos.gateway.lease import InputLease
 from genos.gateway.metrics import Connection
-from genos.gateway.rfb import Encoding, compress_encoding, quality_encoding
+from genos.gateway.rfb import Encoding, ServerMsg, compress_encoding, quality_encoding
 from genos.gateway.server_messages import (
     EnvState,
     ServerCutText,
@@ -38,6 +50,10 @@ from genos.gateway.server_messages import (
     read_server_message,
 )
 from genos.gateway.streams import ByteStream
+
+Follow = Callable[[], Awaitable[tuple[ByteStream, ServerInit] | None]]
+"""The environment's display again, handshaken, once its stream ended (None: it is gone)."""
+RESIZES = frozenset({Encoding.DESKTOP_SIZE, Encoding.EXTENDED_DESKTOP_SIZE})
 
 
 class Pumps:
@@ -51,6 +67,7 @@ class Pumps:
         quiesce_timeout: seconds a pixel-format change may wait for an update.
         lease: the environment's input lease, which the viewer's input takes (None: no lease).
         viewer: the viewer's name in the lease (default: the grant's user id).
+        follow: finds the display again when its stream ends (None: the session ends).
     """
 
     def __init__(
@@ -63,6 +80,7 @@ class Pumps:
         *,
         lease: InputLease | None = None,
         viewer: str = "",
+        follow: Follow | None = None,
     ) -> None:
         self.client = client
         self.env = env
@@ -80,15 +98,30 @@ class Pumps:
         self.quiet = asyncio.Event()
         self.quiet.set()
         self.env_lock = asyncio.Lock()
+        self.follow = follow
+        self.env_ready = asyncio.Event()  # clear while the display is being found again
+        self.env_ready.set()
+        self.half_sent = False  # bytes of the update being read have reached the viewer
+        self.followed = 0  # how many times the display was found again
 
     # --- toward the viewer ---------------------------------------------------
+
+    async def _update_bytes(self, data: bytes) -> None:
+        self.half_sent = True
+        await self.client.write(data)
 
     async def env_pump(self) -> None:
         """Relay the environment's messages until it or the viewer goes away."""
         while True:
-            msg = await read_server_message(
-                self.env, self.state, self.client.write, self.conn.controller.update_started
-            )
+            self.half_sent = False
+            try:
+                msg = await read_server_message(
+                    self.env, self.state, self._update_bytes, self.conn.controller.update_started
+                )
+            except StreamClosedError:
+                if self.half_sent or not await self._follow():
+                    raise
+                continue
             if isinstance(msg, UpdateRelayed):
                 self.conn.updates += 1
                 self.conn.controller.update_finished(msg.nbytes)
@@ -102,10 +135,56 @@ class Pumps:
     # --- toward the environment ----------------------------------------------
 
     async def _to_env(self, data: bytes, name: str) -> None:
-        async with self.env_lock:
-            await self.env.write(data)
+        while True:
+            await self.env_ready.wait()
+            async with self.env_lock:
+                env = self.env
+                try:
+                    await env.write(data)
+                    break
+                except StreamClosedError:
+                    if self.follow is None:
+                        raise
+                    if self.env is env:  # the env pump sees the same end and follows (or ends)
+                        self.env_ready.clear()
         self.conn.bytes_to_env += len(data)
         self.conn.forwarded[name] += 1
+
+    async def _follow(self) -> bool:
+        """Find the display again and bring it to the viewer's state; False: it is gone.
+
+        Raises:
+            ProtocolError: it came back at a size this viewer cannot be told of.
+        """
+        if self.follow is None:
+            return False
+        self.env_ready.clear()
+        async with self.env_lock:
+            found = await self.follow()
+            if found is None:
+                return False
+            env, init = found
+            fb = self.state.fb
+            if (init.width, init.height) != (fb.width, fb.height):
+                if not RESIZES & self.state.enabled:
+                    await env.close()
+                    raise ProtocolError("environment", "came back at a size the viewer cannot take")
+                fb.resize(init.width, init.height)
+                await self.client.write(self._new_size(init.width, init.height))
+            self.env = env
+            if self.state.format != init.format:
+                await env.write(SetPixelFormat(self.state.format).pack())
+            self.state.reset_tight = True
+            self.followed += 1
+            encodings = self._encodings()
+            if encodings is not None:
+                await env.write(encodings.pack())
+            self.outstanding = True
+            self.quiet.clear()
+            self.conn.controller.request_forwarded()
+            await env.write(UpdateRequest(False, 0, 0, fb.width, fb.height).pack())
+        self.env_ready.set()
+        return True
 
     async def client_pump(self) -> None:
         """Read, check and forward (or drop) the viewer's messages until it goes away."""
@@ -154,16 +233,32 @@ class Pumps:
         self.state.enabled.update(self.choice.encodings)
         await self.send_encodings()
 
+    def _new_size(self, width: int, height: int) -> bytes:
+        """A FramebufferUpdate telling the viewer the new size (rfbproto 7.8.2, 7.8.4)."""
+        head = struct.pack("!BxH", ServerMsg.FRAMEBUFFER_UPDATE, 1)
+        if Encoding.DESKTOP_SIZE in self.state.enabled:
+            return head + struct.pack("!HHHHi", 0, 0, width, height, Encoding.DESKTOP_SIZE)
+        # x 0: a change on the server's side; one screen covering it all.
+        rect = struct.pack("!HHHHi", 0, 0, width, height, Encoding.EXTENDED_DESKTOP_SIZE)
+        screen = struct.pack("!IHHHHI", 0, 0, 0, width, height, 0)
+        return head + rect + struct.pack("!B3x", 1) + screen
+
     async def send_encodings(self) -> None:
         """Tell the environment the viewer's encodings plus the controller's levels."""
+        message = self._encodings()
+        if message is not None:
+            await self._to_env(message.pack(), "SetEncodings")
+
+    def _encodings(self) -> SetEncodings | None:
         if self.choice is None:
-            return
+            return None
         levels = self.conn.controller.levels()
-        encodings = list(self.choice.encodings)
+        # After a move the viewer's ZRLE stream holds the old server's history.
+        encodings = [e for e in self.choice.encodings if not (self.followed and e == Encoding.ZRLE)]
         if self.choice.wants_quality:
             encodings.append(quality_encoding(levels.quality))
         encodings.append(compress_encoding(levels.compression))
-        await self._to_env(SetEncodings(tuple(encodings)).pack(), "SetEncodings")
+        return SetEncodings(tuple(encodings))
 
     async def _on_pixel_format(self, msg: SetPixelFormat) -> None:
         # Updates already requested would arrive in the old format: wait for them.

@@ -39,12 +39,15 @@ class EnvState:
 
     ``enabled`` holds every encoding the client has asked for on this
     connection (an update in flight may still use one it just dropped).
+    ``reset_tight``: the next Tight rectangle tells the viewer to reset its
+    zlib streams (set when the environment's stream was replaced).
     """
 
     fb: Framebuffer
     format: PixelFormat
     limits: Limits = DEFAULT_LIMITS
     enabled: set[int] = field(default_factory=lambda: {int(Encoding.RAW)})
+    reset_tight: bool = False
 
 
 @dataclass(frozen=True)
@@ -279,7 +282,8 @@ Payload = Callable[[_Relay, EnvState, Rect], Awaitable[None]]
 
 
 async def _tight(relay: _Relay, state: EnvState, rect: Rect) -> None:
-    await relay_tight(relay, state.format.tight_pixel, rect.w, rect.h)
+    reset, state.reset_tight = state.reset_tight, False
+    await relay_tight(relay, state.format.tight_pixel, rect.w, rect.h, reset=reset)
 
 
 _PAYLOADS: dict[int, Payload] = {

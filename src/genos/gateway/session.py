@@ -3,7 +3,10 @@
 :func:`proxy` does both handshakes itself (the viewer's first, so nothing
 reaches the environment from a viewer that cannot even speak RFB 3.8), then
 runs the three tasks of :mod:`genos.gateway.pumps` until one side goes away
-or breaks the protocol, and closes both. Whatever happens to this
+or breaks the protocol, and closes both. With ``ProxyOptions.follow`` a
+display that goes away between two messages is looked up and dialled again
+for up to ``follow_timeout`` seconds (a live-migrated VM's display is on
+another node now), and the viewer keeps its connection. Whatever happens to this
 connection, no other connection notices: each has its own streams, tasks
 and counters, and every error ends in a :class:`Closed`, never a raise.
 """
@@ -39,6 +42,7 @@ from genos.paths import data_dir
 from genos.runtime.driver import DisplayTarget
 
 log = logging.getLogger("genos.gateway")
+FOLLOW_RETRY = 0.2  # seconds between attempts to reach a display that moved
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,9 @@ class ProxyOptions:
         connect: opens the stream to the display socket (a fake in tests).
         leases: the input leases a control viewer's input takes (None: input is never leased).
         viewer: how the lease names this viewer's person to others (default: the user id).
+        follow: where the display is now, once its stream ended (None: gone; the
+            option None: the session ends with the display's stream).
+        follow_timeout: seconds to keep looking for the display again.
     """
 
     limits: Limits = DEFAULT_LIMITS
@@ -68,6 +75,8 @@ class ProxyOptions:
     connect: Callable[[DisplayTarget], Awaitable[ByteStream]] = open_target
     leases: Leases | None = field(default_factory=lambda: LEASES)
     viewer: str = ""
+    follow: Callable[[], Awaitable[DisplayTarget | None]] | None = None
+    follow_timeout: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -200,6 +209,7 @@ class _Session:
         pumps = Pumps(
             self.client, env, state, self.conn, self.options.quiesce_timeout,
             lease=lease, viewer=self.options.viewer,
+            follow=self._follow if self.options.follow is not None else None,
         )  # fmt: skip
         self.options.registry.add(self.conn)
         tasks = [
@@ -220,6 +230,38 @@ class _Session:
                 raise exc
         return Closed("gateway", "stopped", error=False)
 
+    async def _follow(self) -> tuple[ByteStream, ServerInit] | None:
+        """The display again, handshaken, after its stream ended; None: it is gone."""
+        follow = self.options.follow
+        if follow is None or self.gone != "environment":
+            return None
+        if self.env is not None:
+            with contextlib.suppress(StreamClosedError, OSError):
+                await self.env.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.follow_timeout
+        while (target := await follow()) is not None:
+            stream: ByteStream | None = None
+            try:
+                async with asyncio.timeout(self.options.handshake_timeout):
+                    stream = await self.options.connect(target)
+                    peer = _Peer(stream, "environment", self)
+                    init = await environment_handshake(peer, self.options.limits)
+            except (ProtocolError, StreamClosedError, TimeoutError, OSError) as exc:
+                await _close_quietly(stream)
+                if loop.time() > deadline:
+                    self.log.info("the display did not come back: %s", exc)
+                    return None
+                await asyncio.sleep(FOLLOW_RETRY)
+                continue
+            except BaseException:
+                await _close_quietly(stream)
+                raise
+            self.env, self.gone = peer, None
+            self.log.info("viewer %s followed the display to %s", self.grant.user_id, target)
+            return peer, init
+        return None
+
     async def _close_all(self, closed: Closed) -> None:
         reason = f"{closed.side}: {closed.reason}" if closed.error else ""
         # The display socket first: it is ours, and closing the viewer's
@@ -231,3 +273,9 @@ class _Session:
         finally:
             with contextlib.suppress(StreamClosedError, OSError):
                 await self.client.close(reason)
+
+
+async def _close_quietly(stream: ByteStream | None) -> None:
+    if stream is not None:
+        with contextlib.suppress(StreamClosedError, OSError):
+            await stream.close()

@@ -20,6 +20,7 @@ EXPLICIT_FILTER = 0x4
 COPY_FILTER, PALETTE_FILTER, GRADIENT_FILTER = 0, 1, 2
 # Data shorter than this is sent as is, without zlib or a length (rfbproto 7.7.4).
 MIN_COMPRESSED = 12
+RESET_STREAMS = 0x0F  # the control byte's low bits: reset zlib streams 0-3 before this rectangle
 
 
 class Relay(Protocol):
@@ -32,7 +33,9 @@ class Relay(Protocol):
     async def copy(self, n: int) -> None: ...
 
 
-async def relay_tight(relay: Relay, tpixel: int, width: int, height: int) -> None:
+async def relay_tight(
+    relay: Relay, tpixel: int, width: int, height: int, *, reset: bool = False
+) -> None:
     """Relay one Tight rectangle's payload.
 
     Args:
@@ -40,13 +43,16 @@ async def relay_tight(relay: Relay, tpixel: int, width: int, height: int) -> Non
         tpixel: bytes of one TPIXEL (3 for 32-bit depth-24 true colour).
         width: the rectangle's width.
         height: the rectangle's height.
+        reset: tell the viewer to reset all four zlib streams first (the
+            environment's stream was replaced by a new server's, whose
+            compressors start afresh).
 
     Raises:
         ProtocolError: an unknown compression type or filter, or bad sizes.
         StreamClosedError: the environment went away.
     """
     ctl = (await relay.read(1))[0]
-    await relay.put(bytes([ctl]))
+    await relay.put(bytes([ctl | RESET_STREAMS if reset else ctl]))
     kind = ctl >> 4
     if kind == FILL:
         await relay.put(await relay.read(tpixel))
