@@ -64,3 +64,24 @@ async def test_a_tier_nobody_runs_is_a_capability_error(tmp_path: Path) -> None:
     with pytest.raises(CapabilityError, match="does not run tier vm"):
         await router.create("e000000005", EnvironmentSpec(tier=Tier.VM))
     assert await router.list_ids() == []
+
+
+async def test_start_leaves_the_boot_time_to_the_driver_unless_told(tmp_path: Path) -> None:
+    """Without a timeout the router passes none (a VM driver's own default is far longer
+    than a container's); with one it passes that one."""
+    seen: list[float | None] = []
+
+    class Timed(FakeDriver):
+        async def start(self, env_id: str, *, timeout: float = 120.0) -> None:
+            seen.append(timeout)
+            await super().start(env_id, timeout=timeout)
+
+    vms = Timed(tmp_path / "v")
+    router = TierRouter({Tier.CONTAINER: FakeDriver(tmp_path / "c"), Tier.VM: vms})
+    for env_id in ("b000000002", "c000000003"):
+        await router.create(env_id, EnvironmentSpec(tier=Tier.VM))
+    await router.start("b000000002")
+    await router.start("c000000003", timeout=5.0)
+    assert seen == [120.0, 5.0]
+    for env_id in ("b000000002", "c000000003"):
+        await router.destroy(env_id)

@@ -83,8 +83,14 @@ class TierRouter:
             self._owner.pop(env_id, None)  # a failed create leaves nothing behind
             raise
 
-    async def start(self, env_id: str, *, timeout: float = 30.0) -> None:
-        await (await self._of(env_id)).start(env_id, timeout=timeout)
+    async def start(self, env_id: str, *, timeout: float | None = None) -> None:
+        """Start it within ``timeout`` seconds; None: its driver's own (a VM's guest
+        boots far slower under TCG than a container's session starts)."""
+        driver = await self._of(env_id)
+        if timeout is None:
+            await driver.start(env_id)
+        else:
+            await driver.start(env_id, timeout=timeout)
 
     async def suspend(self, env_id: str, *, to_disk: bool = False) -> None:
         await (await self._of(env_id)).suspend(env_id, to_disk=to_disk)
