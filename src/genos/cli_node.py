@@ -146,7 +146,7 @@ def drain(  # noqa: PLR0917 - Typer parameters
                 print(line, file=sys.stderr, flush=True)
                 said = line
             actions = {env["action"] for env in status["remaining"]}
-            if status["deadline"] is None and actions <= {"wait", "stay"}:
+            if status["deadline"] is None and actions <= {"wait", "stays"}:
                 break  # only their owners or their TTLs end them now
             time.sleep(0.5)
             status = client.call("GET", f"/v1/nodes/{name}/drain")
@@ -154,6 +154,9 @@ def drain(  # noqa: PLR0917 - Typer parameters
         print(json.dumps(status, indent=2))
         return
     out.print(_drain_line(status, total))
+    for env in status["remaining"]:
+        if env["action"] == "stays":
+            out.print(f"{env['id']} stays on {name}: {env['why']}")
     if status["remaining"]:
         out.print(f"{name} is draining: what is left ends with its TTL or removal "
                   f"(`genos node uncordon {name}` ends the drain)")  # fmt: skip

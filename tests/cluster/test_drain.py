@@ -112,6 +112,10 @@ async def test_move_carries_the_volume_and_a_failed_carry_leaves_it_where_it_was
     instance = cluster.nodes["n1"].driver.envs[kept]
     await asyncio.sleep(2.5)  # two more drain rounds: it is not stopped and moved again
     assert cluster.nodes["n1"].driver.envs.get(kept) is instance
+    status = await drain_status(replica.plane, "n1")  # it says why, so `drain` stops waiting
+    assert [(r["id"], r["action"]) for r in status["remaining"]] == [(kept, "stays")]
+    assert status["remaining"][0]["why"].startswith("move failed: ")
+    assert "exists on this host" in status["remaining"][0]["why"]
 
 
 async def _host_is(replica: Replica, env_id: str, host: str) -> bool:
@@ -179,7 +183,7 @@ async def test_uncordon_ends_a_drain_and_the_last_node_cannot_be_drained(
     (Tier.GVISOR, State.SUSPENDED, False, "move", False, "move"),
     (Tier.CONTAINER, State.RUNNING, True, "move", False, "move"),
     (Tier.MICROVM, State.RUNNING, False, "move", False, "migrate"),
-    (Tier.VM, State.SUSPENDED, False, "move", False, "stay"),
+    (Tier.VM, State.SUSPENDED, False, "move", False, "carry"),
     (Tier.VM, State.RUNNING, False, "stop", False, "stop"),
     (Tier.CONTAINER, State.RUNNING, False, "wait", False, "wait"),
     (Tier.CONTAINER, State.RUNNING, True, "wait", True, "stop"),
@@ -189,7 +193,7 @@ def test_what_a_drain_does_with_each_kind(  # noqa: PLR0917 - the table's column
     tier: Tier, state: State, volume: bool, mode: str, past: bool, action: str
 ) -> None:
     """Containers (with volumes too) follow the mode; running VMs migrate live under
-    move, suspended ones stay;
+    move, suspended ones move as files;
     the deadline stops everything settled; provisioning waits to settle."""
 
     class Env:

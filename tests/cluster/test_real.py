@@ -8,10 +8,12 @@ node and of a replica.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -100,6 +102,55 @@ def until(check: Any, timeout: float = WAIT) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout}s")
         time.sleep(0.2)
+
+
+class WsViewer:
+    """A raw RFB viewer on the gateway's WebSocket: Raw pixels only, whole updates."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws, self.buffer, self.size = ws, b"", (0, 0)
+
+    async def read(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            message = await self.ws.recv()
+            self.buffer += message if isinstance(message, bytes) else message.encode()
+        out, self.buffer = self.buffer[:n], self.buffer[n:]
+        return out
+
+    async def handshake(self) -> tuple[int, int]:
+        assert (await self.read(12)).startswith(b"RFB 003.")
+        await self.ws.send(b"RFB 003.008\n")
+        count = (await self.read(1))[0]
+        assert 1 in await self.read(count)
+        await self.ws.send(b"\x01")
+        assert await self.read(4) == b"\0\0\0\0"
+        await self.ws.send(b"\x01")
+        head = await self.read(24)
+        self.size = int.from_bytes(head[:2], "big"), int.from_bytes(head[2:4], "big")
+        assert head[4] == 32, "a 32-bit pixel format"
+        await self.read(int.from_bytes(head[20:24], "big"))
+        await self.ws.send(struct.pack("!BxHi", 2, 1, 0))  # SetEncodings: Raw only
+        return self.size
+
+    async def refresh(self) -> int:
+        """Ask for the whole screen; the pixel bytes of the update that answers."""
+        w, h = self.size
+        await self.ws.send(struct.pack("!BBHHHH", 3, 0, 0, 0, w, h))
+        while True:
+            kind = (await self.read(1))[0]
+            if kind == 2:  # Bell
+                continue
+            if kind == 3:  # ServerCutText
+                await self.read(int.from_bytes((await self.read(7))[3:], "big"))
+                continue
+            assert kind == 0, kind
+            count = int.from_bytes((await self.read(3))[1:], "big")
+            pixels = 0
+            for _ in range(count):
+                _x, _y, rw, rh, enc = struct.unpack("!HHHHi", await self.read(12))
+                assert enc == 0, enc
+                pixels += len(await self.read(rw * rh * 4))
+            return pixels
 
 
 async def rfb_frame_size(url: str, env_id: str, token: str) -> tuple[int, int]:
@@ -212,9 +263,10 @@ def test_genos_node_drain_migrates_a_running_microvm_live(
     real: LocalCluster, image_store: ImageStore
 ) -> None:
     """A microVM whose guest counts into a file every 0.1 s is drained to the other node
-    (`genos node drain --containers move`): afterwards the same process (pid and start
-    time) still counts there, the file has every earlier line, its display answers
-    through the replica, and nothing of it is left on the drained node."""
+    (`genos node drain --containers move`) while a viewer watches through a replica:
+    afterwards the same process (pid and start time) still counts there, the file has
+    every earlier line, the viewer's same connection repaints the screen from the new
+    node, and nothing of it is left on the drained node."""
     env_vars = {**os.environ, "GENOS_URL": real.replicas[0].url,
                 "GENOS_TOKEN": real.admin_token_file.read_text().strip()}  # fmt: skip
     spec = {"name": "drain-vm", "tier": "microvm", "resources": {"memory_mb": MEMORY_MB}}
@@ -228,11 +280,39 @@ def test_genos_node_drain_migrates_a_running_microvm_live(
         pid = _on(source, guest(vms[source], env_id, COUNTER)).strip()
         _on(source, until_counted(vms[source], env_id, 5))
         started = _on(source, started_at(vms[source], env_id, pid))
-        drained = subprocess.run(
-            [sys.executable, "-m", "genos", "node", "drain", source, "--containers", "move"],
-            env=env_vars, capture_output=True, text=True, timeout=900, check=False,
-        )  # fmt: skip
+        token = client.post(f"/v1/environments/{env_id}/display-token", json={}).json()
+
+        def connections() -> list[str]:
+            found = client.get(f"/v1/environments/{env_id}/connections").json()
+            return [c["connection_id"] for c in found]
+
+        async def drain_while_viewing() -> tuple[subprocess.CompletedProcess[str], list[int]]:
+            """A viewer connected through the replica during the drain: it is answered
+            before and after on the same connection (no new handshake)."""
+            import websockets  # noqa: PLC0415
+
+            url = str(client.base_url).replace("http://", "ws://")
+            url += f"/v1/environments/{env_id}/display?token={token['token']}"
+            binary = [websockets.Subprotocol("binary")]
+            async with websockets.connect(url, subprotocols=binary, max_size=None) as ws:
+                viewer = WsViewer(ws)
+                w, h = await viewer.handshake()
+                before = await viewer.refresh()
+                watching = await asyncio.to_thread(connections)
+                drained = await asyncio.to_thread(
+                    subprocess.run,
+                    [sys.executable, "-m", "genos", "node", "drain", source, "--containers",
+                     "move"],
+                    env=env_vars, capture_output=True, text=True, timeout=900, check=False,
+                )  # fmt: skip
+                after = await asyncio.wait_for(viewer.refresh(), 60)
+                assert await asyncio.to_thread(connections) == watching
+                return drained, [w * h * 4, before, after]
+
+        drained, (screen, before, after) = run(drain_while_viewing(), 960)
         assert drained.returncode == 0, drained.stderr
+        assert before == screen
+        assert after == screen  # the whole screen again, from the VM on the other node
         assert f"{source} is drained" in drained.stdout
         moved = state_of(client, env_id)
         assert (moved["state"], moved["node"]) == ("running", other)
@@ -242,12 +322,97 @@ def test_genos_node_drain_migrates_a_running_microvm_live(
         check_lines(_on(other, guest(vms[other], env_id, "cat /root/count")))  # no line lost
         events = client.get(f"/v1/environments/{env_id}/events?follow=false").text
         assert f"migrated live from {source} to {other}" in events
-        token = client.post(f"/v1/environments/{env_id}/display-token", json={}).json()
-        assert run(rfb_frame_size(str(client.base_url), env_id, token["token"]))[0] > 0
         assert len(qemu_processes(env_id)) == 1
         found = host_traces(env_id, real.root / "nodes" / source)
         marks = (f"genos-{source}/", f"nodes/{source}/", f"genos-vm-{source}/")
         assert [t for items in found.values() for t in items if any(m in t for m in marks)] == []
+        assert client.post(f"/v1/nodes/{source}/uncordon").status_code == 200
+        assert client.delete(f"/v1/environments/{env_id}").json()["state"] == "terminated"
+    until(lambda: traces(real, env_id) == NOTHING and not qemu_processes(env_id), 60)
+
+
+def test_a_drain_moves_a_suspended_microvm_as_files_and_it_resumes_there(
+    real: LocalCluster, image_store: ImageStore
+) -> None:
+    """A counting microVM suspended in memory is drained: it is saved to disk, its overlay
+    and state move to the other node and it stays suspended there; resumed, the same
+    process counts on with every earlier line; nothing of it is left on the drained node."""
+    spec = {"name": "sleeper", "tier": "microvm", "resources": {"memory_mb": MEMORY_MB}}
+    with api(real) as client:
+        env_id = client.post("/v1/environments", json={"spec": spec}).json()["id"]
+        ran = until(lambda: (s := state_of(client, env_id))["state"] == "running" and s, 900)
+        source = ran["node"]
+        other = "node2" if source == "node1" else "node1"
+        vms = {n: _vms(real, image_store, n) for n in (source, other)}
+        pid = _on(source, guest(vms[source], env_id, COUNTER)).strip()
+        _on(source, until_counted(vms[source], env_id, 5))
+        started = _on(source, started_at(vms[source], env_id, pid))
+        suspended = client.post(f"/v1/environments/{env_id}/suspend", json={}).json()
+        assert suspended["state"] == "suspended", suspended
+        drain = client.post(f"/v1/nodes/{source}/drain", json={"containers": "move"})
+        assert drain.status_code in (200, 202), drain.text
+        moved = until(lambda: (s := state_of(client, env_id))["node"] == other and s, 300)
+        assert moved["state"] == "suspended"
+        until(lambda: client.get(f"/v1/nodes/{source}/drain").json()["state"] == "drained")
+        events = client.get(f"/v1/environments/{env_id}/events?follow=false").text
+        assert f"moved suspended from {source} to {other}" in events
+        assert qemu_processes(env_id) == []  # saved: no QEMU anywhere until it resumes
+        found = host_traces(env_id, real.root / "nodes" / source)
+        marks = (f"genos-{source}/", f"nodes/{source}/", f"genos-vm-{source}/")
+        assert [t for items in found.values() for t in items if any(m in t for m in marks)] == []
+        resumed = client.post(f"/v1/environments/{env_id}/resume").json()
+        assert (resumed["state"], resumed["node"]) == ("running", other), resumed
+        assert _on(other, started_at(vms[other], env_id, pid)) == started  # not restarted
+        lines = _on(other, count_lines(vms[other], env_id))
+        _on(other, until_counted(vms[other], env_id, lines))  # counting on
+        check_lines(_on(other, guest(vms[other], env_id, "cat /root/count")))
+        assert client.post(f"/v1/nodes/{source}/uncordon").status_code == 200
+        assert client.delete(f"/v1/environments/{env_id}").json()["state"] == "terminated"
+    until(lambda: traces(real, env_id) == NOTHING and not qemu_processes(env_id), 60)
+
+
+def test_a_migration_whose_target_is_killed_leaves_the_vm_running_on_its_node(
+    real: LocalCluster, image_store: ImageStore
+) -> None:
+    """A drain migrates a counting microVM; the target node is killed with kill -9 the
+    moment its incoming QEMU appears. The guest runs on at the source (same process,
+    no line lost), the drain reports the failed move, and the target, started again,
+    fences: nothing of the VM is left there."""
+    spec = {"name": "doomed-move", "tier": "microvm", "resources": {"memory_mb": MEMORY_MB}}
+    with api(real) as client:
+        env_id = client.post("/v1/environments", json={"spec": spec}).json()["id"]
+        ran = until(lambda: (s := state_of(client, env_id))["state"] == "running" and s, 900)
+        source = ran["node"]
+        other = "node2" if source == "node1" else "node1"
+        vm = _vms(real, image_store, source)
+        pid = _on(source, guest(vm, env_id, COUNTER)).strip()
+        _on(source, until_counted(vm, env_id, 5))
+        started = _on(source, started_at(vm, env_id, pid))
+        drain = client.post(f"/v1/nodes/{source}/drain", json={"containers": "move"})
+        assert drain.status_code in (200, 202), drain.text
+        until(lambda: len(qemu_processes(env_id)) == 2, 300)  # the target's incoming QEMU
+        real.kill(other)
+
+        def failed() -> bool:
+            events = client.get(f"/v1/environments/{env_id}/events?follow=false").text
+            return f"drain of {source}: migrate failed" in events
+
+        until(failed, 300)
+        after = state_of(client, env_id)
+        assert (after["state"], after["node"]) == ("running", source)
+        assert _on(source, started_at(vm, env_id, pid)) == started  # the same process
+        lines = _on(source, count_lines(vm, env_id))
+        _on(source, until_counted(vm, env_id, lines))  # counting on
+        check_lines(_on(source, guest(vm, env_id, "cat /root/count")))
+        real.add_node(other)  # it fences before it takes work
+        marks = (f"genos-{other}/", f"nodes/{other}/", f"genos-vm-{other}/")
+
+        def target_clean() -> bool:
+            found = host_traces(env_id, real.root / "nodes" / other)
+            left = [t for items in found.values() for t in items if any(m in t for m in marks)]
+            return not left and len(qemu_processes(env_id)) == 1
+
+        until(target_clean, 120)
         assert client.post(f"/v1/nodes/{source}/uncordon").status_code == 200
         assert client.delete(f"/v1/environments/{env_id}").json()["state"] == "terminated"
     until(lambda: traces(real, env_id) == NOTHING and not qemu_processes(env_id), 60)

@@ -336,6 +336,64 @@ async def _runs_on_target(
     assert await started_at(target, env_id, pid) == started
 
 
+def test_a_suspended_microvm_moves_as_files_and_resumes_on_the_other_node(
+    nodes: dict[str, QemuDriver], runner: asyncio.Runner
+) -> None:
+    """A counting microVM paused in memory is saved to disk for the move; its overlay and
+    state are written into the target's new environment, which holds it suspended (no
+    QEMU); resumed there, the same process counts on, its disk has what was written."""
+    source, target = nodes[SOURCE], nodes[TARGET]
+    env_id = new_env_id()
+    try:
+        pid, started = runner.run(on(SOURCE, boot_counting(source, env_id)))
+        runner.run(guest(source, env_id, "echo moved >/root/on-disk && sync"))
+        before = runner.run(guest(source, env_id, "cat /root/count"))
+        runner.run(on(SOURCE, source.suspend(env_id)))
+        facts, disk, state = runner.run(on(SOURCE, source.saved_for_move(env_id)))
+        assert qemu_processes(env_id) == []  # saved for the move: QEMU has ended
+        assert state.stat().st_size > 0
+        here_disk, here_state = runner.run(on(TARGET, target.adopt_saved(env_id, vm_spec(),
+                                                                           facts)))  # fmt: skip
+        owner = here_disk.stat().st_uid
+        here_disk.write_bytes(disk.read_bytes())
+        here_state.write_bytes(state.read_bytes())
+        runner.run(on(TARGET, target.finish_adopt(env_id)))
+        assert here_disk.stat().st_uid == owner  # still QEMU's user's
+        assert runner.run(on(TARGET, target.inspect(env_id))).state is EnvState.SUSPENDED
+        runner.run(on(SOURCE, source.destroy(env_id)))
+        assert traces(source, SOURCE, env_id) == []
+        runner.run(on(TARGET, target.resume(env_id)))
+        assert not here_state.exists()  # restored: the state file is spent
+        runner.run(_runs_on_target(target, env_id, pid, started, before))
+    finally:
+        for node, driver in nodes.items():
+            runner.run(on(node, driver.destroy(env_id)))
+    assert_nothing_left(nodes, env_id)
+
+
+def test_a_running_vm_is_not_moved_as_files_and_a_bad_adoption_leaves_nothing(
+    nodes: dict[str, QemuDriver], runner: asyncio.Runner
+) -> None:
+    """saved_for_move refuses a running VM (it runs on); adopt_saved with facts of another
+    id is refused and makes nothing."""
+    source, target = nodes[SOURCE], nodes[TARGET]
+    env_id = new_env_id()
+    try:
+        runner.run(on(SOURCE, boot_counting(source, env_id)))
+        with pytest.raises(StateError):
+            runner.run(on(SOURCE, source.saved_for_move(env_id)))
+        assert runner.run(on(SOURCE, source.inspect(env_id))).state is EnvState.RUNNING
+        facts = source.migration_source(env_id)
+        other = new_env_id()
+        with pytest.raises(InputError):
+            runner.run(on(TARGET, target.adopt_saved(other, vm_spec(), facts)))
+        assert traces(target, TARGET, other) == []
+    finally:
+        for node, driver in nodes.items():
+            runner.run(on(node, driver.destroy(env_id)))
+    assert_nothing_left(nodes, env_id)
+
+
 def test_a_guest_with_a_network_takes_the_target_nodes_address(
     nodes: dict[str, QemuDriver], runner: asyncio.Runner
 ) -> None:

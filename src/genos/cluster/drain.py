@@ -22,8 +22,11 @@ registry says each draining node holds:
   (:mod:`genos.cluster.migration`: the guest goes on where it was, after a
   pause of a fraction of a second; a failed migration leaves it running on
   the drained node and is not tried again in this drain); a suspended one
-  stays with a warning (moving it as a file is not built). Under ``wait``
-  and ``stop`` they are treated as containers are.
+  moves as files (:func:`~genos.cluster.migration.carry_saved`: saved to
+  disk if it was paused in memory, its overlay and saved state carried
+  through this control plane) and is suspended on the target, where its
+  resume restores it; a failed carry leaves it suspended where it was. Under
+  ``wait`` and ``stop`` they are treated as containers are.
 - Past the deadline, whatever is still there is stopped, the reason says so.
 
 Each action is an event on the environment and a record in the audit log.
@@ -38,6 +41,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC
 from typing import TYPE_CHECKING, Any, Literal
 
 from genos.errors import GenOSError, InputError, StateError
@@ -53,12 +57,13 @@ DRAIN_EVERY = 1.0
 Containers = Literal["wait", "move", "stop"]
 CONTAINER_MODES: tuple[str, ...] = ("wait", "move", "stop")
 ACTOR = "drain"
+MOVES = ("move", "migrate", "carry")
 
 
 def plan_action(env: Environment, containers: str, past_deadline: bool) -> str:
     """What a drain does with ``env`` now: ``settle`` (provisioning), ``wait``, ``move``
-    (a container), ``migrate`` (a running VM, live), ``stop``, or ``stay`` (a suspended
-    VM: not moved yet)."""
+    (a container), ``migrate`` (a running VM, live), ``carry`` (a suspended VM, as
+    files) or ``stop``."""
     if env.state is State.PROVISIONING:
         return "settle"
     if past_deadline:
@@ -66,11 +71,8 @@ def plan_action(env: Environment, containers: str, past_deadline: bool) -> str:
     if containers != "move":
         return containers
     if env.spec.tier in (Tier.VM, Tier.MICROVM):
-        return "migrate" if env.state is State.RUNNING else "stay"
+        return "migrate" if env.state is State.RUNNING else "carry"
     return "move"
-
-
-WHY_STAY = "a suspended VM does not move yet (resume it to have it migrated live)"
 
 
 def drain_record(containers: str, deadline_s: float | None, by: str) -> dict[str, Any]:
@@ -134,7 +136,7 @@ class Drainer:
         held = await engine.registry.list(states=HOLDING, host=node)
         for env in held:
             action = plan_action(env, str(drain.get("containers", "wait")), past)
-            if action in ("move", "migrate") and env.id in self._failed:
+            if action in MOVES and env.id in self._failed:
                 continue  # it runs where it was; once is enough (the deadline still applies)
             try:
                 if action == "stop":
@@ -143,11 +145,10 @@ class Drainer:
                     await self._move(env, node)
                 elif action == "migrate":
                     await self._migrate(env, node)
-                elif action == "stay":
-                    await self._tell(env, "stay", EventType.WARNING,
-                                     f"drain of {node}: {WHY_STAY}")  # fmt: skip
+                elif action == "carry":
+                    await self._carry(env, node)
             except GenOSError as exc:
-                if action in ("move", "migrate"):
+                if action in MOVES:
                     self._failed.add(env.id)
                 await self._tell(env, f"error:{exc}", EventType.WARNING,
                                  f"drain of {node}: {action} failed: {exc}")  # fmt: skip
@@ -202,6 +203,25 @@ class Drainer:
         self._record("drain_migrate", env, node=node, to=target, **cost)
         log.warning("drain of %s: %s migrated live to %s %s", node, env.id, target, cost)
 
+    async def _carry(self, env: Environment, node: str) -> None:
+        plane = self.plane
+        target = await self._target(env, node)
+        if target is None:
+            return
+        await plane.engine.note(env.id, EventType.PROGRESS,
+                                f"drain of {node}: moving it suspended to {target} (as files)",
+                                {"from_host": node, "to_host": target})  # fmt: skip
+        carried: dict[str, int] = {}
+
+        async def move() -> None:
+            _source, size = await plane.driver.carry_saved(env.id, target, env.spec, env.owner)
+            carried["bytes"] = size
+
+        note = f"moved suspended from {node} to {target} (drain); resume restores it there"
+        await plane.engine.relocate(env.id, node, target, move, note)
+        self._record("drain_carry", env, node=node, to=target, **carried)
+        log.warning("drain of %s: %s moved suspended to %s %s", node, env.id, target, carried)
+
     async def _target(self, env: Environment, node: str) -> str | None:
         """Where placement puts ``env`` now, never ``node`` (None: nowhere yet, said once)."""
         plan, _ = await self.plane.placer.plan(self.plane.engine.registry)
@@ -221,6 +241,21 @@ class Drainer:
     def _record(self, action: str, env: Environment, **fields: Any) -> None:
         if self.audit is not None:
             self.audit(action=action, user="cluster", env_id=env.id, owner=env.owner, **fields)
+
+
+async def _failed_move(registry: Any, env_id: str, node: str, since: float) -> str | None:
+    """The message of a move of ``env_id`` off ``node`` that failed in the drain that
+    started at ``since`` (epoch seconds), or None."""
+    prefix = f"drain of {node}: "
+    for event in reversed(await registry.events(env_id)):
+        at = event.time if event.time.tzinfo else event.time.replace(tzinfo=UTC)
+        if at.timestamp() < since:
+            return None
+        if event.type is EventType.WARNING and event.message.startswith(prefix) and (
+            " failed: " in event.message
+        ):
+            return str(event.message[len(prefix):])
+    return None
 
 
 async def start_drain(
@@ -273,13 +308,18 @@ async def drain_status(plane: ControlPlane, node: str) -> dict[str, Any]:
     drain = record["drain"]
     deadline = drain.get("deadline")
     past = deadline is not None and time.time() >= float(deadline)
-    held = await plane.engine.registry.list(states=HOLDING, host=node)
+    registry = plane.engine.registry
+    held = await registry.list(states=HOLDING, host=node)
     containers = str(drain.get("containers", "wait"))
-    remaining = [
-        {"id": e.id, "state": e.state.value, "tier": e.spec.tier.value,
-         "action": plan_action(e, containers, past)}
-        for e in held
-    ]  # fmt: skip
+    remaining = []
+    for e in held:
+        item = {"id": e.id, "state": e.state.value, "tier": e.spec.tier.value,
+                "action": plan_action(e, containers, past)}  # fmt: skip
+        if item["action"] in MOVES:
+            why = await _failed_move(registry, e.id, node, float(drain.get("started") or 0))
+            if why is not None:  # not tried again in this drain: it stays
+                item.update(action="stays", why=why)
+        remaining.append(item)
     return {
         "node": node,
         "state": "drained" if not held else "draining",

@@ -332,6 +332,41 @@ class ClusterDriver:
         _raise_failed(env_id, status)
         return source, moved
 
+    async def carry_saved(
+        self, env_id: str, target: str, spec: EnvironmentSpec, owner: str
+    ) -> tuple[str, int]:
+        """Move a suspended VM to ``target`` as files (:func:`migration.carry_saved`); the
+        assignment follows, still suspended, by compare-and-swap once the target holds it.
+        Its former node's name and the bytes carried.
+
+        Raises:
+            NotFoundError: no node has it.
+            CapabilityError: ``target`` is not a live node.
+            ExternalError: it did not move (it stays suspended on its node), or the target
+                failed to take the assignment over.
+        """
+        if target not in self.nodes:
+            raise CapabilityError(f"{target} is not a live node")
+        source = await self._node_of(env_id)
+        if source not in self.nodes:
+            raise CapabilityError(f"{source} is not a live node")
+        there = _address(self.nodes[target].relay)
+        try:
+            carried = await migration.carry_saved(env_id, dump(spec),
+                                                  _address(self.nodes[source].relay), there,
+                                                  self._context)  # fmt: skip
+        except migration.MigrationError as exc:
+            raise ExternalError(f"{env_id} stays on {source}: {exc}") from exc
+        wanted = Assignment(env_id, target, dump(spec), "suspended", 1, owner)
+        if not await self.store.move(wanted, source):
+            with contextlib.suppress(migration.MigrationError):
+                await migration.abort(env_id, there, self._context)
+            raise ExternalError(f"{env_id} was taken from {source} while it moved to {target}")
+        self.owners[env_id] = target
+        status = await self._wait(env_id, target, lambda s: _settled(s, 1))
+        _raise_failed(env_id, status)
+        return source, carried
+
     async def _place(self, wanted: Assignment) -> None:
         if not await self.store.assign(wanted):
             raise StateError("assigned", ["absent"], "relocate")

@@ -21,6 +21,14 @@ A drain carries a container's volume between nodes through the same relays
 answers ``DONE`` once the volume is whole here (or ``ERR`` and nothing is
 left); ``GENOS-VOLUME DEL <owner> <name>`` removes the sent copy. Each side
 stages the tar in a file beside its volumes.
+
+``GENOS-MIGRATE`` verbs are a node's half of moving a VM: live
+(:mod:`genos.cluster.migration`: ``FACTS``, ``PREPARE``, ``FINISH``, ``SEND``,
+``ABORT``, ``RESUME``), or, for a suspended one, as files: ``PACK <env>``
+answers ``OK <facts> <disk> <state>`` (byte counts) and then the facts (JSON),
+the disk overlay and the saved state; ``ADOPT <env> <body> <disk> <state>``
+takes the spec and facts (JSON), then the two files, and answers ``DONE``
+once the VM is held here suspended (or ``ERR`` and nothing is left).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
 import ssl
 from pathlib import Path
@@ -164,13 +173,58 @@ class Relay:
             return
         env_id = rest[0]
         try:
-            answer = await self._migrate_step(vms, verb, env_id, rest[1:], reader)
+            if verb == "PACK" and len(rest) == 1:
+                await self._pack(vms, env_id, writer)
+                return
+            if verb == "ADOPT" and len(rest) == 4 and all(a.isdigit() for a in rest[1:]):
+                sizes = [int(a) for a in rest[1:]]
+                answer = await self._adopt(vms, env_id, sizes, reader)
+            else:
+                answer = await self._migrate_step(vms, verb, env_id, rest[1:], reader)
         except GenOSError as exc:
             answer = f"ERR {' '.join(str(exc).split())}"[:400]
         except (ValueError, KeyError, TypeError) as exc:  # a body that is not what was asked
             answer = f"ERR bad migration request: {type(exc).__name__}"
         writer.write(answer.encode() + b"\n")
         await writer.drain()
+
+    async def _pack(self, vms: Any, env_id: str, writer: asyncio.StreamWriter) -> None:
+        facts, disk, state = await vms.saved_for_move(env_id)
+        body = json.dumps(facts, separators=(",", ":")).encode()
+        with disk.open("rb") as disk_file, state.open("rb") as state_file:
+            sizes = [os.fstat(f.fileno()).st_size for f in (disk_file, state_file)]
+            writer.write(f"OK {len(body)} {sizes[0]} {sizes[1]}\n".encode() + body)
+            for src, size in zip((disk_file, state_file), sizes, strict=True):
+                left = size
+                while left:
+                    chunk = await asyncio.to_thread(src.read, min(CHUNK, left))
+                    if not chunk:
+                        raise InputError(f"{env_id}: a file shrank while it was sent")
+                    writer.write(chunk)
+                    await writer.drain()
+                    left -= len(chunk)
+        await writer.drain()
+
+    async def _adopt(
+        self, vms: Any, env_id: str, sizes: list[int], reader: asyncio.StreamReader
+    ) -> str:
+        body_size, disk_size, state_size = sizes
+        if body_size >= 1 << 20:
+            raise InputError("the spec and facts are too large")
+        body = json.loads(await reader.readexactly(body_size))
+        spec = EnvironmentSpec.model_validate(body["spec"])
+        disk, state = await vms.adopt_saved(env_id, spec, body["source"])
+        try:
+            # The overlay keeps the owner create gave it (QEMU's user); the state is root's.
+            state.touch(mode=0o600, exist_ok=True)
+            for path, size in ((disk, disk_size), (state, state_size)):
+                await _receive(reader, path, size)
+            await vms.finish_adopt(env_id)
+        except BaseException:
+            with contextlib.suppress(GenOSError):
+                await asyncio.shield(vms.abort_incoming(env_id))
+            raise
+        return "DONE"
 
     async def _migrate_step(
         self, vms: Any, verb: str, env_id: str, args: list[str], reader: asyncio.StreamReader
@@ -254,6 +308,24 @@ class Relay:
             writer.write(f"ERR {exc}\n".encode()[:200])
             return None
         return target if isinstance(target, Path) else None
+
+
+async def _receive(reader: asyncio.StreamReader, path: Path, size: int) -> None:
+    """Write the next ``size`` bytes of ``reader`` over the file at ``path`` (kept, with
+    its owner and mode).
+
+    Raises:
+        InputError: the stream ended short.
+    """
+    with path.open("r+b") as out:
+        await asyncio.to_thread(out.truncate, 0)
+        left = size
+        while left:
+            chunk = await reader.read(min(CHUNK, left))
+            if not chunk:
+                raise InputError(f"{path.name}: the stream ended {left} bytes short")
+            await asyncio.to_thread(out.write, chunk)
+            left -= len(chunk)
 
 
 def _vm_driver(driver: Driver) -> Any | None:

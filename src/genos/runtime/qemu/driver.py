@@ -385,12 +385,7 @@ class QemuDriver:
             qemuhost.write_record(paths, record)
             qemustop.tighten_sockets(paths)
             logger.getChild(env_id).info("migrated in")
-            command = qemumigrate.network_command(paths.guest_cfg.read_text())
-            if record.get("netns") and command is not None:
-                code, out = await qemuqmp.agent_run(paths.agent, command, 30.0)
-                if code != 0:
-                    raise ExternalError(f"{env_id} runs here but its network could not be set: "
-                                        f"{out.strip()[:200]}")  # fmt: skip
+            await self._readdress(env_id, paths)
 
     async def abort_incoming(self, env_id: str) -> None:
         """Target side: remove everything :meth:`prepare_incoming` made. Idempotent.
@@ -404,6 +399,87 @@ class QemuDriver:
             with contextlib.suppress(NotFoundError):
                 self._incoming(env_id)
             await self._release(env_id)
+
+    async def saved_for_move(self, env_id: str) -> tuple[dict[str, Any], Path, Path]:
+        """Source side of moving a suspended VM as files: its facts, disk overlay and
+        saved state. One suspended in memory is saved to disk first (and stays so).
+
+        Raises:
+            NotFoundError: no such environment.
+            StateError: it is not suspended.
+            CapabilityError: it boots a user image (not moved).
+            ExternalError: saving it failed (it stays suspended in memory).
+        """
+        self._check(env_id)
+        async with self._lock(env_id):
+            record = self._record(env_id)
+            state = await self._current(env_id, record)
+            if state is not EnvState.SUSPENDED:
+                raise StateError(state.value, ["suspended"], "move as files")
+            facts = qemumigrate.source_facts(record)
+            if record.get("phase") != "saved":
+                await self._save(env_id, record, resume_on_failure=False)
+            paths = self.paths(env_id)
+            return facts, paths.disk, paths.state
+
+    async def adopt_saved(
+        self, env_id: str, spec: EnvironmentSpec, source: dict[str, Any]
+    ) -> tuple[Path, Path]:
+        """Target side of moving a suspended VM as files: make the environment here as
+        create does; the caller writes the source's overlay and saved state to the two
+        paths returned, then calls :meth:`finish_adopt` (or :meth:`abort_incoming`).
+
+        Raises:
+            StateError: ``env_id`` exists here.
+            CapabilityError: another accelerator or image than the source's.
+            InputError: ``source`` is not a source's facts of ``env_id``.
+            ExternalError: a step failed; nothing of the environment is left.
+        """
+        self._check(env_id)
+        async with self._lock(env_id):
+            paths = self.paths(env_id)
+            if paths.root.exists():
+                raise StateError(await self._describe(env_id), ["absent"], "adopt a saved VM")
+            accel = await asyncio.to_thread(lambda: self.accelerator)
+            qemumigrate.check_facts(source, env_id, accel)
+            job = Provision(paths, spec, accel=accel, memory_mb=source["machine"]["memory_mb"],
+                            images=self.images, cache_dir=self.cache_dir, run_root=self.run_root,
+                            network=self._network, user_images=self.user_images)  # fmt: skip
+            try:
+                await job.run()
+                record = qemumigrate.incoming_record(self._record(env_id), source)
+                record["migration"]["backing"] = await asyncio.to_thread(
+                    qemuhost.backing_of, paths.disk
+                )
+                qemuhost.write_record(paths, record)
+            except BaseException:
+                with contextlib.suppress(GenOSError):
+                    await asyncio.shield(self._release(env_id))
+                raise
+            return paths.disk, paths.state
+
+    async def finish_adopt(self, env_id: str) -> None:
+        """Target side: the files are here; point the overlay at this node's copy of the
+        image and hold the VM suspended (saved). Its first resume gives the guest this
+        node's address.
+
+        Raises:
+            StateError: ``env_id`` is not being adopted here.
+            ExternalError: the overlay could not be rebased (call :meth:`abort_incoming`).
+        """
+        self._check(env_id)
+        async with self._lock(env_id):
+            record = self._incoming(env_id)
+            paths = self.paths(env_id)
+            backing = record["migration"].get("backing")
+            if not backing or not paths.state.is_file():
+                raise StateError("incoming", ["adopted"], "finish adopting a saved VM")
+            await asyncio.to_thread(qemuhost.rebase, paths.disk, Path(backing))
+            paths.state.chmod(0o600)
+            migration = {"role": "adopted", "readdress": True}
+            qemuhost.write_record(paths, {**record, "phase": "saved", "pid": None,
+                                          "migration": migration})  # fmt: skip
+            logger.getChild(env_id).info("adopted (saved)")
 
     async def migrate_out(
         self,
@@ -457,7 +533,7 @@ class QemuDriver:
 
     def _incoming(self, env_id: str) -> dict[str, Any]:
         record = self._record(env_id)
-        if record.get("migration", {}).get("role") != "incoming":
+        if record.get("migration", {}).get("role") not in ("incoming", "adopted"):
             raise StateError("running", ["incoming"], "finish or abort a migration")
         return record
 
@@ -482,7 +558,9 @@ class QemuDriver:
         qemuhost.join_cgroup(env_id, pid, memory, machine.cpus, 256)
         return pid
 
-    async def _save(self, env_id: str, record: dict[str, Any]) -> None:
+    async def _save(
+        self, env_id: str, record: dict[str, Any], *, resume_on_failure: bool = True
+    ) -> None:
         paths = self.paths(env_id)
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         fd = os.open(paths.state, flags, 0o600)
@@ -490,9 +568,10 @@ class QemuDriver:
             await qemuqmp.save_state(paths.qmp, fd, SAVE_TIMEOUT)
         except GenOSError:
             paths.state.unlink(missing_ok=True)
-            with contextlib.suppress(GenOSError):
-                async with qemuqmp.monitor(paths.qmp) as client:
-                    await qemuqmp.call(client, "cont")
+            if resume_on_failure:
+                with contextlib.suppress(GenOSError):
+                    async with qemuqmp.monitor(paths.qmp) as client:
+                        await qemuqmp.call(client, "cont")
             raise
         finally:
             os.close(fd)
@@ -520,6 +599,21 @@ class QemuDriver:
             os.close(fd)
         paths.state.unlink(missing_ok=True)
         qemustop.tighten_sockets(paths)
+        if record.get("migration", {}).get("readdress"):
+            await self._readdress(env_id, paths)
+
+    async def _readdress(self, env_id: str, paths: VmPaths) -> None:
+        """A guest that came from another node takes this node's address (its namespace
+        here has one of this node's pool), through its agent."""
+        record = self._record(env_id)
+        record.pop("migration", None)
+        qemuhost.write_record(paths, record)
+        command = qemumigrate.network_command(paths.guest_cfg.read_text())
+        if record.get("netns") and command is not None:
+            code, out = await qemuqmp.agent_run(paths.agent, command, 30.0)
+            if code != 0:
+                raise ExternalError(f"{env_id} runs here but its network could not be set: "
+                                    f"{out.strip()[:200]}")  # fmt: skip
 
     async def _release(self, env_id: str) -> None:
         paths = self.paths(env_id)

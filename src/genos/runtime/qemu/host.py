@@ -193,6 +193,27 @@ def create_overlay(base: Path, disk: Path, uid: int, base_format: str = "raw") -
     disk.chmod(0o600)
 
 
+def backing_of(disk: Path) -> str:
+    """The image a qcow2 overlay is written over (its backing file's path).
+
+    Raises:
+        ExternalError: qemu-img could not read it, or it has no backing file.
+    """
+    info = json.loads(run_tool(["qemu-img", "info", "--output=json", "-U", str(disk)],
+                               "qemu-img info"))  # fmt: skip
+    backing = info.get("full-backing-filename") or info.get("backing-filename")
+    if not backing:
+        raise ExternalError(f"{disk} has no backing image")
+    return str(backing)
+
+
+def rebase(disk: Path, backing: Path, base_format: str = "raw") -> None:
+    """Point an overlay made on another host at this host's copy of the same image
+    (the same content, so only the header changes: an unsafe rebase)."""
+    run_tool(["qemu-img", "rebase", "-u", "-b", str(backing), "-F", base_format, str(disk)],
+             "qemu-img rebase")  # fmt: skip
+
+
 def create_blank(disk: Path, size_mb: int, uid: int) -> None:
     """An empty qcow2 disk of ``size_mb`` (grows as the guest writes), owned by QEMU's user."""
     run_tool(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), f"{size_mb}M"],
