@@ -116,7 +116,14 @@ class Lines:
 
 @contextlib.contextmanager
 def launched(server: Server, *args: str) -> Iterator[subprocess.Popen[str]]:
-    """``genos up`` running in the background, its pipes open; killed if still running after."""
+    """``genos up`` running in the background, its pipes open; killed if still running after.
+
+    It gets Ctrl-C as a person's terminal gives it: a test run that is itself a
+    background job of a non-interactive shell ignores SIGINT, and a child
+    would inherit that (a handler, unlike SIG_IGN, does not survive exec).
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     proc = subprocess.Popen(
         [str(BIN / "genos"), "up", *args], env=server.env(), text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
