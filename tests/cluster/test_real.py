@@ -404,7 +404,13 @@ def test_a_migration_whose_target_is_killed_leaves_the_vm_running_on_its_node(
         lines = _on(source, count_lines(vm, env_id))
         _on(source, until_counted(vm, env_id, lines))  # counting on
         check_lines(_on(source, guest(vm, env_id, "cat /root/count")))
+
+        def listed() -> dict[str, str]:
+            return {n["name"]: n["state"] for n in client.get("/v1/nodes").json()}
+
+        until(lambda: other not in listed(), 30)  # its lease lapsed: the name is free again
         real.add_node(other)  # it fences before it takes work
+        until(lambda: listed().get(other) == "ready", 60)
         marks = (f"genos-{other}/", f"nodes/{other}/", f"genos-vm-{other}/")
 
         def target_clean() -> bool:

@@ -251,10 +251,9 @@ async def _failed_move(registry: Any, env_id: str, node: str, since: float) -> s
         at = event.time if event.time.tzinfo else event.time.replace(tzinfo=UTC)
         if at.timestamp() < since:
             return None
-        if event.type is EventType.WARNING and event.message.startswith(prefix) and (
-            " failed: " in event.message
-        ):
-            return str(event.message[len(prefix):])
+        said = str(event.message)
+        if event.type is EventType.WARNING and said.startswith(prefix) and " failed: " in said:
+            return said.removeprefix(prefix)
     return None
 
 
