@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -259,6 +260,33 @@ def _on(node: str, work: Awaitable[T]) -> T:
     return run(acting())
 
 
+@dataclass
+class CountingVm:
+    """A microVM on the node placement chose, its guest appending to /root/count."""
+
+    env_id: str
+    source: str
+    other: str
+    vms: dict[str, QemuDriver]
+    pid: str
+    started: str
+
+
+def counting_microvm(
+    real: LocalCluster, client: httpx.Client, image_store: ImageStore, name: str
+) -> CountingVm:
+    spec = {"name": name, "tier": "microvm", "resources": {"memory_mb": MEMORY_MB}}
+    env_id = client.post("/v1/environments", json={"spec": spec}).json()["id"]
+    ran = until(lambda: (s := state_of(client, env_id))["state"] == "running" and s, 900)
+    source = ran["node"]
+    other = "node2" if source == "node1" else "node1"
+    vms = {n: _vms(real, image_store, n) for n in (source, other)}
+    pid = _on(source, guest(vms[source], env_id, COUNTER)).strip()
+    _on(source, until_counted(vms[source], env_id, 5))
+    started = _on(source, started_at(vms[source], env_id, pid))
+    return CountingVm(env_id, source, other, vms, pid, started)
+
+
 def test_genos_node_drain_migrates_a_running_microvm_live(
     real: LocalCluster, image_store: ImageStore
 ) -> None:
@@ -269,17 +297,10 @@ def test_genos_node_drain_migrates_a_running_microvm_live(
     node, and nothing of it is left on the drained node."""
     env_vars = {**os.environ, "GENOS_URL": real.replicas[0].url,
                 "GENOS_TOKEN": real.admin_token_file.read_text().strip()}  # fmt: skip
-    spec = {"name": "drain-vm", "tier": "microvm", "resources": {"memory_mb": MEMORY_MB}}
     with api(real) as client:
-        env = client.post("/v1/environments", json={"spec": spec}).json()
-        env_id = env["id"]
-        ran = until(lambda: (s := state_of(client, env_id))["state"] == "running" and s, 900)
-        source = ran["node"]
-        other = "node2" if source == "node1" else "node1"
-        vms = {n: _vms(real, image_store, n) for n in (source, other)}
-        pid = _on(source, guest(vms[source], env_id, COUNTER)).strip()
-        _on(source, until_counted(vms[source], env_id, 5))
-        started = _on(source, started_at(vms[source], env_id, pid))
+        vm = counting_microvm(real, client, image_store, "drain-vm")
+        env_id, source, other, vms, pid = vm.env_id, vm.source, vm.other, vm.vms, vm.pid
+        started = vm.started
         token = client.post(f"/v1/environments/{env_id}/display-token", json={}).json()
 
         def connections() -> list[str]:
@@ -337,16 +358,10 @@ def test_a_drain_moves_a_suspended_microvm_as_files_and_it_resumes_there(
     """A counting microVM suspended in memory is drained: it is saved to disk, its overlay
     and state move to the other node and it stays suspended there; resumed, the same
     process counts on with every earlier line; nothing of it is left on the drained node."""
-    spec = {"name": "sleeper", "tier": "microvm", "resources": {"memory_mb": MEMORY_MB}}
     with api(real) as client:
-        env_id = client.post("/v1/environments", json={"spec": spec}).json()["id"]
-        ran = until(lambda: (s := state_of(client, env_id))["state"] == "running" and s, 900)
-        source = ran["node"]
-        other = "node2" if source == "node1" else "node1"
-        vms = {n: _vms(real, image_store, n) for n in (source, other)}
-        pid = _on(source, guest(vms[source], env_id, COUNTER)).strip()
-        _on(source, until_counted(vms[source], env_id, 5))
-        started = _on(source, started_at(vms[source], env_id, pid))
+        vm = counting_microvm(real, client, image_store, "sleeper")
+        env_id, source, other, vms, pid = vm.env_id, vm.source, vm.other, vm.vms, vm.pid
+        started = vm.started
         suspended = client.post(f"/v1/environments/{env_id}/suspend", json={}).json()
         assert suspended["state"] == "suspended", suspended
         drain = client.post(f"/v1/nodes/{source}/drain", json={"containers": "move"})
@@ -378,16 +393,10 @@ def test_a_migration_whose_target_is_killed_leaves_the_vm_running_on_its_node(
     moment its incoming QEMU appears. The guest runs on at the source (same process,
     no line lost), the drain reports the failed move, and the target, started again,
     fences: nothing of the VM is left there."""
-    spec = {"name": "doomed-move", "tier": "microvm", "resources": {"memory_mb": MEMORY_MB}}
     with api(real) as client:
-        env_id = client.post("/v1/environments", json={"spec": spec}).json()["id"]
-        ran = until(lambda: (s := state_of(client, env_id))["state"] == "running" and s, 900)
-        source = ran["node"]
-        other = "node2" if source == "node1" else "node1"
-        vm = _vms(real, image_store, source)
-        pid = _on(source, guest(vm, env_id, COUNTER)).strip()
-        _on(source, until_counted(vm, env_id, 5))
-        started = _on(source, started_at(vm, env_id, pid))
+        counting = counting_microvm(real, client, image_store, "doomed-move")
+        env_id, source, other, pid = counting.env_id, counting.source, counting.other, counting.pid
+        vm, started = counting.vms[source], counting.started
         drain = client.post(f"/v1/nodes/{source}/drain", json={"containers": "move"})
         assert drain.status_code in (200, 202), drain.text
         until(lambda: len(qemu_processes(env_id)) == 2, 300)  # the target's incoming QEMU

@@ -344,17 +344,8 @@ class QemuDriver:
         """
         self._check(env_id)
         async with self._lock(env_id):
-            paths = self.paths(env_id)
-            if paths.root.exists():
-                raise StateError(await self._describe(env_id), ["absent"], "prepare a migration")
-            accel = await asyncio.to_thread(lambda: self.accelerator)
-            qemumigrate.check_facts(source, env_id, accel)
-            job = Provision(paths, spec, accel=accel, memory_mb=source["machine"]["memory_mb"],
-                            images=self.images, cache_dir=self.cache_dir, run_root=self.run_root,
-                            network=self._network, user_images=self.user_images)  # fmt: skip
+            paths, record = await self._make_incoming(env_id, spec, source, "prepare a migration")
             try:
-                await job.run()
-                record = qemumigrate.incoming_record(self._record(env_id), source)
                 qemuhost.write_record(paths, record)
                 await self._launch(env_id, record, incoming=True)
                 with qemuchannel.listen(listen_host, port) as listener:
@@ -364,6 +355,35 @@ class QemuDriver:
                 with contextlib.suppress(GenOSError):
                     await asyncio.shield(self._release(env_id))
                 raise
+
+    async def _make_incoming(
+        self, env_id: str, spec: EnvironmentSpec, source: dict[str, Any], what: str
+    ) -> tuple[VmPaths, dict[str, Any]]:
+        """Under ``env_id``'s lock: make a VM that comes from another node here as create
+        does; its paths and the record it will have (the source's machine). Nothing is
+        left if a step fails.
+
+        Raises:
+            StateError: ``env_id`` exists here.
+            CapabilityError: another accelerator or image than the source's.
+            InputError: ``source`` is not a source's facts of ``env_id``.
+            ExternalError: a step failed.
+        """
+        paths = self.paths(env_id)
+        if paths.root.exists():
+            raise StateError(await self._describe(env_id), ["absent"], what)
+        accel = await asyncio.to_thread(lambda: self.accelerator)
+        qemumigrate.check_facts(source, env_id, accel)
+        job = Provision(paths, spec, accel=accel, memory_mb=source["machine"]["memory_mb"],
+                        images=self.images, cache_dir=self.cache_dir, run_root=self.run_root,
+                        network=self._network, user_images=self.user_images)  # fmt: skip
+        try:
+            await job.run()
+            return paths, qemumigrate.incoming_record(self._record(env_id), source)
+        except BaseException:
+            with contextlib.suppress(GenOSError):
+                await asyncio.shield(self._release(env_id))
+            raise
 
     async def finish_incoming(self, env_id: str, *, timeout: float = 600.0) -> None:
         """Target side: wait until the state has arrived, then run the guest here.
@@ -437,17 +457,8 @@ class QemuDriver:
         """
         self._check(env_id)
         async with self._lock(env_id):
-            paths = self.paths(env_id)
-            if paths.root.exists():
-                raise StateError(await self._describe(env_id), ["absent"], "adopt a saved VM")
-            accel = await asyncio.to_thread(lambda: self.accelerator)
-            qemumigrate.check_facts(source, env_id, accel)
-            job = Provision(paths, spec, accel=accel, memory_mb=source["machine"]["memory_mb"],
-                            images=self.images, cache_dir=self.cache_dir, run_root=self.run_root,
-                            network=self._network, user_images=self.user_images)  # fmt: skip
+            paths, record = await self._make_incoming(env_id, spec, source, "adopt a saved VM")
             try:
-                await job.run()
-                record = qemumigrate.incoming_record(self._record(env_id), source)
                 record["migration"]["backing"] = await asyncio.to_thread(
                     qemuhost.backing_of, paths.disk
                 )
