@@ -12,7 +12,8 @@ from genos.spec import EnvironmentSpec, dump, json_schema, parse_spec, release_f
 
 
 def test_defaults_are_the_safe_ones() -> None:
-    """An empty spec is Debian bookworm in a container with no network, paste-in only."""
+    """An empty spec is Debian bookworm in a container with no network, paste-in only, no
+    microphone."""
     data = dump(EnvironmentSpec())
     assert data["apiVersion"] == "genos/v1"
     assert data["base"] == {"distribution": "debian", "release": "bookworm", "image": None}
@@ -22,6 +23,7 @@ def test_defaults_are_the_safe_ones() -> None:
         "clipboard": "to_env",
         "file_transfer": "to_env",
         "recording": False,
+        "microphone": False,
     }
     assert data["persistence"] == {"mode": "ephemeral", "volume": None, "encrypted": False}
     assert data["packages"] == []

@@ -30,7 +30,7 @@ fi
 
 # 3. Bundle, unless nothing changed since the last build.
 inputs=(build.sh package.json package-lock.json index.html style.css manifest.webmanifest sw.js
-        spice-html5.js icons/icon-192.png icons/icon-512.png)
+        spice-html5.js mic-worklet.js icons/icon-192.png icons/icon-512.png)
 mapfile -t sources < <(find src -type f -name '*.js' | LC_ALL=C sort)
 spice=node_modules/@spice-project/spice-html5
 want=$(hash_of "${inputs[@]}" "${sources[@]}" node_modules/@novnc/novnc/package.json "$spice/package.json")
@@ -51,7 +51,7 @@ node_modules/.bin/esbuild src/main.js --bundle --format=esm --target=es2022 \
 mkdir -p "$tmp/spice-html5/thirdparty"
 cp "$spice"/src/*.js "$tmp/spice-html5/"
 cp "$spice"/src/thirdparty/*.js "$tmp/spice-html5/thirdparty/"
-cp index.html style.css manifest.webmanifest sw.js spice-html5.js "$tmp/"
+cp index.html style.css manifest.webmanifest sw.js spice-html5.js mic-worklet.js "$tmp/"
 mkdir "$tmp/licenses"
 cp node_modules/@novnc/novnc/LICENSE.txt "$tmp/licenses/novnc.txt"
 cp "$spice/COPYING.LESSER" "$tmp/licenses/spice-html5.txt"  # the LGPL-3.0 ...

@@ -264,6 +264,7 @@ class Security(_Model):
     clipboard: Direction = Direction.TO_ENV
     file_transfer: Direction = Direction.TO_ENV
     recording: bool = False
+    microphone: bool = False  # a viewer's microphone may feed the environment's sound input
 
 
 class Decision(_Model):

@@ -9,12 +9,15 @@ driven headless by Playwright; nothing is downloaded. Screenshots go to
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import shutil
+import struct
 import subprocess
 import tempfile
 import time
+import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,7 @@ WEB = ROOT / "web"
 CHROMIUM = os.environ.get("GENOS_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("GENOS_ARTIFACTS", "/tmp/genos-artifacts")) / "web"
 PASSWORD = "correct horse battery staple"
+TONE_HZ = 440.0  # what the browser's fake microphone plays
 DESKTOP = {"viewport": {"width": 1280, "height": 800}}
 PHONE = {
     "viewport": {"width": 390, "height": 844},
@@ -119,15 +123,31 @@ def totp_now(secret: str, at: float | None = None) -> str:
     return totp(secret, time.time() if at is None else at)
 
 
+def tone_wav(path: Path, hz: float = TONE_HZ, seconds: float = 2.0, rate: int = 48000) -> Path:
+    """A WAV file of a sine at half scale (16-bit mono): the browser's fake microphone."""
+    frames = b"".join(
+        struct.pack("<h", int(16383 * math.sin(2 * math.pi * hz * n / rate)))
+        for n in range(int(seconds * rate))
+    )
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(frames)
+    return path
+
+
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """Debian's chromium, headless, through Playwright (no browser download)."""
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Debian's chromium, headless, through Playwright (no browser download). Its microphone
+    is a fake that plays a 440 Hz tone and is allowed without a prompt."""
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"no chromium at {CHROMIUM}: apt-get install chromium (or set GENOS_CHROMIUM)")
+    wav = tone_wav(tmp_path_factory.mktemp("microphone") / "tone.wav")
+    args = ["--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={wav}"]  # fmt: skip
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
-        )
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
         yield browser
         browser.close()
 

@@ -194,3 +194,54 @@ def test_a_tone_in_the_environment_plays_in_the_page_and_mutes(
     expect(page.get_by_test_id("action-sound")).to_have_text("Sound: off")
     assert page.evaluate("() => window.genosSound.gain.gain.value") == 0
     assert loud > quiet
+
+
+# Record the desktop's default source for two seconds once samples flow (a new recording
+# stream takes a second or two to start): samples, RMS, sign changes.
+HEAR = (
+    "export XDG_RUNTIME_DIR=/tmp/runtime-1000; rm -f /tmp/heard.raw;"
+    " parec --raw --format=s16le --rate=16000 --channels=1 --latency-msec=20 >>/tmp/heard.raw &"
+    " n=0; until [ -s /tmp/heard.raw ] || [ $n -ge 200 ]; do n=$((n+1)); sleep 0.05; done;"
+    " : >/tmp/heard.raw; sleep 2; kill $!; wait;"
+    " od -An -v -td2 -w2 /tmp/heard.raw |"
+    " awk '{n++; s+=$1*$1; if (($1>0 && p<0) || ($1<0 && p>0)) z++; if ($1) p=$1}"
+    ' END {printf "%d %d %d\\n", n, (n ? sqrt(s/n) : 0), z}\''
+)
+
+
+def hear(server: Server, user: User, env_id: str) -> tuple[int, int, int]:
+    """What an app recording the desktop's default source gets in two seconds."""
+    with server.client(user.token) as api:
+        answer = api.post(f"/v1/environments/{env_id}/computer/exec",
+                          json={"argv": ["sh", "-c", HEAR], "timeout": 20})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        found = answer.json()
+    assert found["exit_code"] == 0, found
+    samples, rms, crossings = (int(v) for v in found["stdout"].split())
+    return samples, rms, crossings
+
+
+def test_the_microphone_reaches_the_desktop_only_when_turned_on(
+    oci_server: Server, user_oci: User, open_page: Any
+) -> None:
+    """With security.microphone the overlay has a Mic button, off at first (the desktop hears
+    silence); turned on, the browser's microphone (a 440 Hz tone) is what the desktop's
+    default source records; turned off, silence again. Without it there is no button."""
+    spec = {"name": "mic-web", "security": {"microphone": True}}
+    page, env_id = open_env(oci_server, user_oci, open_page, spec)
+    mic = page.get_by_test_id("action-mic")
+    expect(mic).to_have_text("Mic: off")
+    assert hear(oci_server, user_oci, env_id)[1] == 0
+    mic.click()
+    expect(mic).to_have_text("Mic: on")
+    until(lambda: page.evaluate("() => window.genosMic.sent") > 16000, what="sound sent")
+    samples, rms, crossings = hear(oci_server, user_oci, env_id)
+    assert samples >= 16000
+    assert rms > 2000  # the tone, through the browser's processing
+    assert 1200 < crossings < 2400  # about 880 sign changes a second: 440 Hz, not noise
+    mic.click()
+    expect(mic).to_have_text("Mic: off")
+    assert hear(oci_server, user_oci, env_id)[1] == 0
+    plain, _ = open_env(oci_server, user_oci, open_page, {"name": "no-mic-web"})
+    expect(plain.get_by_test_id("action-sound")).to_be_visible()
+    expect(plain.get_by_test_id("action-mic")).to_have_count(0)

@@ -1,6 +1,7 @@
 // The bars around the desktop: environment and connection state, live viewer
 // figures, and the actions (keyboard, input mode, clipboard, sound, files, Ctrl-Alt-Del,
-// screenshot, fullscreen, share, suspend, resume, terminate). A SPICE desktop
+// screenshot, fullscreen, share, suspend, resume, terminate), and a microphone
+// button where the spec allows one (security.microphone). A SPICE desktop
 // (spice.js) gets Ctrl-Alt-Del, screenshot, fullscreen, reconnect and the
 // lifecycle actions, and says why it has no share link. A signed-in RFB
 // desktop also shows who has the keyboard and mouse (an agent or a person,
@@ -11,6 +12,7 @@ import { describeError, routes } from './api.js';
 import { flash, h, replace } from './dom.js';
 import { acceptDrops, filesPanel } from './files.js';
 import { ScreenKeyboard } from './keyboard.js';
+import { MicrophoneChannel } from './microphone.js';
 import { SoundChannel } from './sound.js';
 
 const MODE_KEY = 'genos.inputMode';
@@ -20,13 +22,14 @@ const SPICE_NO_SHARE = 'No share link: SPICE has no view-only mode, so every vie
 
 /**
  * @param {import('./desktop.js').DesktopSession|import('./spice.js').SpiceSession} desktop
- * @param {{envId: string, viewOnly: boolean, spice?: boolean,
+ * @param {{envId: string, viewOnly: boolean, spice?: boolean, microphone?: boolean,
  *   onAction?: (verb: string) => Promise<void>}} options
  *   spice: `desktop` is a SpiceSession (no keyboard, touch modes, clipboard or share link).
+ *   microphone: the spec allows a microphone (a Mic button; off until pressed).
  *   onAction: runs `suspend`, `resume` or `terminate` (the page owns the API call and the state).
  * @returns {{top: HTMLElement, bottom: HTMLElement, setEnvState: Function, setStats: Function}}
  */
-export function createOverlay(desktop, { envId, viewOnly, spice = false, onAction }) {
+export function createOverlay(desktop, { envId, viewOnly, spice = false, microphone = false, onAction }) {
   const envState = h('span', { class: 'badge', testid: 'env-state' }, '');
   const conn = h('span', { class: 'conn', testid: 'conn-state' }, 'connecting');
   const stats = h('span', { class: 'stats', testid: 'overlay-stats' }, viewOnly ? 'view only' : '');
@@ -78,6 +81,36 @@ export function createOverlay(desktop, { envId, viewOnly, spice = false, onActio
   desktop.addEventListener('status', (ev) => {
     if (ev.detail.state === 'connected') sound?.start();
     if (ev.detail.state === 'disconnected') sound?.stop();
+  });
+  // Microphone (RFB desktops with control, where the spec allows it): off until pressed.
+  const mic = viewOnly || spice || !microphone || !desktop.getPath ? null
+    : new MicrophoneChannel(async () => (await desktop.getPath()).replace('/display?', '/microphone?'));
+  if (mic) window.genosMic = mic;
+  const showMic = () => {
+    buttons.mic.textContent = mic.on ? 'Mic: on' : 'Mic: off';
+    buttons.mic.dataset.on = String(mic.on);
+  };
+  mic?.addEventListener('closed', (ev) => {
+    showMic();
+    if (ev.detail.reason) flash(`Microphone closed: ${ev.detail.reason}`);
+  });
+  const toggleMic = async () => {
+    if (mic.on) {
+      mic.stop();
+    } else {
+      try {
+        await mic.start();
+      } catch (exc) {
+        flash(`Microphone: ${exc.message ?? exc}`);
+      }
+    }
+    showMic();
+  };
+  desktop.addEventListener('status', (ev) => {
+    if (ev.detail.state === 'disconnected' && mic?.on) {
+      mic.stop();
+      showMic();
+    }
   });
   const toggleSound = () => {
     sound.setMuted(!sound.muted);
@@ -216,6 +249,7 @@ export function createOverlay(desktop, { envId, viewOnly, spice = false, onActio
       modeButton(),
       button('clipboard', 'Clipboard', () => togglePanel('clipboard', clipboardPanel)),
       sound?.supported ? button('sound', 'Sound: on', toggleSound, 'Mute or unmute the desktop') : null,
+      mic?.supported ? button('mic', 'Mic: off', toggleMic, 'Send your microphone to the desktop') : null,
       button('files', 'Files', () => togglePanel('files', () => filesPanel(envId)), 'Upload and download files'),
       button('cad', 'Ctrl-Alt-Del', () => desktop.rfb?.sendCtrlAltDel()),
       ...common(),

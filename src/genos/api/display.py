@@ -71,6 +71,9 @@ async def _admit(
         env = await svc.engine.get(env_id)
         if env.state is not State.RUNNING:
             raise TokenError("not_running", f"the environment is {env.state.value}")
+        if protocol == "mic" and not env.spec.security.microphone:
+            raise TokenError("not_allowed", "its spec does not allow a microphone "
+                             "(security.microphone)")  # fmt: skip
         if protocol == "rdp" and env.spec.display.protocol is not Protocol.RDP:
             raise NotFoundError("rdp display (its spec does not ask for rdp) of", env_id)
         target = endpoint(svc.engine.driver, env_id, protocol)

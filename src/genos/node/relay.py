@@ -10,8 +10,8 @@ The relay is TLS with a certificate on both ends from the cluster's CA, and
 takes only clients whose certificate says ``control-plane``
 (:mod:`genos.cluster.pki`). A client sends one line, ``GENOS-RELAY <env_id>
 <protocol>``; the relay answers ``OK`` and then copies bytes both ways
-between the connection and the environment's socket (``vnc``, ``spice`` or
-``rdp``), or ``ERR <reason>`` and closes.
+between the connection and the environment's socket (``vnc``, ``spice``,
+``rdp``, ``audio`` or ``mic``), or ``ERR <reason>`` and closes.
 
 A drain carries a container's volume between nodes through the same relays
 (:func:`carry_volume`, run by the control plane): ``GENOS-VOLUME GET <owner>
@@ -58,7 +58,7 @@ HELLO = b"GENOS-RELAY"
 VOLUME = b"GENOS-VOLUME"
 MIGRATE = b"GENOS-MIGRATE"
 CHUNK = 1 << 20  # volumes move in 1 MiB pieces (fewer thread hops per byte)
-PROTOCOLS = ("vnc", "spice", "rdp")
+PROTOCOLS = ("vnc", "spice", "rdp", "audio", "mic")
 LINE_LIMIT = 128
 HELLO_TIMEOUT = 5.0
 

@@ -39,6 +39,9 @@ class FakeEnv:
     server: asyncio.AbstractServer | None = None
     history: list[EnvState] = field(default_factory=list)
     usage: Usage | None = None  # what inspect and usage report (tests set it)
+    mic: asyncio.AbstractServer | None = None  # mic.sock, when the spec allows a microphone
+    heard: bytearray = field(default_factory=bytearray)  # what reached mic.sock
+    listeners: int = 0  # connections to mic.sock still open
 
 
 class FakeDriver:
@@ -87,6 +90,20 @@ class FakeDriver:
         sock = self.display(env_id)
         sock.parent.mkdir(parents=True, exist_ok=True)
         env.server = await asyncio.start_unix_server(_greet, path=str(sock))
+        if env.spec.security.microphone:
+
+            async def listen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                env.listeners += 1
+                try:
+                    while data := await reader.read(65536):
+                        env.heard += data
+                finally:
+                    writer.close()
+                    with contextlib.suppress(ConnectionError):
+                        await writer.wait_closed()
+                    env.listeners -= 1
+
+            env.mic = await asyncio.start_unix_server(listen, path=str(sock.with_name("mic.sock")))
         self._move(env, target)
 
     async def suspend(self, env_id: str, *, to_disk: bool = False) -> None:
@@ -117,9 +134,10 @@ class FakeDriver:
         """Forget the environment and close its display. Idempotent."""
         self._enter(env_id, "destroy")
         env = self.envs.pop(env_id, None)
-        if env is not None and env.server is not None:
-            env.server.close()
-            await env.server.wait_closed()
+        for server in (env.server, env.mic) if env is not None else ():
+            if server is not None:
+                server.close()
+                await server.wait_closed()
         shutil.rmtree(self.root / env_id, ignore_errors=True)
 
     async def inspect(self, env_id: str) -> Inspection:
@@ -153,6 +171,18 @@ class FakeDriver:
             raise NotFoundError("environment", env_id)
         return self.root / env_id / "rfb.sock"
 
+    def endpoint(self, env_id: str, protocol: str) -> Path:
+        """``mic``: ``<root>/<env_id>/mic.sock`` (what arrives is kept in ``heard``) when
+        the spec allows a microphone; no other protocol besides ``display``'s.
+
+        Raises:
+            NotFoundError: no such environment or protocol.
+        """
+        env = self.envs.get(env_id)
+        if protocol != "mic" or env is None or env.mic is None:
+            raise NotFoundError(f"{protocol} display of environment", env_id)
+        return self.display(env_id).with_name("mic.sock")
+
     def home(self, env_id: str) -> HomeDir:
         """``<root>/<env_id>/home``, owned by this process's user (file transfer).
 
@@ -172,9 +202,10 @@ class FakeDriver:
     async def aclose(self) -> None:
         """Close every display server; the driver refuses calls afterwards."""
         for env in self.envs.values():
-            if env.server is not None:
-                env.server.close()
-                await env.server.wait_closed()
+            for server in (env.server, env.mic):
+                if server is not None:
+                    server.close()
+                    await server.wait_closed()
         self._closed = True
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)

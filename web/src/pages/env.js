@@ -27,7 +27,11 @@ export function envPage(root, { id }, ctx) {
   function reconcile() {
     if (ctx.signal.aborted || !view.state) return;
     if (DESKTOP.has(view.state)) {
-      if (!desk) desk = mountDesktop(root, id, ctx, setState, { early, spice: servesSpice(view.env) });
+      if (!desk) {
+        desk = mountDesktop(root, id, ctx, setState, {
+          early, spice: servesSpice(view.env), microphone: Boolean(view.env?.spec?.security?.microphone),
+        });
+      }
       early = null;
       desk.show(view.state);
     } else {
@@ -143,7 +147,7 @@ export function servesSpice(env) {
  * The desktop view: noVNC (or spice-html5 for a SPICE VM), the overlay,
  * connection figures; `show(state)` follows the env.
  */
-function mountDesktop(root, id, ctx, setState, { early = null, spice = false } = {}) {
+function mountDesktop(root, id, ctx, setState, { early = null, spice = false, microphone = false } = {}) {
   const container = h('div', { class: 'desktop', testid: 'desktop' });
   const veil = h('div', { class: 'veil', testid: 'veil', hidden: true });
   let prefetched = early;
@@ -160,6 +164,7 @@ function mountDesktop(root, id, ctx, setState, { early = null, spice = false } =
     envId: id,
     viewOnly: false,
     spice,
+    microphone,
     async onAction(verb) {
       const env = await routes[verb](id);
       setState(env);

@@ -19,6 +19,8 @@ RDP_SOCKET = "rdp.sock"  # xrdp, when the spec asks for RDP
 RDP_CERT = "rdp.crt"  # its TLS certificate (the key stays in the guest)
 AUDIO_SOCKET = "audio.sock"  # Ogg Opus of the sound server's output, one encoder per viewer
 AUDIO_PATH = "/usr/local/bin/genos-audio"
+MIC_SOCKET = "mic.sock"  # a viewer's microphone in: 16 kHz mono s16le PCM (security.microphone)
+MIC_PATH = "/usr/local/bin/genos-mic"
 SESSION_PATH = "/usr/local/bin/genos-session"
 SESSION_ARGV = ("/usr/bin/tini", "-g", "--", SESSION_PATH)
 USER_NAME = "user"
@@ -40,6 +42,7 @@ SESSION_SCRIPT = r"""#!/bin/sh
 #   GENOS_DISPLAY_DIR  where rfb.sock goes (/run/genos-display)
 #   GENOS_RFB_MODE     mode of rfb.sock (0600)
 #   GENOS_RDP          1: also serve RDP (xrdp) on rdp.sock beside rfb.sock
+#   GENOS_MICROPHONE   1: a microphone source fed from mic.sock beside rfb.sock
 set -u
 
 start_apps() {
@@ -164,14 +167,40 @@ fi
 # Sound: PulseAudio with one null sink that every app plays into; each viewer
 # that opens audio.sock (beside rfb.sock) gets a fresh encoder of its monitor
 # (genos-audio: Opus in Ogg, 20 ms a page), so no stale sound is buffered.
+# With GENOS_MICROPHONE=1, what a viewer writes to mic.sock (genos-mic: 16 kHz
+# mono PCM) plays into a second null sink whose monitor is the default source,
+# "Microphone": apps record the viewer, and the viewer does not hear itself.
 if command -v pulseaudio >/dev/null 2>&1 && command -v socat >/dev/null 2>&1; then
+    set -- -L "module-null-sink sink_name=genos rate=48000 sink_properties=device.description=GenOS"
+    if [ "${GENOS_MICROPHONE:-0}" = 1 ]; then
+        feed="sink_name=genos_mic rate=16000 channels=1"
+        mic="source_name=genos_mic_in master=genos_mic.monitor"
+        set -- "$@" -L "module-null-sink $feed sink_properties=device.description=Mic-feed" \
+            -L "module-remap-source $mic source_properties=device.description=Microphone"
+    fi
     pulseaudio --daemonize=no -n --exit-idle-time=-1 --realtime=no --high-priority=no \
         --disable-shm=yes --log-target=stderr --log-level=error \
-        -L "module-null-sink sink_name=genos rate=48000 sink_properties=device.description=GenOS" \
-        -L module-native-protocol-unix >/dev/null 2>&1 &
+        "$@" -L module-native-protocol-unix >/dev/null 2>&1 &
+    set --
     rm -f "$dir/audio.sock"
     socat "UNIX-LISTEN:$dir/audio.sock,fork,perm=${GENOS_RFB_MODE:-0600}" \
         EXEC:/usr/local/bin/genos-audio >/dev/null 2>&1 &
+    if [ "${GENOS_MICROPHONE:-0}" = 1 ]; then
+        # One player for the session, fed through a FIFO by whichever viewer speaks
+        # (genos-mic): a stream that stays connected keeps the null sink's blocks
+        # short, where one made per viewer would start a second or two behind and
+        # stay that far behind. Its stdin is the FIFO opened read-write, so it
+        # never sees an end between viewers.
+        rm -f /tmp/.genos-mic && mkfifo -m 0600 /tmp/.genos-mic
+        (n=0
+         until pactl info >/dev/null 2>&1 || [ "$n" -ge 100 ]; do n=$((n + 1)); sleep 0.1; done
+         pactl set-default-sink genos && pactl set-default-source genos_mic_in
+         exec pacat --playback --device=genos_mic --raw --format=s16le --rate=16000 \
+             --channels=1 --latency-msec=60 <>/tmp/.genos-mic) >/dev/null 2>&1 &
+        rm -f "$dir/mic.sock"
+        socat "UNIX-LISTEN:$dir/mic.sock,fork,perm=${GENOS_RFB_MODE:-0600}" \
+            EXEC:/usr/local/bin/genos-mic >/dev/null 2>&1 &
+    fi
 fi
 
 # Apps start only once the window manager is up: a window mapped while the
@@ -246,6 +275,16 @@ parec --device=genos.monitor --raw --format=s16le --rate=48000 --channels=2 \
 """
 
 
+MIC_SCRIPT = r"""#!/bin/sh
+# genos-mic: one viewer's microphone, 16 kHz mono s16le PCM on stdin, into the
+# session's player of the genos_mic sink (whose monitor is the default source)
+# through its FIFO; started by socat per viewer. One viewer at a time: a second
+# one finds the lock held and is hung up on.
+exec 2>/dev/null
+exec flock -n /tmp/.genos-mic.lock cat >/tmp/.genos-mic
+"""
+
+
 def base_step() -> Step:
     """Configuration every environment shares (neutral host files, lean dpkg/apt)."""
     return Step(
@@ -269,6 +308,7 @@ def desktop_step() -> Step:
         files=(
             FileSpec(SESSION_PATH, SESSION_SCRIPT, 0o755),
             FileSpec(AUDIO_PATH, AUDIO_SCRIPT, 0o755),
+            FileSpec(MIC_PATH, MIC_SCRIPT, 0o755),
         ),
         run=(
             f"getent passwd {USER_NAME} >/dev/null || useradd --uid {USER_UID}"
@@ -297,6 +337,7 @@ def session_env(spec: EnvironmentSpec) -> dict[str, str]:
         "GENOS_HEADLESS": "1" if spec.display.headless else "0",
         "GENOS_DISPLAY_DIR": DISPLAY_DIR,
         "GENOS_RDP": "1" if spec.display.protocol is Protocol.RDP else "0",
+        "GENOS_MICROPHONE": "1" if spec.security.microphone else "0",
         "HOME": USER_HOME,
         "USER": USER_NAME,
         **shell_env(spec),
