@@ -140,6 +140,8 @@ def test_one_microphone_at_a_time(env: Env) -> None:
             writer.write(sine(0.2))
             await writer.drain()
             return await asyncio.wait_for(reader.read(1), 5) == b""  # the env hung up
+        except ConnectionError:
+            return True  # it hung up before the write went through
         finally:
             writer.close()
             await first
