@@ -77,18 +77,41 @@ class EtcdCluster:
         """The members' client URLs."""
         return [m.client_url for m in self.members]
 
-    def start_all(self) -> None:
-        """Start every member that does not run.
+    def start_all(self, attempts: int = 3) -> None:
+        """Start every member that does not run. If one exits at once, the members this
+        call started are stopped again; a new cluster (no member has data yet) is then
+        tried on other free ports (a port may have been taken since it was planned), up
+        to ``attempts`` times.
 
         Raises:
             CapabilityError: etcd is not installed.
-            ExternalError: a member exited at once (its log in ``detail``).
+            ExternalError: a member exited at once (its log in ``detail``); nothing this
+                call started is left running.
         """
         if shutil.which(ETCD) is None:
             raise CapabilityError("etcd is not installed (apt install etcd-server)")
-        for member in self.members:
-            if member.pid is None:
-                self.start(member.name)
+        fresh = not any((self.root / m.name).exists() for m in self.members)
+        for attempt in range(1, attempts + 1):
+            started: list[str] = []
+            try:
+                for member in self.members:
+                    if member.pid is None:
+                        self.start(member.name)
+                        started.append(member.name)
+            except ExternalError:
+                for name in started:
+                    member = self._member(name)
+                    if member.pid is not None:
+                        _end(member.pid, signal.SIGTERM, self.processes.pop(name, None))
+                        member.pid = None
+                if not fresh or attempt == attempts:
+                    raise
+                for member in self.members:
+                    shutil.rmtree(self.root / member.name, ignore_errors=True)
+                    member.client_port, member.peer_port = free_port(), free_port()
+                self.token = f"genos-{os.getpid()}-{time.monotonic_ns()}"
+            else:
+                return
 
     def _member(self, name: str) -> Member:
         return next(m for m in self.members if m.name == name)
