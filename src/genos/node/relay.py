@@ -58,7 +58,7 @@ HELLO = b"GENOS-RELAY"
 VOLUME = b"GENOS-VOLUME"
 MIGRATE = b"GENOS-MIGRATE"
 CHUNK = 1 << 20  # volumes move in 1 MiB pieces (fewer thread hops per byte)
-PROTOCOLS = ("vnc", "spice", "rdp", "audio", "mic")
+PROTOCOLS = ("vnc", "spice", "rdp", "audio", "mic", "video", "record")
 LINE_LIMIT = 128
 HELLO_TIMEOUT = 5.0
 

@@ -21,6 +21,7 @@ from genos.errors import CapabilityError, ClosedError, InputError, NotFoundError
 from genos.ids import is_env_id
 from genos.runtime import lifecycle
 from genos.runtime.driver import EnvState, Inspection, Usage
+from genos.runtime.fake_media import MediaLog, record_server, video_server
 from genos.runtime.files import HomeDir
 from genos.runtime.lifecycle import Verb
 from genos.spec import EnvironmentSpec
@@ -42,6 +43,8 @@ class FakeEnv:
     mic: asyncio.AbstractServer | None = None  # mic.sock, when the spec allows a microphone
     heard: bytearray = field(default_factory=bytearray)  # what reached mic.sock
     listeners: int = 0  # connections to mic.sock still open
+    media_servers: list[asyncio.AbstractServer] = field(default_factory=list)  # video, record
+    media: MediaLog = field(default_factory=MediaLog)
 
 
 class FakeDriver:
@@ -104,6 +107,12 @@ class FakeDriver:
                     env.listeners -= 1
 
             env.mic = await asyncio.start_unix_server(listen, path=str(sock.with_name("mic.sock")))
+        video = str(sock.with_name("video.sock"))
+        env.media_servers = [await asyncio.start_unix_server(video_server(env.media), video)]
+        if env.spec.security.recording:
+            serve = record_server(env.media)
+            path = str(sock.with_name("record.sock"))
+            env.media_servers.append(await asyncio.start_unix_server(serve, path))
         self._move(env, target)
 
     async def suspend(self, env_id: str, *, to_disk: bool = False) -> None:
@@ -134,7 +143,7 @@ class FakeDriver:
         """Forget the environment and close its display. Idempotent."""
         self._enter(env_id, "destroy")
         env = self.envs.pop(env_id, None)
-        for server in (env.server, env.mic) if env is not None else ():
+        for server in (env.server, env.mic, *env.media_servers) if env is not None else ():
             if server is not None:
                 server.close()
                 await server.wait_closed()
@@ -173,15 +182,19 @@ class FakeDriver:
 
     def endpoint(self, env_id: str, protocol: str) -> Path:
         """``mic``: ``<root>/<env_id>/mic.sock`` (what arrives is kept in ``heard``) when
-        the spec allows a microphone; no other protocol besides ``display``'s.
+        the spec allows a microphone; ``video`` (video.sock) and, when the spec allows
+        recording, ``record`` (record.sock): see :mod:`genos.runtime.fake_media`; no
+        other protocol besides ``display``'s.
 
         Raises:
             NotFoundError: no such environment or protocol.
         """
         env = self.envs.get(env_id)
-        if protocol != "mic" or env is None or env.mic is None:
+        names = {"mic": "mic.sock", "video": "video.sock", "record": "record.sock"}
+        sock = self.root / env_id / names.get(protocol, "-")
+        if env is None or env.server is None or not sock.exists():
             raise NotFoundError(f"{protocol} display of environment", env_id)
-        return self.display(env_id).with_name("mic.sock")
+        return sock
 
     def home(self, env_id: str) -> HomeDir:
         """``<root>/<env_id>/home``, owned by this process's user (file transfer).
@@ -202,7 +215,7 @@ class FakeDriver:
     async def aclose(self) -> None:
         """Close every display server; the driver refuses calls afterwards."""
         for env in self.envs.values():
-            for server in (env.server, env.mic):
+            for server in (env.server, env.mic, *env.media_servers):
                 if server is not None:
                     server.close()
                     await server.wait_closed()

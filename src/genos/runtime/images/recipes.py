@@ -47,14 +47,20 @@ WM_PACKAGES: dict[WindowManager, tuple[str, ...]] = {
     WindowManager.XFCE: ("xfce4",),
 }
 RDP_PACKAGES = ("xrdp",)
-# Sound out: a sound server, its recorder, an Opus encoder (GStreamer's, in
-# plugins-base with the Ogg muxer) and the socket's listener.
+# Sound and video out: a sound server and its recorder; GStreamer with its Opus
+# encoder and Ogg muxer (plugins-base), the screen grabber and MP4 muxer
+# (plugins-good), the H.264 encoder (plugins-ugly, x264) and the sound server's
+# source (pulseaudio); xwininfo for the screen's size; the sockets' listener.
 SOUND_PACKAGES = (
     "gstreamer1.0-plugins-base",
+    "gstreamer1.0-plugins-good",
+    "gstreamer1.0-plugins-ugly",
+    "gstreamer1.0-pulseaudio",
     "gstreamer1.0-tools",
     "pulseaudio",
     "pulseaudio-utils",
     "socat",
+    "x11-utils",
 )
 
 

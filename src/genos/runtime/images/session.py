@@ -21,6 +21,10 @@ AUDIO_SOCKET = "audio.sock"  # Ogg Opus of the sound server's output, one encode
 AUDIO_PATH = "/usr/local/bin/genos-audio"
 MIC_SOCKET = "mic.sock"  # a viewer's microphone in: 16 kHz mono s16le PCM (security.microphone)
 MIC_PATH = "/usr/local/bin/genos-mic"
+VIDEO_SOCKET = "video.sock"  # H.264 of the screen, one encoder per viewer (video mode)
+VIDEO_PATH = "/usr/local/bin/genos-video"
+RECORD_SOCKET = "record.sock"  # an MP4 of screen and sound (security.recording)
+RECORD_PATH = "/usr/local/bin/genos-record"
 SESSION_PATH = "/usr/local/bin/genos-session"
 SESSION_ARGV = ("/usr/bin/tini", "-g", "--", SESSION_PATH)
 USER_NAME = "user"
@@ -43,6 +47,7 @@ SESSION_SCRIPT = r"""#!/bin/sh
 #   GENOS_RFB_MODE     mode of rfb.sock (0600)
 #   GENOS_RDP          1: also serve RDP (xrdp) on rdp.sock beside rfb.sock
 #   GENOS_MICROPHONE   1: a microphone source fed from mic.sock beside rfb.sock
+#   GENOS_RECORDING    1: serve record.sock (genos-record: an MP4 of screen and sound)
 set -u
 
 start_apps() {
@@ -203,6 +208,20 @@ if command -v pulseaudio >/dev/null 2>&1 && command -v socat >/dev/null 2>&1; th
     fi
 fi
 
+# Video: each viewer that opens video.sock gets its own H.264 encoder of the
+# screen (genos-video), so a viewer's frame rate and bitrate are its own and
+# nothing is encoded for nobody. With GENOS_RECORDING=1, record.sock makes an
+# MP4 of the screen and its sound (genos-record).
+if command -v gst-launch-1.0 >/dev/null 2>&1 && command -v socat >/dev/null 2>&1; then
+    rm -f "$dir/video.sock" "$dir/record.sock"
+    socat "UNIX-LISTEN:$dir/video.sock,fork,perm=${GENOS_RFB_MODE:-0600}" \
+        EXEC:/usr/local/bin/genos-video >/dev/null 2>&1 &
+    if [ "${GENOS_RECORDING:-0}" = 1 ]; then
+        socat "UNIX-LISTEN:$dir/record.sock,fork,perm=${GENOS_RFB_MODE:-0600}" \
+            EXEC:/usr/local/bin/genos-record >/dev/null 2>&1 &
+    fi
+fi
+
 # Apps start only once the window manager is up: a window mapped while the
 # WM is still starting can be lost (it stays unmapped and the screen black).
 wm_ready() {
@@ -285,6 +304,88 @@ exec flock -n /tmp/.genos-mic.lock cat >/tmp/.genos-mic
 """
 
 
+SCREEN_SIZE = r"""# The screen's size rounded down to even numbers (H.264's 4:2:0 needs them),
+# as the last pixel's coordinates: "<x> <y>".
+screen_end() {
+    xwininfo -root 2>/dev/null | awk '/Width:/ {w = $2} /Height:/ {h = $2}
+        END { if (w >= 2 && h >= 2) print int(w / 2) * 2 - 1, int(h / 2) * 2 - 1 }'
+}
+"""
+
+
+VIDEO_SCRIPT = (
+    r"""#!/bin/sh
+# genos-video: one viewer's video of the screen on stdout, H.264 constrained
+# baseline in Annex B with an access unit delimiter before each frame: a key
+# frame first, then periodic intra refresh (no later key frames, so no frame
+# is many times the size of the others); started by socat per viewer. Its
+# first line in is "<frames a second> <kbit/s>" (1-60, 50-20000); anything
+# else ends it. The pointer is not drawn: the viewer draws its own.
+exec 2>/dev/null
+"""
+    + SCREEN_SIZE
+    + r"""
+read -r fps kbps rest || exit 1
+case "$fps:$kbps" in *[!0-9:]* | :* | *:) exit 1 ;; esac
+[ -z "$rest" ] && [ ${#fps} -le 2 ] && [ ${#kbps} -le 5 ] || exit 1
+[ "$fps" -ge 1 ] && [ "$fps" -le 60 ] && [ "$kbps" -ge 50 ] && [ "$kbps" -le 20000 ] || exit 1
+end=$(screen_end)
+[ -n "$end" ] || exit 1
+set -- $end
+exec gst-launch-1.0 -q ximagesrc display-name=:0 use-damage=false show-pointer=false \
+    endx="$1" endy="$2" ! "video/x-raw,framerate=$fps/1" ! videoconvert \
+    ! video/x-raw,format=I420 \
+    ! x264enc tune=zerolatency speed-preset=ultrafast threads=1 bitrate="$kbps" \
+        vbv-buf-capacity=300 key-int-max=$((fps * 2)) intra-refresh=true aud=true \
+        byte-stream=true \
+    ! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au \
+    ! fdsink fd=1 sync=false
+"""
+)
+
+
+RECORD_SCRIPT = (
+    r"""#!/bin/sh
+# genos-record: the screen (pointer drawn) and its sound as one MP4, H.264 main
+# profile and Opus; started by socat per request. In: "<seconds>\n" (1-600).
+# Out: "OK\n" and the file once it is complete, or "ERR <why>\n". One
+# recording at a time; the file is removed once sent, or on failure.
+exec 2>/dev/null
+"""
+    + SCREEN_SIZE
+    + r"""
+fail() { echo "ERR $*"; exit 1; }
+read -r secs rest || exit 1
+case "$secs" in '' | *[!0-9]*) fail "the length is a number of seconds" ;; esac
+[ -z "$rest" ] && [ ${#secs} -le 3 ] && [ "$secs" -ge 1 ] && [ "$secs" -le 600 ] ||
+    fail "the length is 1 to 600 seconds"
+exec 9>/tmp/.genos-record.lock
+flock -n 9 || fail "another recording is in progress"
+out=/tmp/.genos-record.mp4
+trap 'rm -f "$out"' EXIT
+rm -f "$out"
+end=$(screen_end)
+[ -n "$end" ] || fail "the display is not up"
+set -- $end
+audio=""
+if pactl info >/dev/null 2>&1; then
+    audio="pulsesrc device=genos.monitor ! audioconvert ! audioresample"
+    audio="$audio ! opusenc bitrate=96000 ! queue ! mux."
+fi
+# SIGINT makes gst-launch -e end the streams, so the MP4 is finished.
+timeout -s INT -k 10 "$secs" gst-launch-1.0 -q -e ximagesrc display-name=:0 \
+    use-damage=false show-pointer=true endx="$1" endy="$2" \
+    ! video/x-raw,framerate=24/1 ! videoconvert ! video/x-raw,format=I420 \
+    ! x264enc tune=zerolatency speed-preset=veryfast threads=1 bitrate=4000 key-int-max=48 \
+    ! video/x-h264,profile=main,stream-format=avc,alignment=au ! queue ! mux. \
+    $audio mp4mux name=mux faststart=true ! filesink location="$out" >/dev/null
+[ -s "$out" ] || fail "the recorder failed"
+echo OK
+cat "$out"
+"""
+)
+
+
 def base_step() -> Step:
     """Configuration every environment shares (neutral host files, lean dpkg/apt)."""
     return Step(
@@ -304,11 +405,13 @@ def desktop_step() -> Step:
     """The session and sound scripts, the unprivileged user and the display socket's mount point."""
     return Step(
         "genos-session",
-        2,
+        3,
         files=(
             FileSpec(SESSION_PATH, SESSION_SCRIPT, 0o755),
             FileSpec(AUDIO_PATH, AUDIO_SCRIPT, 0o755),
             FileSpec(MIC_PATH, MIC_SCRIPT, 0o755),
+            FileSpec(VIDEO_PATH, VIDEO_SCRIPT, 0o755),
+            FileSpec(RECORD_PATH, RECORD_SCRIPT, 0o755),
         ),
         run=(
             f"getent passwd {USER_NAME} >/dev/null || useradd --uid {USER_UID}"
@@ -338,6 +441,7 @@ def session_env(spec: EnvironmentSpec) -> dict[str, str]:
         "GENOS_DISPLAY_DIR": DISPLAY_DIR,
         "GENOS_RDP": "1" if spec.display.protocol is Protocol.RDP else "0",
         "GENOS_MICROPHONE": "1" if spec.security.microphone else "0",
+        "GENOS_RECORDING": "1" if spec.security.recording else "0",
         "HOME": USER_HOME,
         "USER": USER_NAME,
         **shell_env(spec),

@@ -37,7 +37,13 @@ from genos.runtime import lifecycle
 from genos.runtime.driver import EnvState, Inspection, Usage
 from genos.runtime.files import HomeDir
 from genos.runtime.images import RDP_SOCKET, USER_UID, ImageStore
-from genos.runtime.images.session import AUDIO_SOCKET, MIC_SOCKET, USER_NAME
+from genos.runtime.images.session import (
+    AUDIO_SOCKET,
+    MIC_SOCKET,
+    RECORD_SOCKET,
+    USER_NAME,
+    VIDEO_SOCKET,
+)
 from genos.runtime.lifecycle import Verb
 from genos.runtime.oci import env as ocienv
 from genos.runtime.oci import runtime as ociruntime
@@ -287,8 +293,10 @@ class OCIDriver:
     def endpoint(self, env_id: str, protocol: str) -> Path:
         """The socket of a display protocol: ``vnc`` (rfb.sock), ``rdp`` (rdp.sock,
         served by xrdp when the spec asks for RDP; it may appear just after
-        rfb.sock), ``audio`` (audio.sock: Ogg Opus of the environment's sound) or
-        ``mic`` (mic.sock: a viewer's microphone in, when the spec allows one).
+        rfb.sock), ``audio`` (audio.sock: Ogg Opus of the environment's sound),
+        ``mic`` (mic.sock: a viewer's microphone in, when the spec allows one),
+        ``video`` (video.sock: H.264 of the screen) or ``record`` (record.sock:
+        an MP4 of screen and sound, when the spec allows recording).
 
         Raises:
             NotFoundError: no such environment, or no such protocol here.
@@ -299,6 +307,10 @@ class OCIDriver:
             return self.display(env_id).with_name(AUDIO_SOCKET)
         if protocol == "mic":
             return self.display(env_id).with_name(MIC_SOCKET)
+        if protocol == "video":
+            return self.display(env_id).with_name(VIDEO_SOCKET)
+        if protocol == "record":
+            return self.display(env_id).with_name(RECORD_SOCKET)
         if protocol != "rdp":
             raise NotFoundError(f"{protocol} display of environment", env_id)
         return self.display(env_id).with_name(RDP_SOCKET)
