@@ -28,6 +28,8 @@ from genos.api import (
     routes_files,
     routes_nodes,
     routes_pools,
+    routes_record,
+    video,
 )
 from genos.api.proxy import ForwardedFor
 from genos.api.service import Service
@@ -92,6 +94,7 @@ def create_app(
             routes_envs,
             routes_computer,
             routes_files,
+            routes_record,
             routes_approvals,
             routes_pools,
             routes_nodes,
@@ -99,7 +102,7 @@ def create_app(
             display,
         )
     )
-    modules += (audio,) if gateway_only else (routes_desktop, audio)
+    modules += (audio, video) if gateway_only else (routes_desktop, audio, video)
     for module in modules:
         app.include_router(module.router)
     app.add_middleware(errors.BodyLimit, exempt=routes_desktop.is_upload)

@@ -66,7 +66,7 @@ async def _admit(
         if not is_env_id(env_id) or len(token) > 2048:
             raise TokenError("malformed", "bad environment id or token")
         grant = await _authorise(svc, env_id, token)
-        if protocol not in ("vnc", "audio") and str(grant.permission) != "control":
+        if protocol not in ("vnc", "audio", "video") and str(grant.permission) != "control":
             raise TokenError("view_only", f"{protocol} carries input: it needs a control token")
         env = await svc.engine.get(env_id)
         if env.state is not State.RUNNING:

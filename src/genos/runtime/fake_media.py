@@ -3,8 +3,9 @@
 
 ``video.sock`` reads the viewer's ``"<fps> <kbit/s>"`` line (the same bounds as
 ``genos-video``) and then writes, at that frame rate, Annex B access units of
-the size the bitrate allows: an access unit delimiter, then one slice NAL (an
-IDR first, then non-IDR), its body bytes that never hold a start code. The
+the size the bitrate allows, one multipart part each as ``genos-video`` frames
+them: an access unit delimiter, then one slice NAL (an IDR first, then
+non-IDR), its body bytes that never hold a start code. The
 gateway's framing and adaptation are tested on it; decoding is tested on the
 real encoder.
 
@@ -41,6 +42,12 @@ def fake_frame(n: int, size: int) -> bytes:
     return AUD + (IDR if n == 0 else SLICE) + body
 
 
+def part(frame: bytes) -> bytes:
+    """``frame`` as ``genos-video``'s multipartmux writes it."""
+    head = b"--genos\r\nContent-Type: video/x-h264\r\nContent-Length: %d\r\n\r\n" % len(frame)
+    return head + frame + b"\r\n"
+
+
 def _params(line: str) -> tuple[int, int] | None:
     parts = line.split()
     if len(parts) != 2 or not all(p.isdigit() and len(p) <= 5 for p in parts):
@@ -70,7 +77,7 @@ def video_server(log: MediaLog) -> Handler:
             size = kbps * 1000 // 8 // fps
             n = 0
             while True:
-                writer.write(fake_frame(n, size))
+                writer.write(part(fake_frame(n, size)))
                 await writer.drain()
                 n += 1
                 await asyncio.sleep(1 / fps)

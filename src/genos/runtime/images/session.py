@@ -316,11 +316,13 @@ screen_end() {
 VIDEO_SCRIPT = (
     r"""#!/bin/sh
 # genos-video: one viewer's video of the screen on stdout, H.264 constrained
-# baseline in Annex B with an access unit delimiter before each frame: a key
-# frame first, then periodic intra refresh (no later key frames, so no frame
-# is many times the size of the others); started by socat per viewer. Its
-# first line in is "<frames a second> <kbit/s>" (1-60, 50-20000); anything
-# else ends it. The pointer is not drawn: the viewer draws its own.
+# baseline in Annex B, one frame (access unit) per multipart part with its
+# Content-Length (boundary "genos"), so the gateway passes each frame on the
+# moment it is whole: a key frame first, then periodic intra refresh (no later
+# key frames, so no frame is many times the size of the others); started by
+# socat per viewer. Its first line in is "<frames a second> <kbit/s>" (1-60,
+# 50-20000); anything else ends it. The pointer is not drawn: the viewer
+# draws its own.
 exec 2>/dev/null
 """
     + SCREEN_SIZE
@@ -339,7 +341,7 @@ exec gst-launch-1.0 -q ximagesrc display-name=:0 use-damage=false show-pointer=f
         vbv-buf-capacity=300 key-int-max=$((fps * 2)) intra-refresh=true aud=true \
         byte-stream=true \
     ! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au \
-    ! fdsink fd=1 sync=false
+    ! multipartmux boundary=genos ! fdsink fd=1 sync=false
 """
 )
 
