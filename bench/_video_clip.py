@@ -1,8 +1,9 @@
 """The clip of ``bench/video.py``: a 1280x720 moving picture drawn into an environment's X
 server at 24 frames a second, each frame numbered, reacting to the pointer.
 
-Frame ``i`` (counted modulo :data:`CYCLE`) is a window of a larger photo-like picture panned 8 pixels a frame
-(every pixel changes every frame, as in a video), with ``i`` written in a strip
+Frame ``i`` (counted modulo :data:`CYCLE`) is a window of a larger photo-like
+picture panned 8 pixels a frame (every pixel changes every frame, as in a
+video), with ``i`` written in a strip
 of black and white squares at the top (:func:`code`; a checksum tells a torn or
 smeared read from a good one) and, where the pointer is, a magenta square: the
 clip is also an app that answers input, so input-to-frame latency can be read
