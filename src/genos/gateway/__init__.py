@@ -13,6 +13,9 @@ environment most of all. How the package is laid out:
 * ``policy``: :class:`Grant` (control/view, clipboard direction, recording).
 * ``tokens``: signed short-lived tokens, the key file, revocation stores.
 * ``adaptive``: the per-viewer controller of quality, compression and frame rate.
+* ``ogg``: the sound channel's Ogg framing, checked page by page; ``video``: video
+  mode's frame framing and its per-viewer controller of bitrate and frame rate
+  (the codecs themselves run inside the environment).
 * ``metrics``: live connections and their figures; ``recording``: stream recordings.
 * ``session``: :func:`proxy`, one viewer to one display; ``pumps``: its three
   tasks; ``server``: TCP and loopback listeners.
