@@ -22,6 +22,7 @@ from genos.cli_envs import register as register_env_commands
 from genos.cli_images import images_app
 from genos.cli_node import node_app
 from genos.cli_pools import pool_app
+from genos.cli_record import register as register_record
 from genos.errors import GenOSError, InputError, PromptError
 from genos.paths import data_dir
 
@@ -58,6 +59,7 @@ app.add_typer(node_app, name="node")
 app.add_typer(cluster_app, name="cluster")
 out = LazyConsole()
 register_env_commands(app)
+register_record(app)
 
 
 def _read_prompt(text: str | None) -> str:

@@ -25,7 +25,7 @@ import select
 import socket
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlencode, urlsplit
 
 from genos.errors import ExternalError, InputError, RemoteError, RemoteInputError
@@ -40,6 +40,9 @@ INPUT_STATUSES = frozenset({400, 413, 422})
 # The server sends an SSE comment at least every 15 s (``genos.api.routes_envs.KEEPALIVE``),
 # so a stream silent for this long is broken, not quiet.
 STREAM_SILENCE = 45.0
+# The server answers a recording within its length and a minute
+# (``genos.api.routes_record.ANSWER_GRACE``); then each read has this long.
+RECORD_GRACE = 90.0
 
 
 def server_url() -> str:
@@ -227,6 +230,37 @@ class Client:
             conn.close()
             raise
         return EventStream(self.url, conn, response)
+
+    def record(self, env_id: str, seconds: int, sink: BinaryIO) -> int:
+        """Record ``seconds`` of an environment's screen and sound; the MP4 goes to ``sink``.
+
+        The server answers once the recording is done, so this takes ``seconds`` and
+        a little more. Returns the bytes written.
+
+        Raises:
+            RemoteError: the server refused (spec, state, another recording, ...).
+            ExternalError: the server could not be reached, or the file broke off
+                (what ``sink`` holds then is not a whole file).
+        """
+        path = f"{self._prefix}/v1/environments/{env_id}/record"
+        headers = self._headers | {"Accept": "video/mp4", "Content-Type": "application/json"}
+        wait = seconds + RECORD_GRACE
+        conn = self._connection(wait)
+        written, failure = 0, f"cannot reach the GenOS server at {self.url}"
+        try:
+            conn.request("POST", path, body=json.dumps({"seconds": seconds}), headers=headers)
+            response = conn.getresponse()
+            if response.status != 200:
+                decode(response.status, response.read())
+            failure = f"the recording from {self.url} broke off"
+            while chunk := response.read(1 << 16):
+                sink.write(chunk)
+                written += len(chunk)
+        except _transport_errors(ValueError) as exc:
+            raise ExternalError(f"{failure}: {_reason(exc, wait)}") from exc
+        finally:
+            conn.close()
+        return written
 
     def _target(self, path: str, params: dict[str, Any]) -> str:
         query = {k: _query_value(v) for k, v in params.items() if v is not None}
