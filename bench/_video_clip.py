@@ -5,7 +5,7 @@ Frame ``i`` (counted modulo :data:`CYCLE`) is a window of a larger photo-like
 picture panned 8 pixels a frame (every pixel changes every frame, as in a
 video), with ``i`` written in a strip
 of black and white squares at the top (:func:`code`; a checksum tells a torn or
-smeared read from a good one) and, where the pointer is, a magenta square: the
+smeared read from a good one) and, just below and right of the pointer, a magenta square: the
 clip is also an app that answers input, so input-to-frame latency can be read
 off any viewer's picture. Each frame goes into a pixmap and then to the root
 window in one CopyArea, so the X server never shows half a frame.
@@ -33,6 +33,7 @@ WIDTH, HEIGHT = 1280, 720
 SQUARE = 40  # the number strip's squares
 BITS = 16
 MARK = 32  # the pointer's square
+OFFSET = 24  # drawn this far right of and below the pointer, clear of the cursor RFB draws
 MAGENTA = (255, 0, 255)
 CYCLE = 960  # the clip repeats after 40 s (its numbers have 10 bits; the pan 160 frames)
 STRIP_ROWS = 48  # rows per PutImage: 1280 * 4 * 48 bytes stays under the core request limit
@@ -72,13 +73,19 @@ def read_code(pixel: Pixel) -> int | None:
 
 
 def has_mark(pixel: Pixel, x: int, y: int) -> bool:
-    """Whether the pointer's square is drawn with its corner at (x, y)."""
+    """Whether the pointer's square for a pointer at (x, y) is drawn."""
+    x, y = mark_at(x, y)
     points = ((x + 8, y + 8), (x + MARK // 2, y + MARK // 2), (x + MARK - 8, y + MARK - 8))
     for px, py in points:
         r, g, b = pixel(px, py)
         if not (r > 180 and g < 90 and b > 180):
             return False
     return True
+
+
+def mark_at(px: int, py: int) -> tuple[int, int]:
+    """The corner of the pointer's square for a pointer at (px, py)."""
+    return min(px + OFFSET, WIDTH - MARK), min(py + OFFSET, HEIGHT - MARK)
 
 
 def strip(i: int) -> Image.Image:
@@ -175,7 +182,7 @@ def main(path: str, fps: float, seconds: float) -> None:
         x11.put(strip(n).tobytes("raw", "BGRX"), BITS * SQUARE, SQUARE, 0, 0)
         px, py = x11.pointer()
         if 0 <= px < WIDTH and SQUARE <= py < HEIGHT:
-            x11.put(mark, MARK, MARK, min(px, WIDTH - MARK), min(py, HEIGHT - MARK))
+            x11.put(mark, MARK, MARK, *mark_at(px, py))
         x11.show()
         x11.pointer()  # a round trip: the frame is on screen before the next one starts
         i += 1

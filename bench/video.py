@@ -92,7 +92,7 @@ CACHE = Path(os.environ.get("GENOS_TEST_CACHE", "/var/cache/genos-test"))
 SECONDS = 20.0
 FPS = 24
 QUALITY6, COMPRESS2 = -32 + 6, -256 + 2
-BAND = (HEIGHT - 100, HEIGHT - MARK - 4)  # the probe's rows
+BAND = (HEIGHT - 110, HEIGHT - MARK - 30)  # the probe's rows (its square is drawn below)
 SSIM_ROWS = (SQUARE + 8, BAND[0] - 10)
 SAMPLE_EVERY = 3
 
@@ -174,7 +174,7 @@ class Probe:
         rng = random.Random(7)  # noqa: S311 - where the pointer goes, not a secret
         while time.perf_counter() < until:
             await asyncio.sleep(rng.uniform(0.25, 0.35))
-            x = rng.randrange(40, WIDTH - MARK - 40)
+            x = rng.randrange(40, WIDTH - MARK - 60)
             y = rng.randrange(*BAND)
             self.pending = (time.perf_counter(), x, y)
             self.moves.append(self.pending)

@@ -16,9 +16,11 @@ delay of the last :attr:`VideoTuning.base_window` seconds is the time it
 queued on the way: above :attr:`VideoTuning.queue_high` the link is full and
 the level steps down (and that level is not tried again for a while); below
 :attr:`VideoTuning.queue_low` for :attr:`VideoTuning.climb_after` seconds,
-with the measured link rate at least twice the next level's bitrate, it
-steps up. Frames unacked for :attr:`VideoTuning.backlog_limit` seconds mean
-the viewer is far behind: the encoder is restarted two levels down, which
+while the encoder uses most of its bitrate (:attr:`VideoTuning.use_to_climb`
+of it reaches the viewer: a still or simple screen gains nothing from more),
+it steps up, and a link that cannot carry the new level says so by queueing.
+Frames unacked for :attr:`VideoTuning.backlog_limit` seconds mean the viewer
+is far behind: the encoder is restarted two levels down, which
 also drops what is queued inside the environment. It is pure: time comes
 from an injected clock.
 """
@@ -136,8 +138,7 @@ class VideoTuning:
     backlog_limit: float = 1.0
     base_window: float = 10.0
     rate_window: float = 3.0
-    rate_frame: int = 4096  # bytes: frames at least this big say how fast the link is
-    headroom: float = 2.0
+    use_to_climb: float = 0.8
     smoothing: float = 0.3
 
 
@@ -160,7 +161,6 @@ class VideoStats:
     delivered_fps: float
     delivered_kbps: float
     rtt_ms: float | None
-    link_kbps: float | None
 
 
 class VideoController:
@@ -186,7 +186,6 @@ class VideoController:
         self.rtt: float | None = None
         self._sent: dict[int, tuple[float, int]] = {}
         self._delays: deque[tuple[float, float]] = deque()
-        self._rates: deque[tuple[float, float]] = deque()
         self._acked: deque[tuple[float, int]] = deque()
         self._clear_since: float | None = None
         self._ceiling: tuple[int, float] | None = None  # (level, until)
@@ -230,8 +229,6 @@ class VideoController:
         queued = delay - base
         self.queue = queued if self.queue is None else (1 - alpha) * self.queue + alpha * queued
         self.rtt = base
-        if nbytes >= self.tuning.rate_frame:
-            self._rates.append((now, nbytes * 8 / 1000 / max(queued, 0.001)))
         self._acked.append((now, nbytes))
         self._trim(now)
         return True
@@ -290,16 +287,15 @@ class VideoController:
             return False
         if self._ceiling is not None and nxt >= self._ceiling[0] and now < self._ceiling[1]:
             return False
+        return self._delivered_kbps(now) >= self.tuning.use_to_climb * self.levels()[1]
+
+    def _delivered_kbps(self, now: float) -> float:
         self._trim(now)
-        if not self._rates:
-            return False  # a still screen says nothing about the link
-        rates = sorted(r for _, r in self._rates)
-        return rates[len(rates) // 2] >= self.tuning.headroom * LADDER[nxt][0]
+        return sum(n for _, n in self._acked) * 8 / 1000 / self.tuning.rate_window
 
     def _trim(self, now: float) -> None:
-        for samples in (self._rates, self._acked):
-            while samples and samples[0][0] < now - self.tuning.rate_window:
-                samples.popleft()
+        while self._acked and self._acked[0][0] < now - self.tuning.rate_window:
+            self._acked.popleft()
 
     def stats(self) -> VideoStats:
         """A snapshot of the chosen and measured figures."""
@@ -307,14 +303,12 @@ class VideoController:
         self._trim(now)
         span = self.tuning.rate_window
         fps, kbps = self.levels()
-        rates = sorted(r for _, r in self._rates)
         return VideoStats(
             level=self.level,
             fps=fps,
             kbps=kbps,
             adaptive=self.adaptive,
             delivered_fps=round(len(self._acked) / span, 1),
-            delivered_kbps=round(sum(n for _, n in self._acked) * 8 / 1000 / span, 1),
+            delivered_kbps=round(self._delivered_kbps(now), 1),
             rtt_ms=None if self.rtt is None else round(self.rtt * 1000, 1),
-            link_kbps=round(rates[len(rates) // 2], 1) if rates else None,
         )
