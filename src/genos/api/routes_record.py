@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
@@ -41,7 +41,7 @@ from genos.errors import (
 )
 from genos.orchestrator.records import Environment
 from genos.orchestrator.states import State
-from genos.runtime.driver import endpoint
+from genos.runtime.driver import DisplayTarget, endpoint
 
 log = logging.getLogger("genos.api.record")
 router = APIRouter(
@@ -157,31 +157,55 @@ async def record(
 async def _start(
     svc: Service, env: Environment, seconds: int, request: Request
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes] | None:
-    """Ask the recorder and wait for its answer: the open socket and the file's first
-    bytes, or None if the client went away meanwhile.
+    """Check the spec and the state, then :func:`open_recording` (None: the client left).
 
     Raises:
         ApiError: the spec does not allow recording (403).
         StateError: the environment is not running.
         NotFoundError: it has no recorder (a VM).
-        ConflictError: another recording is in progress.
-        ExternalError: the recorder failed or said nothing sensible.
+        ConflictError, InputError, ExternalError: as :func:`open_recording`.
     """
     if not env.spec.security.recording:
         raise ApiError(403, "forbidden", "its spec does not allow recording (security.recording)")
     if env.state is not State.RUNNING:
         raise StateError(env.state.value, ["running"], "record")
     target = endpoint(svc.engine.driver, env.id, "record")
+    with contextlib.suppress(GenOSError):
+        await svc.engine.activity(env.id)
+    return await open_recording(target, env.id, seconds, lambda: _disconnected(request))
+
+
+async def open_recording(
+    target: DisplayTarget,
+    env_id: str,
+    seconds: int,
+    gone: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes] | None:
+    """Ask the recorder at ``target`` for ``seconds`` and wait for its answer (the
+    recording's length and :data:`ANSWER_GRACE`): the open socket and the file's
+    first bytes; the rest of the file follows on the reader until EOF.
+
+    Args:
+        target: ``env_id``'s record endpoint.
+        env_id: the environment (for messages).
+        seconds: the length, 1-600.
+        gone: returns once whoever asked is no longer there: the wait then ends, the
+            recorder is hung up on, and the answer is None.
+
+    Raises:
+        NotFoundError: no recorder at ``target``.
+        ConflictError: another recording is in progress.
+        InputError: the recorder refused the length.
+        ExternalError: the recorder failed or said nothing sensible.
+    """
     try:
         reader, writer = await _open_server(target)
     except FileNotFoundError as exc:
-        raise NotFoundError("recorder of environment", env.id) from exc
+        raise NotFoundError("recorder of environment", env_id) from exc
     except OSError as exc:
         raise ExternalError(f"the recorder cannot be reached: {exc.strerror or exc}") from exc
-    with contextlib.suppress(GenOSError):
-        await svc.engine.activity(env.id)
     try:
-        head = await _ask(reader, writer, seconds, request)
+        head = await _ask(reader, writer, seconds, gone)
     except asyncio.IncompleteReadError as exc:
         await _hang_up(writer)
         raise ExternalError("the recorder sent no file") from exc
@@ -198,12 +222,15 @@ async def _start(
 
 
 async def _ask(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seconds: int, request: Request
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    seconds: int,
+    gone: Callable[[], Awaitable[None]] | None,
 ) -> bytes | None:
-    """Send the length, wait for the answer; the file's first bytes (None: the client left)."""
+    """Send the length, wait for the answer; the file's first bytes (None: the asker left)."""
     writer.write(f"{seconds}\n".encode())
     await writer.drain()
-    line = await _first_line(reader, request, seconds + ANSWER_GRACE)
+    line = await _first_line(reader, gone, seconds + ANSWER_GRACE)
     if line is None:
         return None
     _check_answer(line)
@@ -213,25 +240,27 @@ async def _ask(
     return head
 
 
-async def _first_line(reader: asyncio.StreamReader, request: Request, wait: float) -> bytes | None:
-    """The recorder's first line (``b""`` if it hung up), or None if the client left first.
+async def _first_line(
+    reader: asyncio.StreamReader, gone: Callable[[], Awaitable[None]] | None, wait: float
+) -> bytes | None:
+    """The recorder's first line (``b""`` if it hung up), or None if the asker left first.
 
     Raises:
         TimeoutError: no answer in ``wait`` seconds.
         ValueError: a first line past the reader's limit.
     """
     line = asyncio.ensure_future(reader.readline())
-    gone = asyncio.ensure_future(_disconnected(request))
+    left = asyncio.ensure_future(gone() if gone is not None else asyncio.Event().wait())
     try:
         first = asyncio.FIRST_COMPLETED
-        done, _ = await asyncio.wait({line, gone}, timeout=wait, return_when=first)
+        done, _ = await asyncio.wait({line, left}, timeout=wait, return_when=first)
     finally:
-        for task in (line, gone):
+        for task in (line, left):
             task.cancel()
-        await asyncio.gather(line, gone, return_exceptions=True)
+        await asyncio.gather(line, left, return_exceptions=True)
     if line in done:
         return line.result()
-    if gone in done:
+    if left in done:
         return None
     raise TimeoutError(f"no answer in {wait:g}s")
 
