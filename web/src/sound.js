@@ -7,6 +7,12 @@ import { websocketUrl } from './desktop.js';
 
 const LEAD = 0.06; // seconds of sound held before playing (jitter buffer)
 const MAX_LEAD = 0.5; // past this the queue is dropped and restarted
+// A late packet restarts the schedule at LEAD, and the packets held up behind it
+// then arrive together and queue after it, so the lead grows by the stall and
+// would stay there. Held above HIGH_LEAD for SHRINK_AFTER packets in a row, it
+// is cut back a packet at a time (each dropped packet takes its 20 ms off).
+const HIGH_LEAD = 0.15;
+const SHRINK_AFTER = 25;
 
 export class SoundChannel {
   /** @param {() => Promise<string>} getPath the audio WebSocket path with a fresh token. */
@@ -32,6 +38,8 @@ export class SoundChannel {
     this.gain.gain.value = this.muted ? 0 : 1;
     this.analyser.connect(this.gain).connect(this.ctx.destination);
     this.next = 0;
+    this.high = 0; // packets in a row with the lead above HIGH_LEAD
+    this.dropped = 0; // packets dropped to bring the lead back
     // Browsers start audio only after a gesture on the page.
     const resume = () => this.ctx?.resume();
     for (const type of ['pointerdown', 'keydown', 'touchend']) {
@@ -134,7 +142,18 @@ export class SoundChannel {
     source.buffer = buffer;
     source.connect(this.analyser);
     const now = ctx.currentTime;
-    if (this.next < now || this.next > now + MAX_LEAD) this.next = now + LEAD;
+    if (this.next < now || this.next > now + MAX_LEAD) {
+      this.next = now + LEAD;
+      this.high = 0;
+    } else if (this.next - now > HIGH_LEAD) {
+      this.high += 1;
+      if (this.high >= SHRINK_AFTER) {
+        this.dropped += 1;
+        return;
+      }
+    } else {
+      this.high = 0;
+    }
     source.start(this.next);
     this.next += buffer.duration;
   }
