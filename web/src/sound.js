@@ -9,9 +9,9 @@ const LEAD = 0.06; // seconds of sound held before playing (jitter buffer)
 const MAX_LEAD = 0.5; // past this the queue is dropped and restarted
 // A late packet restarts the schedule at LEAD, and the packets held up behind it
 // then arrive together and queue after it, so the lead grows by the stall and
-// would stay there. Held above HIGH_LEAD for SHRINK_AFTER packets in a row, it
+// would stay there. Held above HIGH_LEAD (100 ms) for SHRINK_AFTER packets in a row, it
 // is cut back a packet at a time (each dropped packet takes its 20 ms off).
-const HIGH_LEAD = 0.15;
+const HIGH_LEAD = 0.1;
 const SHRINK_AFTER = 25;
 
 export class SoundChannel {
