@@ -1,7 +1,9 @@
 // The bars around the desktop: environment and connection state, live viewer
 // figures, and the actions (keyboard, input mode, clipboard, sound, files, Ctrl-Alt-Del,
 // screenshot, fullscreen, share, suspend, resume, terminate), and a microphone
-// button where the spec allows one (security.microphone). A SPICE desktop
+// button where the spec allows one (security.microphone), the Picture
+// setting (tiles or video, picture.js) and, where the spec allows recording
+// (security.recording), a Record button (record.js). A SPICE desktop
 // (spice.js) gets Ctrl-Alt-Del, screenshot, fullscreen, reconnect and the
 // lifecycle actions, and says why it has no share link. A signed-in RFB
 // desktop also shows who has the keyboard and mouse (an agent or a person,
@@ -13,6 +15,8 @@ import { flash, h, replace } from './dom.js';
 import { acceptDrops, filesPanel } from './files.js';
 import { ScreenKeyboard } from './keyboard.js';
 import { MicrophoneChannel } from './microphone.js';
+import { bandwidth, Picture, pictureControl } from './picture.js';
+import { Recorder, recordPanel } from './record.js';
 import { SoundChannel } from './sound.js';
 
 const MODE_KEY = 'genos.inputMode';
@@ -23,16 +27,20 @@ const SPICE_NO_SHARE = 'No share link: SPICE has no view-only mode, so every vie
 /**
  * @param {import('./desktop.js').DesktopSession|import('./spice.js').SpiceSession} desktop
  * @param {{envId: string, viewOnly: boolean, spice?: boolean, microphone?: boolean,
- *   onAction?: (verb: string) => Promise<void>}} options
+ *   recording?: boolean, onAction?: (verb: string) => Promise<void>}} options
  *   spice: `desktop` is a SpiceSession (no keyboard, touch modes, clipboard or share link).
  *   microphone: the spec allows a microphone (a Mic button; off until pressed).
+ *   recording: the spec allows recording (a Record button).
  *   onAction: runs `suspend`, `resume` or `terminate` (the page owns the API call and the state).
  * @returns {{top: HTMLElement, bottom: HTMLElement, setEnvState: Function, setStats: Function}}
  */
-export function createOverlay(desktop, { envId, viewOnly, spice = false, microphone = false, onAction }) {
+export function createOverlay(desktop, {
+  envId, viewOnly, spice = false, microphone = false, recording = false, onAction,
+}) {
   const envState = h('span', { class: 'badge', testid: 'env-state' }, '');
   const conn = h('span', { class: 'conn', testid: 'conn-state' }, 'connecting');
   const stats = h('span', { class: 'stats', testid: 'overlay-stats' }, viewOnly ? 'view only' : '');
+  const pictureStats = h('span', { class: 'stats picture-stats', testid: 'picture-stats', hidden: true });
   const control = h('span', { class: 'badge', testid: 'control-state', hidden: true }, '');
   const asks = h('div', { class: 'panel overlay-ui', testid: 'approvals', hidden: true });
   const panel = h('div', { class: 'panel overlay-ui', testid: 'overlay-panel', hidden: true });
@@ -81,6 +89,25 @@ export function createOverlay(desktop, { envId, viewOnly, spice = false, microph
   desktop.addEventListener('status', (ev) => {
     if (ev.detail.state === 'connected') sound?.start();
     if (ev.detail.state === 'disconnected') sound?.stop();
+  });
+  // The picture (RFB desktops with control): tiles or video, on a fresh display token.
+  const picture = viewOnly || spice || !desktop.getPath ? null
+    : new Picture(desktop, async () => (await desktop.getPath()).replace('/display?', '/video?'));
+  if (picture) {
+    window.genosVideo = picture;
+    pictureStats.hidden = false;
+    const showPicture = () => {
+      pictureStats.textContent = picture.describe();
+      pictureStats.dataset.mode = picture.mode;
+    };
+    picture.addEventListener('change', showPicture);
+    showPicture();
+  }
+  const recorder = recording && !viewOnly && !spice ? new Recorder(envId) : null;
+  const recordBox = recorder ? recordPanel(recorder) : null;
+  recorder?.addEventListener('change', () => {
+    buttons.record.textContent = recorder.label();
+    buttons.record.dataset.state = recorder.state;
   });
   // Microphone (RFB desktops with control, where the spec allows it): off until pressed.
   const mic = viewOnly || spice || !microphone || !desktop.getPath ? null
@@ -223,7 +250,7 @@ export function createOverlay(desktop, { envId, viewOnly, spice = false, microph
 
   const top = h('div', { class: 'desk-top overlay-ui', testid: 'overlay' },
     h('a', { href: '#/envs', class: 'back', testid: 'action-close', title: 'Back to environments' }, '‹'),
-    envState, conn, stats, control,
+    envState, conn, stats, pictureStats, control,
     h('button', {
       type: 'button', class: 'hide-bars', testid: 'action-hide', title: 'Hide the bars',
       onclick: () => document.body.classList.toggle('bars-hidden'),
@@ -232,7 +259,7 @@ export function createOverlay(desktop, { envId, viewOnly, spice = false, microph
   const lifecycle = () => [button('suspend', 'Suspend', act('suspend')),
     button('resume', 'Resume', act('resume')),
     button('terminate', 'Terminate', act('terminate'))];
-  const common = () => [button('screenshot', 'Screenshot', () => screenshot(desktop, envId)),
+  const common = () => [button('screenshot', 'Screenshot', () => screenshot(desktop, envId, picture)),
     button('fullscreen', 'Fullscreen', fullscreen)];
   let tools;
   if (viewOnly) {
@@ -250,6 +277,9 @@ export function createOverlay(desktop, { envId, viewOnly, spice = false, microph
       button('clipboard', 'Clipboard', () => togglePanel('clipboard', clipboardPanel)),
       sound?.supported ? button('sound', 'Sound: on', toggleSound, 'Mute or unmute the desktop') : null,
       mic?.supported ? button('mic', 'Mic: off', toggleMic, 'Send your microphone to the desktop') : null,
+      picture ? pictureControl(picture) : null,
+      recorder ? button('record', 'Record', () => togglePanel('record', () => recordBox),
+        'Record the screen and its sound to an MP4 file') : null,
       button('files', 'Files', () => togglePanel('files', () => filesPanel(envId)), 'Upload and download files'),
       button('cad', 'Ctrl-Alt-Del', () => desktop.rfb?.sendCtrlAltDel()),
       ...common(),
@@ -293,12 +323,8 @@ function modeLabel(mode) {
   return mode === 'direct' ? 'Touch: direct' : 'Touch: trackpad';
 }
 
-function bandwidth(kbps) {
-  return kbps >= 1000 ? `${(kbps / 1000).toFixed(1)} Mbit/s` : `${Math.round(kbps)} kbit/s`;
-}
-
-function screenshot(desktop, envId) {
-  const url = desktop.screenshot();
+function screenshot(desktop, envId, picture) {
+  const url = picture?.screenshot() ?? desktop.screenshot();
   if (!url) return;
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const a = h('a', { href: url, download: `genos-${envId}-${stamp}.png` });

@@ -29,7 +29,10 @@ export function envPage(root, { id }, ctx) {
     if (DESKTOP.has(view.state)) {
       if (!desk) {
         desk = mountDesktop(root, id, ctx, setState, {
-          early, spice: servesSpice(view.env), microphone: Boolean(view.env?.spec?.security?.microphone),
+          early,
+          spice: servesSpice(view.env),
+          microphone: Boolean(view.env?.spec?.security?.microphone),
+          recording: Boolean(view.env?.spec?.security?.recording),
         });
       }
       early = null;
@@ -147,7 +150,9 @@ export function servesSpice(env) {
  * The desktop view: noVNC (or spice-html5 for a SPICE VM), the overlay,
  * connection figures; `show(state)` follows the env.
  */
-function mountDesktop(root, id, ctx, setState, { early = null, spice = false, microphone = false } = {}) {
+function mountDesktop(root, id, ctx, setState, {
+  early = null, spice = false, microphone = false, recording = false,
+} = {}) {
   const container = h('div', { class: 'desktop', testid: 'desktop' });
   const veil = h('div', { class: 'veil', testid: 'veil', hidden: true });
   let prefetched = early;
@@ -165,6 +170,7 @@ function mountDesktop(root, id, ctx, setState, { early = null, spice = false, mi
     viewOnly: false,
     spice,
     microphone,
+    recording,
     async onAction(verb) {
       const env = await routes[verb](id);
       setState(env);
