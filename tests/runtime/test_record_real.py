@@ -126,24 +126,17 @@ def test_a_recording_holds_the_screen_and_the_sound_playing(tone: Path) -> None:
     assert mean_volume(tone) > -60
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="genos-record counts GStreamer's start (1.5-2 s on a busy host) in the length: "
-    "3 s asked hold about 1.2-1.5 s",
-)
 def test_a_recording_lasts_about_the_asked_length(tone: Path) -> None:
-    """Both streams of a 3 s recording last 3 s, give or take a second."""
+    """Both streams of a 3 s recording last 3 s (counted in frames and sound buffers, so
+    GStreamer's start-up takes nothing off)."""
     for kind, seconds in codecs(tone).items():
-        assert 2.0 <= seconds <= 4.0, (kind, seconds)
+        assert 2.8 <= seconds <= 3.2, (kind, seconds)
 
 
 def test_a_second_recording_is_refused_while_one_runs(env: Env, tmp_path: Path) -> None:
     """While a recording runs, others are refused and never record; the first still
-    arrives whole (and, nothing playing, silent).
-
-    Known: ``genos-record``'s quick answers do not always reach the client (socat
-    hangs up when the script it runs exits at once, more often on a busy host), so a
-    refusal may come as a hang-up; every try is one or the other, one says why."""
+    arrives whole (and, nothing playing, silent). Each refusal says why (the recorder
+    holds its short answer until the client hangs up, so socat cannot drop it)."""
     record_socket(env)
     target = endpoint(env.driver, env.env_id, "record")
 
@@ -172,9 +165,7 @@ def test_a_second_recording_is_refused_while_one_runs(env: Env, tmp_path: Path) 
 
     data, answers = env.runner.run(both())
     in_progress = "ConflictError: another recording is in progress"
-    hung_up = "ExternalError: the recorder hung up without an answer"
-    assert set(answers) <= {in_progress, hung_up}, answers
-    assert in_progress in answers
+    assert answers == [in_progress] * len(answers), answers
     out = tmp_path / "first.mp4"
     out.write_bytes(data)
     assert codecs(out)["video"] > 0.5

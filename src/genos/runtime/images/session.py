@@ -356,7 +356,9 @@ exec 2>/dev/null
 """
     + SCREEN_SIZE
     + r"""
-fail() { echo "ERR $*"; exit 1; }
+# A short answer is held until the client hangs up: socat may drop what a
+# child that exits at once wrote.
+fail() { echo "ERR $*"; timeout 5 cat >/dev/null; exit 1; }
 read -r secs rest || exit 1
 case "$secs" in '' | *[!0-9]*) fail "the length is a number of seconds" ;; esac
 [ -z "$rest" ] && [ ${#secs} -le 3 ] && [ "$secs" -ge 1 ] && [ "$secs" -le 600 ] ||
@@ -369,14 +371,20 @@ rm -f "$out"
 end=$(screen_end)
 [ -n "$end" ] || fail "the display is not up"
 set -- $end
+# With a sound server (which may be slow to answer on a busy host), its sound too.
 audio=""
-if pactl info >/dev/null 2>&1; then
-    audio="pulsesrc device=genos.monitor ! audioconvert ! audioresample"
+n=0
+until pactl info >/dev/null 2>&1 || [ "$n" -ge 50 ]; do n=$((n + 1)); sleep 0.1; done
+if [ "$n" -lt 50 ]; then
+    audio="pulsesrc device=genos.monitor latency-time=20000 num-buffers=$((secs * 50))"
+    audio="$audio ! audioconvert ! audioresample"
     audio="$audio ! opusenc bitrate=96000 ! queue ! mux."
 fi
-# SIGINT makes gst-launch -e end the streams, so the MP4 is finished.
-timeout -s INT -k 10 "$secs" gst-launch-1.0 -q -e ximagesrc display-name=:0 \
-    use-damage=false show-pointer=true endx="$1" endy="$2" \
+# The length is counted in frames and sound buffers (24 and 50 a second), so
+# GStreamer's start-up (a second or two) does not eat into it; the streams end
+# by themselves and the MP4 is finished. A pipeline that hangs is ended.
+timeout -k 5 $((secs + 30)) gst-launch-1.0 -q ximagesrc display-name=:0 \
+    use-damage=false show-pointer=true endx="$1" endy="$2" num-buffers=$((secs * 24)) \
     ! video/x-raw,framerate=24/1 ! videoconvert ! video/x-raw,format=I420 \
     ! x264enc tune=zerolatency speed-preset=veryfast threads=1 bitrate=4000 key-int-max=48 \
     ! video/x-h264,profile=main,stream-format=avc,alignment=au ! queue ! mux. \
