@@ -1,4 +1,5 @@
-"""Fixtures for tests that run real environments: an event loop, a data dir, QEMU roots."""
+"""Fixtures for tests that run real environments: an event loop, a data dir, QEMU roots, and
+one running desktop a module's tests share."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from genos.runtime.images import ImageStore, Layer
+from genos.spec import EnvironmentSpec
+from tests.sandbox.probes import Env, running_env
 
 
 @pytest.fixture(scope="module")
@@ -37,3 +42,28 @@ def roots() -> Iterator[tuple[Path, Path]]:
     yield run_root / "qemu", data_root
     shutil.rmtree(run_root, ignore_errors=True)
     shutil.rmtree(data_root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def env_security() -> dict[str, bool]:
+    """Security settings a module's shared desktop has on top of ``desktop_spec``'s (a module
+    overrides this fixture)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def env(
+    runner: asyncio.Runner,
+    image_store: ImageStore,
+    desktop_spec: EnvironmentSpec,
+    *,
+    desktop_layers: list[Layer],
+    data_root: Path,
+    env_security: dict[str, bool],
+) -> Iterator[Env]:
+    """A running desktop (``desktop_spec`` with ``env_security``) shared by a module's tests."""
+    assert desktop_layers
+    security = desktop_spec.security.model_copy(update=env_security)
+    spec = desktop_spec.model_copy(update={"security": security})
+    with running_env(runner, image_store, spec, data_root) as running:
+        yield running

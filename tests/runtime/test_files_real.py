@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
 from genos.errors import ConflictError, NotFoundError
 from genos.runtime import files
-from genos.runtime.images import ImageStore, Layer
-from genos.spec import EnvironmentSpec
-from tests.sandbox.probes import Env, running_env
+from tests.sandbox.probes import Env
 
 pytestmark = [pytest.mark.root, pytest.mark.runc]
 LIMIT = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def env(
-    runner: asyncio.Runner,
-    image_store: ImageStore,
-    desktop_spec: EnvironmentSpec,
-    desktop_layers: list[Layer],
-    data_root: Path,
-) -> Iterator[Env]:
-    """A running desktop environment."""
-    assert desktop_layers
-    with running_env(runner, image_store, desktop_spec, data_root) as running:
-        yield running
 
 
 async def chunks(*parts: bytes, fail_after: int | None = None) -> AsyncIterator[bytes]:

@@ -13,14 +13,13 @@ import asyncio
 import math
 import struct
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from genos.errors import NotFoundError
 from genos.runtime.driver import endpoint
-from genos.runtime.images import ImageStore, Layer
+from genos.runtime.images import ImageStore
 from genos.spec import EnvironmentSpec
 from tests.sandbox.probes import Env, running_env
 
@@ -42,19 +41,9 @@ MEASURE = (
 
 
 @pytest.fixture(scope="module")
-def env(
-    runner: asyncio.Runner,
-    image_store: ImageStore,
-    desktop_spec: EnvironmentSpec,
-    desktop_layers: list[Layer],
-    data_root: Path,
-) -> Iterator[Env]:
-    """A running desktop whose spec allows a microphone."""
-    assert desktop_layers
-    security = desktop_spec.security.model_copy(update={"microphone": True})
-    spec = desktop_spec.model_copy(update={"security": security})
-    with running_env(runner, image_store, spec, data_root) as running:
-        yield running
+def env_security() -> dict[str, bool]:
+    """The shared desktop (tests/runtime/conftest.py's ``env``) allows a microphone."""
+    return {"microphone": True}
 
 
 def sine(seconds: float, hz: float = 440.0) -> bytes:

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from genos.ids import new_env_id
 from genos.paths import node_scoped
 from genos.runtime import processes
 from genos.runtime.driver import Driver, EnvState
-from genos.runtime.images import ImageStore, Layer
+from genos.runtime.images import ImageStore
 from genos.runtime.images.mounts import HasPath
 from genos.runtime.oci import runtime as ociruntime
 from genos.runtime.oci.driver import CREATE_STEPS, OCIDriver
@@ -37,20 +36,6 @@ from tests.sandbox.probes import (
 )
 
 pytestmark = [pytest.mark.root, pytest.mark.runc]
-
-
-@pytest.fixture(scope="module")
-def env(
-    runner: asyncio.Runner,
-    image_store: ImageStore,
-    desktop_spec: EnvironmentSpec,
-    desktop_layers: list[Layer],
-    data_root: Path,
-) -> Iterator[Env]:
-    """A running desktop environment shared by the read-only checks below."""
-    assert desktop_layers
-    with running_env(runner, image_store, desktop_spec, data_root) as running:
-        yield running
 
 
 def _driver(store: ImageStore, data_root: Path, **kw: Any) -> OCIDriver:

@@ -14,7 +14,6 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,8 @@ import pytest
 from genos.api.routes_record import ANSWER_GRACE, open_recording
 from genos.errors import ConflictError, ExternalError
 from genos.runtime.driver import endpoint
-from genos.runtime.images import ImageStore, Layer
-from genos.spec import EnvironmentSpec
 from tests.runtime.test_sound_real import TONE
-from tests.sandbox.probes import Env, running_env, wait_for
+from tests.sandbox.probes import Env, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.runc]
 # What pgrep finds while genos-record records (without touching its lock).
@@ -34,19 +31,9 @@ RECORDING = "filesink location=/tmp/.genos-record.mp4"
 
 
 @pytest.fixture(scope="module")
-def env(
-    runner: asyncio.Runner,
-    image_store: ImageStore,
-    desktop_spec: EnvironmentSpec,
-    desktop_layers: list[Layer],
-    data_root: Path,
-) -> Iterator[Env]:
-    """A running desktop whose spec allows recording."""
-    assert desktop_layers
-    security = desktop_spec.security.model_copy(update={"recording": True})
-    spec = desktop_spec.model_copy(update={"security": security})
-    with running_env(runner, image_store, spec, data_root) as running:
-        yield running
+def env_security() -> dict[str, bool]:
+    """The shared desktop (tests/runtime/conftest.py's ``env``) allows recording."""
+    return {"recording": True}
 
 
 async def record(env: Env, seconds: int) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,7 @@ import pytest
 from genos.gateway.ogg import read_page
 from genos.gateway.streams import AsyncioStream
 from genos.runtime.driver import endpoint
-from genos.runtime.images import ImageStore, Layer
-from genos.spec import EnvironmentSpec
-from tests.sandbox.probes import Env, running_env
+from tests.sandbox.probes import Env
 
 pytestmark = [pytest.mark.root, pytest.mark.runc]
 # A square wave of about 900 Hz, u8 at 8 kHz, for as long as it runs.
@@ -24,20 +21,6 @@ TONE = (
     " yes $(printf '\\100\\100\\100\\100\\300\\300\\300\\300')"
     " | pacat --raw --format=u8 --rate=8000 --channels=1 & echo $! >/tmp/tone.pid)"
 )
-
-
-@pytest.fixture(scope="module")
-def env(
-    runner: asyncio.Runner,
-    image_store: ImageStore,
-    desktop_spec: EnvironmentSpec,
-    desktop_layers: list[Layer],
-    data_root: Path,
-) -> Iterator[Env]:
-    """A running desktop environment."""
-    assert desktop_layers
-    with running_env(runner, image_store, desktop_spec, data_root) as running:
-        yield running
 
 
 def packets(data: bytes) -> list[bytes]:

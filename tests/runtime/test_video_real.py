@@ -6,7 +6,6 @@ import asyncio
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,26 +13,10 @@ from PIL import Image, ImageChops, ImageStat
 
 from genos.gateway.video import is_key, read_frame
 from genos.runtime.driver import endpoint
-from genos.runtime.images import ImageStore, Layer
-from genos.spec import EnvironmentSpec
 from tests.runtime.screens import screenshot
-from tests.sandbox.probes import Env, running_env
+from tests.sandbox.probes import Env
 
 pytestmark = [pytest.mark.root, pytest.mark.runc]
-
-
-@pytest.fixture(scope="module")
-def env(
-    runner: asyncio.Runner,
-    image_store: ImageStore,
-    desktop_spec: EnvironmentSpec,
-    desktop_layers: list[Layer],
-    data_root: Path,
-) -> Iterator[Env]:
-    """A running desktop environment."""
-    assert desktop_layers
-    with running_env(runner, image_store, desktop_spec, data_root) as running:
-        yield running
 
 
 def video_socket(env: Env) -> Path:
