@@ -35,7 +35,7 @@ BITS = 16
 MARK = 32  # the pointer's square
 OFFSET = 24  # drawn this far right of and below the pointer, clear of the cursor RFB draws
 MAGENTA = (255, 0, 255)
-CYCLE = 960  # the clip repeats after 40 s (its numbers have 10 bits; the pan 160 frames)
+CYCLE = 480  # the clip repeats every 20 s (a run sees it whole), its pan every 160 frames
 STRIP_ROWS = 48  # rows per PutImage: 1280 * 4 * 48 bytes stays under the core request limit
 Pixel = Callable[[int, int], tuple[int, int, int]]
 

@@ -89,7 +89,7 @@ from genos.spec import EnvironmentSpec
 
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("GENOS_TEST_CACHE", "/var/cache/genos-test"))
-SECONDS = 20.0
+SECONDS = 20.0  # one whole cycle of the clip: every run sees the same pictures
 FPS = 24
 QUALITY6, COMPRESS2 = -32 + 6, -256 + 2
 BAND = (HEIGHT - 110, HEIGHT - MARK - 30)  # the probe's rows (its square is drawn below)
@@ -444,7 +444,7 @@ async def runs(bench: Bench, procs: Procs, *, quick: bool, only: str) -> list[Re
     ]
     if not quick:
         plan += [
-            (f"4mbit video {k}k", "video", slow, f"?fps=24&kbps={k}") for k in (500, 800, 1200)
+            (f"4mbit video {k}k", "video", slow, f"?fps=24&kbps={k}") for k in (500, 650, 800, 1200)
         ]
     for name, kind, where, query in [p for p in plan if only in p[0]]:
         print(f"  {name} ...", flush=True)
@@ -476,7 +476,7 @@ def main() -> None:
     try:
         with asyncio.Runner() as runner, running_env(runner, store, spec, data) as env:
             env.sh("pkill -x xterm")  # the root window is the clip's: nothing on top of it
-            clip_seconds = 60 + (7 if not args.quick else 4) * (args.seconds + 15)
+            clip_seconds = 60 + (8 if not args.quick else 4) * (args.seconds + 15)
             argv = [
                 PYTHON,
                 str(HERE / "_video_clip.py"),
