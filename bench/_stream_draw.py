@@ -35,9 +35,11 @@ def picture() -> Image.Image:
 class X11:
     """Just enough of the X core protocol to draw images on the root window."""
 
-    def __init__(self, display: int) -> None:
+    def __init__(self, display: int | str) -> None:
+        """Connect to display number ``display``, or to the X socket at that path."""
+        path = display if isinstance(display, str) else f"/tmp/.X11-unix/X{display}"  # noqa: S108
         self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(f"/tmp/.X11-unix/X{display}")  # noqa: S108 - X's own socket path
+        self.sock.connect(path)
         self.sock.sendall(struct.pack("<BxHHHHxx", 0x6C, 11, 0, 0, 0))  # little endian, no auth
         status, _major, _minor, words = struct.unpack("<BxHHH", self._read(8))
         data = self._read(words * 4)
@@ -49,6 +51,7 @@ class X11:
         self.root = struct.unpack_from("<I", data, screen)[0]
         self.depth = data[screen + 38]
         self.gc = self.base + 1
+        self.target = self.root  # where put() draws
         self.sock.sendall(struct.pack("<BxHIII", 55, 4, self.gc, self.root, 0))  # CreateGC
 
     def _read(self, n: int) -> bytes:
@@ -64,7 +67,7 @@ class X11:
         """PutImage, ZPixmap, 32 bits a pixel (depth 24)."""
         words = 6 + len(bgrx) // 4
         head = struct.pack(
-            "<BBHIIHHhhBBxx", 72, 2, words, self.root, self.gc, width, height, x, y, 0, self.depth
+            "<BBHIIHHhhBBxx", 72, 2, words, self.target, self.gc, width, height, x, y, 0, self.depth
         )
         self.sock.sendall(head + bgrx)
 

@@ -18,7 +18,6 @@ readers of the strip and the square.
 
 from __future__ import annotations
 
-import socket
 import struct
 import sys
 import time
@@ -27,6 +26,7 @@ from collections.abc import Callable
 from PIL import Image
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from _stream_draw import X11 as _X11
 from _stream_draw import picture as _small_picture
 
 WIDTH, HEIGHT = 1280, 720
@@ -106,45 +106,17 @@ def frame(big: Image.Image, i: int) -> Image.Image:
     return image
 
 
-class X11:
-    """Just enough of the X core protocol: a pixmap, PutImage, CopyArea, QueryPointer."""
+class X11(_X11):
+    """``_stream_draw``'s X11 client, drawing into a pixmap that :meth:`show` copies to the
+    root in one request; and QueryPointer."""
 
     def __init__(self, path: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(path)
-        self.sock.sendall(struct.pack("<BxHHHHxx", 0x6C, 11, 0, 0, 0))
-        status, _major, _minor, words = struct.unpack("<BxHHH", self._read(8))
-        data = self._read(words * 4)
-        if status != 1:
-            raise RuntimeError(f"X server refused: {data[: data[0] + 1]!r}")
-        base = struct.unpack_from("<I", data, 4)[0]
-        vendor, formats = struct.unpack_from("<H", data, 16)[0], data[21]
-        screen = 32 + (vendor + 3) // 4 * 4 + 8 * formats
-        self.root = struct.unpack_from("<I", data, screen)[0]
-        self.depth = data[screen + 38]
-        self.gc, self.pixmap = base + 1, base + 2
-        self.sock.sendall(struct.pack("<BxHIII", 55, 4, self.gc, self.root, 0))  # CreateGC
+        super().__init__(path)
+        self.pixmap = self.base + 2
         self.sock.sendall(
             struct.pack("<BBHIIHH", 53, self.depth, 4, self.pixmap, self.root, WIDTH, HEIGHT)
         )  # CreatePixmap
-
-    def _read(self, n: int) -> bytes:
-        out = bytearray()
-        while len(out) < n:
-            chunk = self.sock.recv(n - len(out))
-            if not chunk:
-                raise RuntimeError("X server closed the connection")
-            out += chunk
-        return bytes(out)
-
-    def put(self, bgrx: bytes, width: int, height: int, x: int, y: int) -> None:
-        """PutImage into the pixmap, ZPixmap, 32 bits a pixel."""
-        words = 6 + len(bgrx) // 4
-        head = struct.pack(
-            "<BBHIIHHhhBBxx", 72, 2, words, self.pixmap, self.gc, width, height, x, y, 0,
-            self.depth,
-        )  # fmt: skip
-        self.sock.sendall(head + bgrx)
+        self.target = self.pixmap
 
     def show(self) -> None:
         """CopyArea of the whole pixmap onto the root window."""
