@@ -336,7 +336,8 @@ def test_host_paths_are_not_visible(env: Env) -> None:
 
 
 def test_display_dir_holds_only_this_envs_socket(env: Env) -> None:
-    """/run/genos-display contains this environment's own display and sound sockets
-    (rfb.sock, audio.sock) and nothing of other environments."""
+    """/run/genos-display contains this environment's own display, sound and video sockets
+    (rfb.sock, audio.sock, video.sock) and nothing of other environments; no recorder
+    (record.sock), since its spec does not allow recording."""
     assert sorted(env.exec("ls", "-A", "/run/genos-display").stdout.split()) == [
-        "audio.sock", "rfb.sock"]  # fmt: skip
+        "audio.sock", "rfb.sock", "video.sock"]  # fmt: skip
