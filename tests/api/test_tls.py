@@ -8,6 +8,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,9 +136,24 @@ def test_a_wss_display_connection_verifies_against_the_ca(
         env = https.post(f"{url}/v1/environments", json=body).json()
         grant = https.post(f"{url}/v1/environments/{env['id']}/display-token", json={}).json()
     wss = "wss://" + url.removeprefix("https://") + grant["websocket"]
-    with connect(wss, ssl=context, subprotocols=["binary"], open_timeout=10) as ws:  # type: ignore[list-item]
-        first = ws.recv(timeout=10)
-    assert isinstance(first, bytes)
+    got: list[bytes | str | BaseException] = []
+
+    def banner() -> None:
+        try:
+            with connect(wss, ssl=context, subprotocols=["binary"], open_timeout=10) as ws:  # type: ignore[list-item]
+                got.append(ws.recv(timeout=10))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            got.append(exc)
+
+    # websockets' sync client, on a failed TLS handshake, joins a reader thread that a closed
+    # TLS socket does not wake: run it aside so a failure fails the test instead of hanging the
+    # suite (the fixture's server stop then ends that thread).
+    worker = threading.Thread(target=banner, daemon=True)
+    worker.start()
+    worker.join(40)
+    assert got, "no answer to the WSS handshake in 40 s"
+    first = got[0]
+    assert isinstance(first, bytes), repr(first)
     assert first[:12] == RFB_BANNER
 
 
