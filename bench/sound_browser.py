@@ -502,6 +502,9 @@ def main() -> None:
         if process is not None:
             stop_server(process)
         shutil.rmtree(top, ignore_errors=True)
+        run_root = default_run_root()  # the node's, once no container is left in it
+        if not any((run_root / "runtime").glob("*/*")):
+            shutil.rmtree(run_root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ from _video_clip import (
     read_code,
 )
 from genos.runtime.driver import endpoint
+from genos.runtime.oci.driver import default_run_root
 from genos.runtime.images import ImageStore
 from genos.sandbox import cgroups
 from genos.spec import EnvironmentSpec
@@ -491,11 +492,19 @@ def main() -> None:
     finally:
         procs.stop_all()
         link_down()
+        remove_run_root()
         if args.keep:
             print(f"logs kept in {tmp}")
         else:
             shutil.rmtree(data, ignore_errors=True)
     report(results)
+
+
+def remove_run_root() -> None:
+    """The bench node's run root (``/run/genos-bench-video``), once no container is in it."""
+    root = default_run_root()
+    if not any((root / "runtime").glob("*/*")):
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def report(results: list[Result]) -> None:
