@@ -83,8 +83,8 @@ from _video_clip import (
     read_code,
 )
 from genos.runtime.driver import endpoint
-from genos.runtime.oci.driver import default_run_root
 from genos.runtime.images import ImageStore
+from genos.runtime.oci.driver import default_run_root
 from genos.sandbox import cgroups
 from genos.spec import EnvironmentSpec
 
