@@ -57,6 +57,7 @@ from genos.errors import StreamClosedError
 from genos.gateway.ogg import read_page
 from genos.gateway.streams import AsyncioStream
 from genos.runtime.oci.driver import default_run_root
+from genos.sandbox import cgroups
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / ".venv" / "bin"
@@ -505,6 +506,7 @@ def main() -> None:
         run_root = default_run_root()  # the node's, once no container is left in it
         if not any((run_root / "runtime").glob("*/*")):
             shutil.rmtree(run_root, ignore_errors=True)
+        cgroups.remove_parent()  # the node's cgroup parent, where empty
 
 
 if __name__ == "__main__":

@@ -501,10 +501,12 @@ def main() -> None:
 
 
 def remove_run_root() -> None:
-    """The bench node's run root (``/run/genos-bench-video``), once no container is in it."""
+    """The bench node's run root (``/run/genos-bench-video``) and cgroup parent, once no
+    container is in them."""
     root = default_run_root()
     if not any((root / "runtime").glob("*/*")):
         shutil.rmtree(root, ignore_errors=True)
+    cgroups.remove_parent()
 
 
 def report(results: list[Result]) -> None:
