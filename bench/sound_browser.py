@@ -37,7 +37,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import struct
 import subprocess
@@ -49,9 +48,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 import websockets
 from playwright.sync_api import expect, sync_playwright
+from tests.api.test_server import free_port, stop
 
 from genos.errors import StreamClosedError
 from genos.gateway.ogg import read_page
@@ -236,13 +237,6 @@ class Listeners:
         self.thread.join(10)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def start_server(data: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     """``genos serve --driver oci`` on a free loopback port, ready."""
     port = free_port()
@@ -258,7 +252,7 @@ def start_server(data: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     try:
         until(lambda: ready(process, url), 60, "the server to answer /readyz")
     except BaseException:
-        stop_server(process)
+        stop(process)
         raise
     return process, url
 
@@ -270,17 +264,6 @@ def ready(process: subprocess.Popen[bytes], url: str) -> bool:
         return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, wait, SIGKILL: the server we started."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -501,7 +484,7 @@ def main() -> None:
         raise
     finally:
         if process is not None:
-            stop_server(process)
+            stop(process)
         shutil.rmtree(top, ignore_errors=True)
         run_root = default_run_root()  # the node's, once no container is left in it
         if not any((run_root / "runtime").glob("*/*")):
