@@ -444,9 +444,8 @@ async def runs(bench: Bench, procs: Procs, *, quick: bool, only: str) -> list[Re
         ("4mbit video", "video", slow, ""),
     ]
     if not quick:
-        plan += [
-            (f"4mbit video {k}k", "video", slow, f"?fps=24&kbps={k}") for k in (500, 650, 800, 1200)
-        ]
+        fixed = (500, 650, 700, 800, 1200)
+        plan += [(f"4mbit video {k}k", "video", slow, f"?fps=24&kbps={k}") for k in fixed]
     for name, kind, where, query in [p for p in plan if only in p[0]]:
         print(f"  {name} ...", flush=True)
         if kind == "rfb":
