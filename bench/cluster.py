@@ -8,8 +8,10 @@ etcd members with mutual TLS, a PostgreSQL 15 server, ``genos node run
    one node, then the same with 20 nodes, same run. Per row: accepted per
    second, p50/p99 of the call, seconds until every one is ``running`` on
    its node (placement + assignment + the node's report), the spread over
-   the nodes, and the CPU the leader, the nodes, etcd and PostgreSQL spent
-   per create (what limits it). Baseline: ``GET /healthz`` on the same
+   the nodes, the CPU the leader, the nodes, etcd, PostgreSQL and the bench's
+   own client spent per create (what limits it: they share the cores), and
+   the transactions PostgreSQL committed per create (reads included, the
+   bench's polling for ``running`` too). Baseline: ``GET /healthz`` on the same
    server, same client and concurrency.
 2. Detection: desktops with ``lifetime.on_host_loss: replace`` over the
    nodes; ``kill -9`` of a node that holds some; seconds until all of them
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.api import pct, timed_calls
@@ -76,7 +79,20 @@ def pids_of(cluster: LocalCluster) -> dict[str, list[int]]:
 
 
 def cpu_by_part(cluster: LocalCluster) -> dict[str, float]:
-    return {part: sum(cpu_of(p) for p in pids) for part, pids in pids_of(cluster).items()}
+    """CPU seconds by part, and this bench's own (the HTTP client's: it shares the cores)."""
+    parts = {part: sum(cpu_of(p) for p in pids) for part, pids in pids_of(cluster).items()}
+    return parts | {"client": cpu_of(os.getpid())}
+
+
+def commits_of(cluster: LocalCluster) -> int:
+    """Transactions committed in the registry's database so far (PostgreSQL's own counter)."""
+    dsn = cluster.database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def client(cluster: LocalCluster, replica: int = 0) -> httpx.Client:
@@ -141,7 +157,7 @@ def placement_round(cluster: LocalCluster, n: int, conc: int, tag: str) -> dict[
 
     asyncio.run(timed_calls(url, token, 50, conc, health))  # warm-up
     _wall, health_lat = asyncio.run(timed_calls(url, token, n, conc, health))
-    cpu0 = cpu_by_part(cluster)
+    cpu0, commits0 = cpu_by_part(cluster), commits_of(cluster)
     began = time.perf_counter()
     wall, lat = asyncio.run(timed_calls(url, token, n, conc, create))
     with client(cluster) as api:
@@ -150,6 +166,8 @@ def placement_round(cluster: LocalCluster, n: int, conc: int, tag: str) -> dict[
                     120, 0.2)  # fmt: skip
         all_running = time.perf_counter() - began
         cpu1 = cpu_by_part(cluster)
+        time.sleep(1.0)  # a backend's counts reach pg_stat_database within about 0.5 s
+        commits = commits_of(cluster) - commits0
         per_node: dict[str, int] = {}
         for env in envs:
             per_node[env["node"]] = per_node.get(env["node"], 0) + 1
@@ -160,6 +178,7 @@ def placement_round(cluster: LocalCluster, n: int, conc: int, tag: str) -> dict[
         "health_p99": pct(health_lat, 0.99), "running_s": all_running,
         "running_rate": n / all_running, "spread": (min(per_node.values()), max(per_node.values())),
         "cpu": {k: (cpu1[k] - cpu0[k]) / n * 1000 for k in cpu0},
+        "commits": commits / n,
     }  # fmt: skip
 
 
@@ -173,22 +192,24 @@ def placement(cluster: LocalCluster, n: int, conc: int) -> None:
     print(f"\n## Placement: {n} creates, {conc} at a time, to the leader (fake nodes)")
     print(
         "| nodes | creates/s | p50 ms | p99 ms | healthz p50/p99 ms | all running after s "
-        "(running/s) | per node min-max | CPU ms per create: leader / nodes / etcd / pg |"
+        "(running/s) | per node min-max | CPU ms per create: leader / nodes / etcd / pg / "
+        "client | PostgreSQL commits per create |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         c = r["cpu"]
         print(
             f"| {r['nodes']} | {r['rate']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | "
             f"{r['health_p50']:.1f} / {r['health_p99']:.1f} | {r['running_s']:.2f} "
             f"({r['running_rate']:.0f}) | {r['spread'][0]}-{r['spread'][1]} | "
-            f"{c['replica']:.2f} / {c['nodes']:.2f} / {c['etcd']:.2f} / {c['postgres']:.2f} |"
+            f"{c['replica']:.2f} / {c['nodes']:.2f} / {c['etcd']:.2f} / {c['postgres']:.2f} / "
+            f"{c['client']:.2f} | {r['commits']:.2f} |"
         )
     one, twenty = rows
     print(
         f"| ratio 20/1 | {twenty['rate'] / one['rate']:.2f} | "
         f"{twenty['p50'] / one['p50']:.2f} | {twenty['p99'] / one['p99']:.2f} | | "
-        f"{twenty['running_s'] / one['running_s']:.2f} | | |"
+        f"{twenty['running_s'] / one['running_s']:.2f} | | | |"
     )
 
 

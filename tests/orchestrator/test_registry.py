@@ -25,7 +25,7 @@ from genos.ids import new_env_id
 from genos.orchestrator import EventType, FakeClock, Quota, Registry, State, User, database
 from genos.orchestrator.database import database_url
 from genos.orchestrator.models import Base
-from genos.orchestrator.queries import NewEnvironment
+from genos.orchestrator.queries import Move, NewEnvironment
 from genos.orchestrator.signins import Limits
 from tests.orchestrator.doubles import make_spec
 
@@ -236,6 +236,39 @@ async def test_transition_is_compare_and_set(registry: Registry, alice: User) ->
         )
     assert (caught.value.current, caught.value.required) == ("queued", ("requested",))
     assert [t.to_state for t in await registry.transitions(env.id)] == [State.QUEUED]
+
+
+async def test_transition_each_stores_moves_together_and_refuses_one_alone(
+    registry: Registry, alice: User
+) -> None:
+    """Moves stored together: one whose state changed meanwhile, or that names no
+    environment, comes back as its error and writes nothing; the others are stored
+    with their events."""
+    first, _ = await registry.create(new(alice.id))
+    moved_away, _ = await registry.create(new(alice.id))
+    third, _ = await registry.create(new(alice.id))
+    await registry.transition(moved_away.id, State.REQUESTED, State.QUEUED, actor="a", reason="r")
+    creating = (EventType.PROGRESS, "creating sandbox", {"driver": "fake"})
+    done = await registry.transition_each([
+        Move(first.id, State.REQUESTED, State.PROVISIONING, "system", "admitted to n1", "n1",
+             after=(creating,)),
+        Move(moved_away.id, State.REQUESTED, State.PROVISIONING, "system", "admitted", "n1"),
+        Move("env-nosuch", State.REQUESTED, State.QUEUED, "system", "waiting"),
+        Move(third.id, State.REQUESTED, State.QUEUED, "system", "waiting for capacity"),
+    ])  # fmt: skip
+    assert isinstance(done[1], StateError)
+    assert done[1].current == "queued"
+    assert isinstance(done[2], NotFoundError)
+    assert not isinstance(done[0], Exception)
+    env_one, state_one = done[0]
+    assert (env_one.state, env_one.host) == (State.PROVISIONING, "n1")
+    assert state_one.message == "provisioning: admitted to n1"
+    assert [(e.type, e.message) for e in await registry.events(first.id)][1:] == [
+        (EventType.STATE, "provisioning: admitted to n1"),
+        (EventType.PROGRESS, "creating sandbox"),
+    ]
+    assert [t.to_state for t in await registry.transitions(moved_away.id)] == [State.QUEUED]
+    assert (await registry.get(third.id)).state is State.QUEUED
 
 
 async def test_illegal_transition_is_refused_before_sql(registry: Registry, alice: User) -> None:

@@ -70,6 +70,9 @@ class ClusterDriver:
     """See the module docstring. Call :meth:`open` before use and :meth:`aclose` after."""
 
     name = "cluster"
+    # Its create has the node start the environment too (``desired: running``):
+    # admission stores "sandbox ready" with the move to running, one commit.
+    starts_on_create = True
 
     def __init__(self, store: ClusterStore, identity: Identity) -> None:
         self.store = store
@@ -169,20 +172,32 @@ class ClusterDriver:
             one.set()
 
     async def _wait(
-        self, env_id: str, node: str, check: Check, progress: Progress | None = None
+        self,
+        env_id: str,
+        node: str,
+        check: Check,
+        progress: Progress | None = None,
+        *,
+        fresh: bool = False,
     ) -> Status | None:
         """Until ``check(status)`` holds; the status then. Raises when the node goes away.
 
         The status watch keeps :attr:`statuses` current; etcd is read only while
         the watch holds nothing of ``node`` for it (it may lag behind this call,
-        and knows nothing of statuses older than this replica).
+        and knows nothing of statuses older than this replica). ``fresh``: this
+        call just made the assignment, so whatever the node says of it comes
+        later and the watch brings it: etcd is read only once the watch has been
+        silent for a second (it was restarting, say).
         """
         seen = ""
         changed = self._waiting.setdefault(env_id, asyncio.Event())
+        ask = not fresh
         try:
             async with asyncio.timeout(STEP_TIMEOUT):
                 while True:
-                    status = self._status(env_id, node) or await self.store.status(node, env_id)
+                    status = self._status(env_id, node)
+                    if status is None and ask:
+                        status = await self.store.status(node, env_id)
                     if check(status):
                         return status
                     if node not in self.nodes:
@@ -190,8 +205,10 @@ class ClusterDriver:
                     if progress is not None and status is not None and status.message != seen:
                         seen = status.message
                         progress(f"{node}: {seen}", status.step)
-                    with contextlib.suppress(TimeoutError):
+                    try:
                         await asyncio.wait_for(changed.wait(), 1.0)
+                    except TimeoutError:
+                        ask = True  # the watch is silent: ask etcd from now on
                     changed.clear()
         finally:
             if self._waiting.get(env_id) is changed:
@@ -217,12 +234,13 @@ class ClusterDriver:
         if node is None or node not in self.nodes:
             raise CapabilityError(f"no live node was chosen for {env_id}")
         wanted = Assignment(env_id, node, dump(spec), "running", 1, owner or "")
-        if not await self.store.assign(wanted):
+        fresh = await self.store.assign(wanted)
+        if not fresh:
             holder = await self.store.owner(env_id)
             if holder != node:
                 raise StateError("assigned", ["absent"], "create")
         self.owners[env_id] = node
-        status = await self._wait(env_id, node, lambda s: _settled(s, 1), progress)
+        status = await self._wait(env_id, node, lambda s: _settled(s, 1), progress, fresh=fresh)
         _raise_failed(env_id, status)
 
     async def _change(self, env_id: str, desired: str, verb: str, **extra: Any) -> None:

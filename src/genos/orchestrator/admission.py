@@ -25,7 +25,7 @@ from genos.errors import (
 from genos.orchestrator import provision
 from genos.orchestrator.lifecycle import SYSTEM, Lifecycle
 from genos.orchestrator.placing import Placer
-from genos.orchestrator.queries import Note
+from genos.orchestrator.queries import Move, Note
 from genos.orchestrator.records import Environment, EventType
 from genos.orchestrator.states import State
 
@@ -83,39 +83,33 @@ class Admission:
                 admit.append((env, host))
             elif env.state is State.REQUESTED or not wait:
                 wait.append(env)  # strict order: nothing overtakes the head of the queue
-        # Decided in queue order, written together (one group commit for many).
-        # One that was cancelled meanwhile frees its place for the next pass.
-        await asyncio.gather(
-            *(self._start(env, host) for env, host in admit),
-            *(self._queue(env) for env in wait if env.state is State.REQUESTED),
-        )
-
-    async def _queue(self, env: Environment) -> None:
-        reason = f"waiting for capacity ({env.cpus:g} cpus, {env.memory_mb} MB)"
-        with contextlib.suppress(StateError):  # cancelled meanwhile
-            await self._life.move(env.id, env.state, State.QUEUED, actor=SYSTEM, reason=reason)
-
-    async def _start(self, env: Environment, host: str) -> bool:
+        # Decided in queue order, stored together: one transaction (one commit)
+        # for the whole pass. One that was cancelled meanwhile is refused alone,
+        # and frees its place for the next pass.
         life = self._life
-        try:
-            creating: Note = (EventType.PROGRESS, "creating sandbox", {"driver": life.driver.name})
-            env = await life.move(
-                env.id,
-                env.state,
-                State.PROVISIONING,
-                actor=SYSTEM,
-                reason="admitted" if host == life.host_name else f"admitted to {host}",
-                host=host,
-                after=[creating],  # stored with the move: one commit
-            )
-        except StateError:
-            return False  # cancelled, or admitted by another control plane
+        creating: Note = (EventType.PROGRESS, "creating sandbox", {"driver": life.driver.name})
+        moves = [self._admission(env, host, creating) for env, host in admit]
+        moves += [
+            Move(env.id, env.state, State.QUEUED, SYSTEM, _waiting(env))
+            for env in wait
+            if env.state is State.REQUESTED
+        ]
+        for result in (await life.move_each(moves))[: len(admit)]:
+            if isinstance(result, Environment):  # else cancelled, or admitted elsewhere
+                self._started(result)
+
+    def _admission(self, env: Environment, host: str, creating: Note) -> Move:
+        reason = "admitted" if host == self._life.host_name else f"admitted to {host}"
+        return Move(env.id, env.state, State.PROVISIONING, SYSTEM, reason, host, after=(creating,))
+
+    def _started(self, env: Environment) -> None:
+        """Provision ``env``, just recorded ``provisioning``, in a task of its own."""
+        life = self._life
         if env.id in self.wanted:
             self.admitted[env.id] = env
         task = asyncio.create_task(self._provision(env), name=f"genos-provision-{env.id}")
         life.tasks[env.id] = task
         task.add_done_callback(lambda done: self._forget(env.id, done))
-        return True
 
     def _forget(self, env_id: str, task: asyncio.Task[None]) -> None:
         if self._life.tasks.get(env_id) is task:
@@ -184,10 +178,19 @@ class Admission:
         # "creating sandbox" was stored with the move to provisioning.
         async with provision.Progress(report) as progress:
             env = await self._create(env, progress)
-        await report("sandbox ready", {})
-        await life.call("start", driver.start(env.id))
+        sandbox: Note = (EventType.PROGRESS, "sandbox ready", {})
         ready: Note = (EventType.PROGRESS, "display ready", {})
+        # A driver whose create started it already (a cluster's node does both)
+        # has nothing to report between the two: both go with the move.
+        before = [sandbox, ready] if getattr(driver, "starts_on_create", False) else [ready]
+        if len(before) == 1:
+            await report("sandbox ready", {})
+        await life.call("start", driver.start(env.id))
         await life.move(
             env.id, State.PROVISIONING, State.RUNNING, actor=SYSTEM, reason="provisioned",
-            before=[ready],  # stored with the move: one commit
+            before=before,  # stored with the move: one commit
         )  # fmt: skip
+
+
+def _waiting(env: Environment) -> str:
+    return f"waiting for capacity ({env.cpus:g} cpus, {env.memory_mb} MB)"

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from genos.errors import ExternalError, GenOSError
 from genos.orchestrator.events import EventBus
 from genos.orchestrator.provision import describe
-from genos.orchestrator.queries import Note
+from genos.orchestrator.queries import Move, Note
 from genos.orchestrator.records import Environment, Event, EventType
 from genos.orchestrator.registry import Registry
 from genos.orchestrator.states import State
@@ -107,6 +107,27 @@ class Lifecycle:
             log.info("%s: %s", kind.value, message)
         self.bus.publish(env_id)
         return env
+
+    async def move_each(self, moves: Sequence[Move]) -> list[Environment | GenOSError]:
+        """Record several moves in one commit (see :meth:`move`); a refused one comes back
+        as its error (``StateError``: it moved meanwhile; ``NotFoundError``)."""
+        if not moves:
+            return []
+        done = await self.registry.transition_each(moves)
+        envs: list[Environment | GenOSError] = []
+        for move, result in zip(moves, done, strict=True):
+            if isinstance(result, GenOSError):
+                envs.append(result)
+                continue
+            log = self.logger(move.env_id)
+            for kind, message, _data in move.before:
+                log.info("%s: %s", kind.value, message)
+            log.info("%s -> %s by %s: %s", move.old.value, move.new.value, move.actor, move.reason)
+            for kind, message, _data in move.after:
+                log.info("%s: %s", kind.value, message)
+            self.bus.publish(move.env_id)
+            envs.append(result[0])
+        return envs
 
     async def emit(
         self, env_id: str, kind: EventType, message: str, data: dict[str, Any] | None = None

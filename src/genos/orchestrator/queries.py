@@ -45,6 +45,20 @@ Note = tuple[EventType, str, dict[str, Any]]  # an event's kind, message and dat
 
 
 @dataclass(frozen=True)
+class Move:
+    """One transition to record (see :func:`transition`), for moves stored together."""
+
+    env_id: str
+    old: State
+    new: State
+    actor: str
+    reason: str
+    host: str | None = None
+    before: Sequence[Note] = ()
+    after: Sequence[Note] = ()
+
+
+@dataclass(frozen=True)
 class NewEnvironment:
     """What a request inserts."""
 
@@ -424,6 +438,23 @@ def transition(
     session.connection().execute(INSERT_EVENT, rows)
     env = load(session, env_id) if new in WAITING else to_environment(moved)
     return env, _to_event(event)
+
+
+def transition_each(
+    session: Session, moves: Sequence[Move], now: datetime
+) -> list[tuple[Environment, Event] | StateError | NotFoundError]:
+    """Each of ``moves`` as :func:`transition`, in this one transaction. A refused
+    move (its state changed meanwhile, or it is gone) has written nothing: its
+    error comes back in its place and the others still count."""
+    done: list[tuple[Environment, Event] | StateError | NotFoundError] = []
+    for move in moves:
+        try:
+            done.append(transition(session, move.env_id, change=(move.old, move.new),
+                                   why=(move.actor, move.reason), now=now, host=move.host,
+                                   around=(move.before, move.after)))  # fmt: skip
+        except (StateError, NotFoundError) as exc:
+            done.append(exc)
+    return done
 
 
 @functools.cache

@@ -356,6 +356,17 @@ class Registry:
             write=True,
         )
 
+    async def transition_each(
+        self, moves: Sequence[queries.Move]
+    ) -> builtins.list[tuple[Environment, Event] | GenOSError]:
+        """Record several moves in one transaction (one commit), each as :meth:`transition`
+        does. A move that is refused (``StateError``, ``NotFoundError``) writes nothing and
+        comes back as its error, in its place; the others are stored."""
+        now = self.clock.now()
+        done: builtins.list[tuple[Environment, Event] | GenOSError] = []
+        done += await self.run(lambda s: queries.transition_each(s, moves, now), write=True)
+        return done
+
     async def rehost(self, env_id: str, old: str, new: str, reason: str) -> Event:
         """Place a provisioning environment on ``new`` instead of ``old`` (a create failed
         there), with a warning event giving ``reason``.
