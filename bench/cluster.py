@@ -11,8 +11,10 @@ etcd members with mutual TLS, a PostgreSQL 15 server, ``genos node run
    the nodes, the CPU the leader, the nodes, etcd, PostgreSQL and the bench's
    own client spent per create (what limits it: they share the cores), and
    the transactions PostgreSQL committed per create (reads included, the
-   bench's polling for ``running`` too). Baseline: ``GET /healthz`` on the same
-   server, same client and concurrency.
+   bench's polling for ``running`` too), and a calibration: milliseconds for
+   a fixed piece of Python work in the bench process around the round (this
+   machine's speed drifts; compare runs only where it agrees). Baseline:
+   ``GET /healthz`` on the same server, same client and concurrency.
 2. Detection: desktops with ``lifetime.on_host_loss: replace`` over the
    nodes; ``kill -9`` of a node that holds some; seconds until all of them
    are ``lost`` and until their replacements run. Floor: the node lease
@@ -41,7 +43,7 @@ import httpx
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.api import pct, timed_calls
+from bench.api import Call, pct, timed_calls
 
 from genos.cluster.control import LOST_GRACE
 from genos.cluster.local import LocalCluster
@@ -82,6 +84,22 @@ def cpu_by_part(cluster: LocalCluster) -> dict[str, float]:
     """CPU seconds by part, and this bench's own (the HTTP client's: it shares the cores)."""
     parts = {part: sum(cpu_of(p) for p in pids) for part, pids in pids_of(cluster).items()}
     return parts | {"client": cpu_of(os.getpid())}
+
+
+def calibration_ms() -> float:
+    """Milliseconds this process takes for a fixed piece of Python work (best of 5).
+
+    This machine's speed drifts (its host is shared): the same code's figures
+    moved by half over an hour. A round's figures are comparable with another
+    run's only as far as this number agrees."""
+    best = float("inf")
+    for _ in range(5):
+        began = time.perf_counter()
+        total = 0
+        for i in range(300_000):
+            total += i * i % 7
+        best = min(best, time.perf_counter() - began)
+    return best * 1000
 
 
 def commits_of(cluster: LocalCluster) -> int:
@@ -149,14 +167,15 @@ def placement_round(cluster: LocalCluster, n: int, conc: int, tag: str) -> dict[
     spec = dump(EnvironmentSpec(name="bench"))
     url, token = cluster.replicas[0].url, token_of(cluster)
 
-    def health(c: httpx.AsyncClient, _i: int) -> Any:
-        return c.get("/healthz")
+    def health(_i: int) -> Call:
+        return "GET", "/healthz", None
 
-    def create(c: httpx.AsyncClient, i: int) -> Any:
-        return c.post("/v1/environments", json={"spec": spec, "request_id": f"{tag}-{i}"})
+    def create(i: int) -> Call:
+        return "POST", "/v1/environments", {"spec": spec, "request_id": f"{tag}-{i}"}
 
     asyncio.run(timed_calls(url, token, 50, conc, health))  # warm-up
     _wall, health_lat = asyncio.run(timed_calls(url, token, n, conc, health))
+    calibration = calibration_ms()
     cpu0, commits0 = cpu_by_part(cluster), commits_of(cluster)
     began = time.perf_counter()
     wall, lat = asyncio.run(timed_calls(url, token, n, conc, create))
@@ -179,6 +198,7 @@ def placement_round(cluster: LocalCluster, n: int, conc: int, tag: str) -> dict[
         "running_rate": n / all_running, "spread": (min(per_node.values()), max(per_node.values())),
         "cpu": {k: (cpu1[k] - cpu0[k]) / n * 1000 for k in cpu0},
         "commits": commits / n,
+        "calibration": (calibration + calibration_ms()) / 2,
     }  # fmt: skip
 
 
@@ -193,9 +213,9 @@ def placement(cluster: LocalCluster, n: int, conc: int) -> None:
     print(
         "| nodes | creates/s | p50 ms | p99 ms | healthz p50/p99 ms | all running after s "
         "(running/s) | per node min-max | CPU ms per create: leader / nodes / etcd / pg / "
-        "client | PostgreSQL commits per create |"
+        "client | PostgreSQL commits per create | calibration ms |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         c = r["cpu"]
         print(
@@ -203,13 +223,13 @@ def placement(cluster: LocalCluster, n: int, conc: int) -> None:
             f"{r['health_p50']:.1f} / {r['health_p99']:.1f} | {r['running_s']:.2f} "
             f"({r['running_rate']:.0f}) | {r['spread'][0]}-{r['spread'][1]} | "
             f"{c['replica']:.2f} / {c['nodes']:.2f} / {c['etcd']:.2f} / {c['postgres']:.2f} / "
-            f"{c['client']:.2f} | {r['commits']:.2f} |"
+            f"{c['client']:.2f} | {r['commits']:.2f} | {r['calibration']:.1f} |"
         )
     one, twenty = rows
     print(
         f"| ratio 20/1 | {twenty['rate'] / one['rate']:.2f} | "
         f"{twenty['p50'] / one['p50']:.2f} | {twenty['p99'] / one['p99']:.2f} | | "
-        f"{twenty['running_s'] / one['running_s']:.2f} | | | |"
+        f"{twenty['running_s'] / one['running_s']:.2f} | | | | |"
     )
 
 
