@@ -92,6 +92,28 @@ def in_guest(server: Server, env_id: str, command: str) -> str:
     return out
 
 
+# The guest's user-space processes, a command line each (kernel threads have none).
+GUEST_COMMANDS = (
+    "for p in /proc/[0-9]*; do tr '\\0' ' ' <$p/cmdline | cut -c1-60; echo; done"
+    " 2>/dev/null | grep . | sort -u"
+)
+
+
+def _why_no_xterm(page: Any, server: Server, env_id: str) -> str:
+    """What the page draws on and what runs in the guest, for a failure message."""
+    drawn = page.evaluate(
+        "() => [...document.querySelectorAll('[data-testid=desktop] canvas,"
+        " [data-testid=desktop] video')].map(e => `${e.tagName} ${e.width}x${e.height}`)"
+    )
+    try:
+        running = in_guest(server, env_id, GUEST_COMMANDS)
+        xorg = in_guest(server, env_id, "tail -n 5 /run/Xorg.err 2>/dev/null; true")
+    except Exception as exc:  # noqa: BLE001 - a failure message's detail
+        return f"page draws on {drawn}; the guest did not answer ({exc})"
+    return (f"page draws on {drawn}; the guest runs {running.splitlines()}; "
+            f"Xorg.err ends {xorg.strip()!r}")  # fmt: skip
+
+
 class GuestInput:
     """What the guest kernel's virtio keyboard and tablet report, recorded inside the guest."""
 
@@ -171,9 +193,15 @@ def test_a_spice_vm_desktop_in_the_browser(
     conn = page.get_by_test_id("conn-state")
     expect(conn).to_have_attribute("data-state", "connected", timeout=60_000)
     # The guest starts Xorg and its xterm after QEMU answers: wait for the white window.
-    pixels = until(
-        lambda: (p := page.evaluate(CANVAS_LIT))["lit"] > 0.5 and p, timeout=120, what="the xterm"
-    )
+    try:
+        pixels = until(
+            lambda: (p := page.evaluate(CANVAS_LIT))["lit"] > 0.5 and p,
+            timeout=120,
+            what="the xterm",
+        )
+    except pytest.fail.Exception as exc:  # seen once in a CI rehearsal: say which side failed
+        shot(page, "spice-no-xterm")
+        pytest.fail(f"{exc}; {_why_no_xterm(page, vm_server, env_id)}")
     assert (pixels["width"], pixels["height"]) == (1280, 800)
     assert all(path.endswith("/spice") for path in opened)
     shot(page, "spice-desktop")
