@@ -178,12 +178,12 @@ class Admission:
         # "creating sandbox" was stored with the move to provisioning.
         async with provision.Progress(report) as progress:
             env = await self._create(env, progress)
-        sandbox: Note = (EventType.PROGRESS, "sandbox ready", {})
-        ready: Note = (EventType.PROGRESS, "display ready", {})
-        # A driver whose create started it already (a cluster's node does both)
-        # has nothing to report between the two: both go with the move.
-        before = [sandbox, ready] if getattr(driver, "starts_on_create", False) else [ready]
-        if len(before) == 1:
+        before: list[Note] = [(EventType.PROGRESS, "display ready", {})]
+        if getattr(driver, "starts_on_create", False):
+            # Its create started it already (a cluster's node does both): nothing
+            # happens between the two steps, so both go with the move.
+            before.insert(0, (EventType.PROGRESS, "sandbox ready", {}))
+        else:
             await report("sandbox ready", {})
         await life.call("start", driver.start(env.id))
         await life.move(

@@ -99,13 +99,7 @@ class Lifecycle:
         env, _ = await self.registry.transition(
             env_id, old, new, actor=actor, reason=reason, host=host, around=(before, after)
         )
-        log = self.logger(env_id)
-        for kind, message, _data in before:
-            log.info("%s: %s", kind.value, message)
-        log.info("%s -> %s by %s: %s", old.value, new.value, actor, reason)
-        for kind, message, _data in after:
-            log.info("%s: %s", kind.value, message)
-        self.bus.publish(env_id)
+        self._tell(Move(env_id, old, new, actor, reason, host, before, after))
         return env
 
     async def move_each(self, moves: Sequence[Move]) -> list[Environment | GenOSError]:
@@ -114,20 +108,20 @@ class Lifecycle:
         if not moves:
             return []
         done = await self.registry.transition_each(moves)
-        envs: list[Environment | GenOSError] = []
         for move, result in zip(moves, done, strict=True):
-            if isinstance(result, GenOSError):
-                envs.append(result)
-                continue
-            log = self.logger(move.env_id)
-            for kind, message, _data in move.before:
-                log.info("%s: %s", kind.value, message)
-            log.info("%s -> %s by %s: %s", move.old.value, move.new.value, move.actor, move.reason)
-            for kind, message, _data in move.after:
-                log.info("%s: %s", kind.value, message)
-            self.bus.publish(move.env_id)
-            envs.append(result[0])
-        return envs
+            if not isinstance(result, GenOSError):
+                self._tell(move)
+        return [r if isinstance(r, GenOSError) else r[0] for r in done]
+
+    def _tell(self, move: Move) -> None:
+        """Log a recorded move with the events stored around it, and wake its readers."""
+        log = self.logger(move.env_id)
+        for kind, message, _data in move.before:
+            log.info("%s: %s", kind.value, message)
+        log.info("%s -> %s by %s: %s", move.old.value, move.new.value, move.actor, move.reason)
+        for kind, message, _data in move.after:
+            log.info("%s: %s", kind.value, message)
+        self.bus.publish(move.env_id)
 
     async def emit(
         self, env_id: str, kind: EventType, message: str, data: dict[str, Any] | None = None

@@ -74,11 +74,7 @@ def _keywords(driver: Driver) -> frozenset[str]:
     # class, not one per create (inspect.signature is a few percent of a node's
     # time per create when many arrive).
     create = driver.create
-    function = getattr(create, "__func__", create)
-    try:
-        return _parameters(function)
-    except TypeError:  # unhashable: not cached
-        return _parameters.__wrapped__(function)
+    return _parameters(getattr(create, "__func__", create))
 
 
 @functools.lru_cache(maxsize=64)

@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from genos import spec as spec_mod
-from genos.errors import ConflictError, NotFoundError, StateError
+from genos.errors import ConflictError, GenOSError, NotFoundError, StateError
 from genos.orchestrator import states
 from genos.orchestrator.capacity import Quota, Request, Usage
 from genos.orchestrator.models import EnvironmentRow, EventRow, TransitionRow, UserRow, UTCDateTime
@@ -442,11 +442,11 @@ def transition(
 
 def transition_each(
     session: Session, moves: Sequence[Move], now: datetime
-) -> list[tuple[Environment, Event] | StateError | NotFoundError]:
+) -> list[tuple[Environment, Event] | GenOSError]:
     """Each of ``moves`` as :func:`transition`, in this one transaction. A refused
     move (its state changed meanwhile, or it is gone) has written nothing: its
     error comes back in its place and the others still count."""
-    done: list[tuple[Environment, Event] | StateError | NotFoundError] = []
+    done: list[tuple[Environment, Event] | GenOSError] = []
     for move in moves:
         try:
             done.append(transition(session, move.env_id, change=(move.old, move.new),

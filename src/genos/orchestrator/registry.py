@@ -363,9 +363,7 @@ class Registry:
         does. A move that is refused (``StateError``, ``NotFoundError``) writes nothing and
         comes back as its error, in its place; the others are stored."""
         now = self.clock.now()
-        done: builtins.list[tuple[Environment, Event] | GenOSError] = []
-        done += await self.run(lambda s: queries.transition_each(s, moves, now), write=True)
-        return done
+        return await self.run(lambda s: queries.transition_each(s, moves, now), write=True)
 
     async def rehost(self, env_id: str, old: str, new: str, reason: str) -> Event:
         """Place a provisioning environment on ``new`` instead of ``old`` (a create failed
