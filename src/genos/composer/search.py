@@ -211,9 +211,14 @@ def _strong_text(p: Program) -> str:
     )  # fmt: skip
 
 
+# Debtags' placeholder for "not reviewed yet" (``role::TODO``, ``use::TODO``...):
+# such a tag says nothing about the program, so it does not count as curation.
+_UNREVIEWED = "::TODO"
+
+
 def _program_prior(p: Program) -> float:
     tags = set(p.tags)
-    careful = len([t for t in p.tags if "TODO" not in t]) >= 5
+    careful = len([t for t in p.tags if not t.endswith(_UNREVIEWED)]) >= 5
     return (
         1.0
         * (1.6 if p.desktop else 1.0)

@@ -8,6 +8,7 @@ driver, and rolls the state back when the driver fails.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from genos.errors import GenOSError
@@ -34,8 +35,8 @@ class Verbs:
     _timers: Timers
     clock: Clock
 
-    async def _admit(self) -> None:  # the engine's: serve the queue after a verb freed room
-        raise NotImplementedError
+    # The engine's: serve the queue after a verb freed room.
+    _admit: Callable[[], Awaitable[None]]
 
     async def suspend(
         self,
