@@ -10,7 +10,7 @@ import pytest
 from genos.cluster import pki
 from genos.cluster.etcd import EtcdClient, call, close, watch
 from genos.cluster.etcdlocal import EtcdCluster
-from genos.cluster.store import Assignment, ClusterStore
+from genos.cluster.store import BATCH_LIMIT, Assignment, ClusterStore, Status, _Batch
 from genos.errors import ClusterUnavailableError
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("one_loop")]
@@ -79,6 +79,73 @@ async def test_an_environment_is_assigned_to_one_node_only(etcd: EtcdCluster) ->
         assert await store.owners() == {}
     finally:
         await close(c)
+
+
+async def test_assignments_asked_together_go_in_one_transaction_and_a_taken_one_alone(
+    etcd: EtcdCluster,
+) -> None:
+    """Assignments asked for at once are written in one etcd transaction (one revision);
+    when one of them is taken already, it alone is refused and the others are made.
+    Reports go together too, the last word on a key winning."""
+    c = client(etcd)
+    store = ClusterStore(c)
+    try:
+        await c.delete_prefix(b"/genos/")
+        ids = [f"batch{i:05d}" for i in range(8)]
+        wins = await asyncio.gather(*(store.assign(Assignment(i, "n1", {}, "running"))
+                                      for i in ids))  # fmt: skip
+        assert wins == [True] * 8
+        revisions = {(await c.get(b"/genos/v1/owner/" + i.encode())).mod_revision for i in ids}
+        assert len(revisions) == 1
+        assert await store.assign(Assignment("taken00001", "n2", {}, "running")) is True
+        asked = ["fresh00001", "taken00001", "fresh00002"]
+        wins = await asyncio.gather(*(store.assign(Assignment(i, "n1", {}, "running"))
+                                      for i in asked))  # fmt: skip
+        assert wins == [True, False, True]
+        assert await store.owners() == dict.fromkeys(ids, "n1") | {
+            "fresh00001": "n1", "fresh00002": "n1", "taken00001": "n2"}  # fmt: skip
+        await asyncio.gather(*(store.report(Status(i, "n1", state, 1))
+                               for i, state in [(ids[0], "creating"), (ids[1], "running"),
+                                                (ids[0], "running")]))  # fmt: skip
+        assert (await store.status("n1", ids[0])).state == "running"  # type: ignore[union-attr]
+        assert (await store.status("n1", ids[1])).state == "running"  # type: ignore[union-attr]
+    finally:
+        await close(c)
+
+
+async def test_a_batch_takes_what_came_while_one_was_written_up_to_its_limit() -> None:
+    """The first item goes alone; what is submitted while it is written goes next, together,
+    in order, at most BATCH_LIMIT at a time; a failed write fails its own waiters only,
+    an item's own error reaches its waiter alone, and a cancelled waiter leaves the rest."""
+    batches: list[list[int]] = []
+    gate = asyncio.Event()
+
+    async def write(items: object) -> list[int | Exception]:
+        batch = list(items)  # type: ignore[call-overload]
+        batches.append(batch)
+        await gate.wait()
+        if -1 in batch:
+            raise RuntimeError("etcd said no")
+        return [ValueError(f"bad {i}") if i == 13 else i * 10 for i in batch]
+
+    group: _Batch[int, int] = _Batch(write, lambda _i: 1)
+    first = asyncio.create_task(group.submit(0))
+    await asyncio.sleep(0)
+    more = [asyncio.create_task(group.submit(i)) for i in range(1, BATCH_LIMIT + 3)]
+    await asyncio.sleep(0)
+    more[1].cancel()  # item 2's waiter goes away; the others are unaffected
+    gate.set()
+    assert await first == 0
+    results = await asyncio.gather(*more, return_exceptions=True)
+    assert [len(b) for b in batches] == [1, BATCH_LIMIT, 2]
+    assert [i for b in batches for i in b] == list(range(BATCH_LIMIT + 3))
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert isinstance(results[12], ValueError)
+    assert [r for i, r in enumerate(results) if i not in (1, 12)] == [
+        i * 10 for i in range(1, BATCH_LIMIT + 3) if i not in (2, 13)]  # fmt: skip
+    failed = await asyncio.gather(group.submit(-1), return_exceptions=True)
+    assert isinstance(failed[0], RuntimeError)
+    assert await group.submit(5) == 50  # a failure leaves the next batch alone
 
 
 async def test_a_client_without_the_clusters_certificate_is_refused(etcd: EtcdCluster) -> None:

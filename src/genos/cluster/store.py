@@ -22,11 +22,12 @@ node record; it never reads the registry.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from genos.cluster.etcd import EtcdClient, Event, call, watch
 from genos.errors import ConflictError
@@ -35,6 +36,13 @@ PREFIX = b"/genos/v1/"
 NODE_TTL = 10
 KEEPALIVE_EVERY = 3.0
 LEADER_TTL = 5
+# Writes made while one is in flight go to etcd together, in one transaction
+# of at most this many (etcd refuses more than 128 operations in one).
+BATCH_LIMIT = 50
+BATCH_BYTES = 512 * 1024  # etcd refuses a request over 1.5 MiB
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _key(*parts: str) -> bytes:
@@ -82,6 +90,9 @@ class Assignment:
         return cls(**json.loads(data))
 
 
+Dumped = tuple[Assignment, bytes]  # an assignment and its stored form
+
+
 @dataclass(frozen=True)
 class Status:
     """What a node reports of one environment (``state``: a driver state or ``failed``)."""
@@ -110,6 +121,8 @@ class ClusterStore:
     def __init__(self, client: EtcdClient, timeout: float = 3.0) -> None:
         self.client = client
         self.timeout = timeout
+        self._assigns = _Batch(self._assign_all, lambda a: len(a[1]))
+        self._reports = _Batch(self._report_all, lambda s: len(s.dump()))
 
     async def _call(self, what: str, make: Callable[[], Awaitable[Any]]) -> Any:
         """``make()``'s etcd call, made again while etcd elects a leader (see :func:`call`)."""
@@ -197,16 +210,32 @@ class ClusterStore:
     # -- assignments ---------------------------------------------------------------
 
     async def assign(self, assignment: Assignment) -> bool:
-        """Give an environment to a node, if no node has it (False otherwise)."""
+        """Give an environment to a node, if no node has it (False otherwise).
+
+        Assignments asked for while one is being written go together, in one
+        transaction (one etcd write for an admission pass); when any of them
+        finds its environment taken, each is tried again alone.
+        """
+        return await self._assigns.submit((assignment, assignment.dump()))
+
+    async def _assign_all(self, batch: Sequence[Dumped]) -> Sequence[bool | Exception]:
+        distinct = len({a.env_id for a, _ in batch}) == len(batch)  # etcd refuses a key twice
+        if len(batch) > 1 and distinct and await self._assign_together(batch):
+            return [True] * len(batch)
+        alone = (self._assign_together([a]) for a in batch)
+        return await asyncio.gather(*alone, return_exceptions=True)  # type: ignore[return-value]
+
+    async def _assign_together(self, batch: Sequence[Dumped]) -> bool:
         c = self.client
-        owner = _key("owner", assignment.env_id)
-        target = _key("assign", assignment.node, assignment.env_id)
+        compare, success = [], []
+        for assignment, dumped in batch:
+            owner = _key("owner", assignment.env_id)
+            compare.append(c.transactions.version(owner) == 0)
+            success += [c.transactions.put(owner, assignment.node.encode()),
+                        c.transactions.put(_key("assign", assignment.node, assignment.env_id),
+                                           dumped)]  # fmt: skip
         ok, _ = await self._call("assign", lambda: c.transaction(
-            compare=[c.transactions.version(owner) == 0],
-            success=[c.transactions.put(owner, assignment.node.encode()),
-                     c.transactions.put(target, assignment.dump())],
-            failure=[],
-        ))  # fmt: skip
+            compare=compare, success=success, failure=[]))  # fmt: skip
         return bool(ok)
 
     async def update(self, assignment: Assignment) -> bool:
@@ -279,9 +308,16 @@ class ClusterStore:
     # -- status --------------------------------------------------------------------
 
     async def report(self, status: Status) -> None:
-        """A node's word on one environment."""
-        key = _key("status", status.node, status.env_id)
-        await self._call("report", lambda: self.client.put(key, status.dump()))
+        """A node's word on one environment (reports made while one is being written go
+        together, in one transaction)."""
+        await self._reports.submit(status)
+
+    async def _report_all(self, batch: Sequence[Status]) -> Sequence[None]:
+        c = self.client
+        last = {_key("status", s.node, s.env_id): s for s in batch}  # etcd refuses a key twice
+        puts = [c.transactions.put(key, s.dump()) for key, s in last.items()]
+        await self._call("report", lambda: c.transaction(compare=[], success=puts, failure=[]))
+        return [None] * len(batch)
 
     async def clear(self, node: str, env_id: str) -> None:
         """Forget a node's word on an environment it no longer has."""
@@ -337,6 +373,65 @@ class ClusterStore:
     def watch_kicks(self, start: int) -> AsyncIterator[Event]:
         """Every kick from revision ``start`` on."""
         return watch(self.client, _key("kick"), start)
+
+
+class _Batch(Generic[T, R]):
+    """Group commit for etcd writes: ``submit`` waits for its item's result; items
+    submitted while a batch is being written go in the next one (up to
+    :data:`BATCH_LIMIT` items and about :data:`BATCH_BYTES`), in submission order.
+    ``write`` gets a batch and gives one result per item, in order (an exception
+    as a result is raised to that item's waiter); when ``write`` raises, every
+    waiter of the batch gets that."""
+
+    def __init__(
+        self,
+        write: Callable[[Sequence[T]], Awaitable[Sequence[R | Exception]]],
+        size: Callable[[T], int],
+    ) -> None:
+        self._write, self._size = write, size
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._drain(), name="etcd-batch")
+        return await future
+
+    def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
+        count, size = 0, 0
+        for item, _ in self._pending:
+            size += self._size(item)
+            if count and (count >= BATCH_LIMIT or size > BATCH_BYTES):
+                break
+            count += 1
+        batch, self._pending = self._pending[:count], self._pending[count:]
+        return batch
+
+    async def _drain(self) -> None:
+        batch: list[tuple[T, asyncio.Future[R]]] = []
+        try:
+            while self._pending:
+                batch = self._take()
+                try:
+                    results: Sequence[R | Exception] = await self._write([i for i, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - each of its waiters gets it
+                    results = [exc] * len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():  # its waiter was cancelled
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        except asyncio.CancelledError:
+            for _, future in batch + self._pending:
+                future.cancel()
+            self._pending = []
+            raise
+        finally:
+            self._writer = None
 
 
 def env_of(event: Event) -> tuple[str, str]:
