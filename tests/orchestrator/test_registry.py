@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -27,6 +28,7 @@ from genos.orchestrator.database import database_url
 from genos.orchestrator.models import Base
 from genos.orchestrator.queries import Move, NewEnvironment
 from genos.orchestrator.signins import Limits
+from tests.databases import create_database, drop_database
 from tests.orchestrator.doubles import make_spec
 
 pytestmark = pytest.mark.anyio
@@ -361,6 +363,43 @@ async def test_a_closed_registry_refuses_work(db_url: str) -> None:
     await registry.aclose()
     with pytest.raises(ClosedError):
         await registry.list()
+
+
+async def test_an_idle_connection_the_server_dropped_is_checked_and_replaced(
+    postgres_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL ends every registry connection (a restart, a firewall). A connection
+    idle longer than IDLE_PING is pinged before use and replaced: nothing fails. Without
+    that check, the first transaction on a dropped connection fails, and the next one
+    connects anew."""
+    name = f"genos_{new_env_id()}"
+    url = create_database(postgres_server, name)
+    registry = await Registry.open(url)
+
+    def drop_connections() -> None:
+        dsn = postgres_server.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            ended = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = %s", (name,),
+            ).fetchone()  # fmt: skip
+        assert ended is not None
+        assert ended[0] >= 1
+
+    try:
+        await registry.accounts.add_user("alice", "user")
+        monkeypatch.setattr(database, "IDLE_PING", 0.1)
+        drop_connections()
+        await asyncio.sleep(0.3)
+        assert [u.name for u in await registry.accounts.users()] == ["alice"]
+        monkeypatch.setattr(database, "IDLE_PING", 3600.0)
+        drop_connections()
+        with pytest.raises(RegistryError):
+            await registry.accounts.users()
+        assert [u.name for u in await registry.accounts.users()] == ["alice"]
+    finally:
+        await registry.aclose()
+        drop_database(postgres_server, name)
 
 
 async def test_an_unreachable_database_is_a_registry_error() -> None:

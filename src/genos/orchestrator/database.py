@@ -7,7 +7,13 @@ transaction handling so GenOS issues ``BEGIN`` itself: ``BEGIN IMMEDIATE`` for
 writes (the write lock is taken up front, so two writers queue on the busy
 timeout instead of failing on a lock upgrade) and a plain ``BEGIN`` for reads.
 PostgreSQL is reached by URL (``GENOS_DATABASE_URL``, e.g.
-``postgresql+psycopg://user@host/db``).
+``postgresql+psycopg://user@host/db``). A pooled connection that sat unused
+for more than :data:`IDLE_PING` seconds is checked with a ``SELECT 1`` before
+it is handed out, and replaced when that fails (the server restarted, a
+firewall dropped it); one in steady use is not (a ping per transaction was
+a fifth of the statements a create costs). When the server goes away under
+load, the first failure marks every older connection stale, so the
+transactions after it reconnect.
 
 Migrations ship in ``migrations/`` and run at start (``upgrade head``) inside
 one transaction; on PostgreSQL an advisory lock keeps concurrent starts from
@@ -17,6 +23,7 @@ migrating twice.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +31,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from genos.paths import data_dir
 
@@ -35,6 +44,7 @@ SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA busy_timeout=30000",
 )
+IDLE_PING = 2.0  # seconds a PostgreSQL connection may sit unused before it is checked
 
 
 def database_url(url: str | None = None) -> str:
@@ -62,7 +72,9 @@ def connect(url: str, pool_size: int = 8) -> Engine:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
+        engine = create_engine(url, pool_size=pool_size, max_overflow=0)
+        _check_when_idle(engine)
+        return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # Password and token hashes live here: root only (SQLite gives its -wal
@@ -73,6 +85,27 @@ def connect(url: str, pool_size: int = 8) -> Engine:
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def _check_when_idle(engine: Engine) -> None:
+    """Ping a connection on checkout when it sat unused over :data:`IDLE_PING` seconds."""
+
+    def used(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["used"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: ConnectionPoolEntry,
+                 _proxy: PoolProxiedConnection) -> None:  # fmt: skip
+        if time.monotonic() - record.info.get("used", 0.0) <= IDLE_PING:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # any failure: the pool connects anew
+            raise DisconnectionError(f"an idle registry connection is gone: {exc}") from exc
+        record.info["used"] = time.monotonic()
+
+    event.listen(engine, "connect", used)
+    event.listen(engine, "checkin", used)
+    event.listen(engine, "checkout", checkout)
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

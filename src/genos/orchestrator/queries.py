@@ -111,6 +111,24 @@ IS_WAITING = EnvironmentRow.state.in_([s.value for s in WAITING])
 INSERT_ENVIRONMENT = insert(typing.cast(Table, EnvironmentRow.__table__))
 INSERT_TRANSITION = insert(typing.cast(Table, TransitionRow.__table__))
 INSERT_EVENT = insert(typing.cast(Table, EventRow.__table__))
+# The statements every create and admission pass runs, built once: SQLAlchemy
+# then reuses their compiled form without working out a cache key each time.
+LOCK_OWNER = select(UserRow.id).where(UserRow.id == bindparam("owner")).with_for_update()
+FIND_REQUEST = select(EnvironmentRow.id, EnvironmentRow.request_id, EnvironmentRow.spec).where(
+    EnvironmentRow.owner_id == bindparam("owner"),
+    EnvironmentRow.request_id == bindparam("request_id"),
+)
+QUEUE = select(*ENVIRONMENT_COLUMNS).where(IS_WAITING).order_by(*QUEUE_ORDER)
+USAGE_BY_HOST = (
+    select(
+        EnvironmentRow.host,
+        func.count(),
+        func.coalesce(func.sum(EnvironmentRow.cpus), 0.0),
+        func.coalesce(func.sum(EnvironmentRow.memory_mb), 0),
+    )
+    .where(EnvironmentRow.host.is_not(None), EnvironmentRow.state.in_([s.value for s in HOLDING]))
+    .group_by(EnvironmentRow.host)
+)
 
 
 def to_environment(row: Row[*tuple[Any, ...]], position: int | None = None) -> Environment:
@@ -214,8 +232,8 @@ def lifetimes(session: Session, ids: list[str]) -> dict[str, spec_mod.Lifetime]:
 
 def queue(session: Session) -> list[Environment]:
     """Waiting environments in the order they will be served, with their positions."""
-    query = select(*ENVIRONMENT_COLUMNS).where(IS_WAITING).order_by(*QUEUE_ORDER)
-    return [to_environment(row, n) for n, row in enumerate(session.connection().execute(query), 1)]
+    rows = session.connection().execute(QUEUE)
+    return [to_environment(row, n) for n, row in enumerate(rows, 1)]
 
 
 def to_event(row: EventRow) -> Event:
@@ -282,8 +300,8 @@ def lock_owner(session: Session, owner: str) -> bool:
     One owner's requests are checked one at a time, across control planes too
     (SQLite's ``BEGIN IMMEDIATE`` already serialises).
     """
-    query = select(UserRow.id).where(UserRow.id == owner).with_for_update()
-    return session.connection().execute(query).scalar_one_or_none() is not None
+    found = session.connection().execute(LOCK_OWNER, {"owner": owner})
+    return found.scalar_one_or_none() is not None
 
 
 def _new_row(new: NewEnvironment, now: datetime, spec: dict[str, Any]) -> dict[str, Any]:
@@ -308,10 +326,8 @@ def _new_row(new: NewEnvironment, now: datetime, spec: dict[str, Any]) -> dict[s
 
 def find_request(session: Session, owner: str, request_id: str) -> Row[Any] | None:
     """The environment ``owner`` made with ``request_id`` (its id, request id and spec), if any."""
-    query = select(EnvironmentRow.id, EnvironmentRow.request_id, EnvironmentRow.spec).where(
-        EnvironmentRow.owner_id == owner, EnvironmentRow.request_id == request_id
-    )
-    return session.connection().execute(query).one_or_none()
+    found = session.connection().execute(FIND_REQUEST, {"owner": owner, "request_id": request_id})
+    return found.one_or_none()
 
 
 def same_request(row: Row[Any], spec: spec_mod.EnvironmentSpec) -> str:
@@ -339,20 +355,7 @@ def host_usage(session: Session, host: str) -> Usage:
 
 def usage_by_host(session: Session) -> dict[str, Usage]:
     """What the environments placed on each host hold (requests), host by host."""
-    query = (
-        select(
-            EnvironmentRow.host,
-            func.count(),
-            func.coalesce(func.sum(EnvironmentRow.cpus), 0.0),
-            func.coalesce(func.sum(EnvironmentRow.memory_mb), 0),
-        )
-        .where(
-            EnvironmentRow.host.is_not(None),
-            EnvironmentRow.state.in_([s.value for s in HOLDING]),
-        )
-        .group_by(EnvironmentRow.host)
-    )
-    rows = session.connection().execute(query)
+    rows = session.connection().execute(USAGE_BY_HOST)
     return {str(row[0]): Usage(int(row[1]), float(row[2]), int(row[3])) for row in rows}
 
 
