@@ -118,6 +118,20 @@ FIND_REQUEST = select(EnvironmentRow.id, EnvironmentRow.request_id, EnvironmentR
     EnvironmentRow.owner_id == bindparam("owner"),
     EnvironmentRow.request_id == bindparam("request_id"),
 )
+# The owner, with what its request id made already (NULLs: nothing), in one read.
+OWNER_AND_REQUEST = (
+    select(
+        UserRow.id.label("owner"), EnvironmentRow.id, EnvironmentRow.request_id, EnvironmentRow.spec
+    )
+    .select_from(UserRow)
+    .outerjoin(
+        EnvironmentRow,
+        (EnvironmentRow.owner_id == UserRow.id)
+        & (EnvironmentRow.request_id == bindparam("request_id")),
+    )
+    .where(UserRow.id == bindparam("owner"))
+)
+OWNER_AND_REQUEST_LOCKED = OWNER_AND_REQUEST.with_for_update(of=UserRow)
 QUEUE = select(*ENVIRONMENT_COLUMNS).where(IS_WAITING).order_by(*QUEUE_ORDER)
 USAGE_BY_HOST = (
     select(
@@ -269,12 +283,20 @@ def insert_environment(
         ConflictError: the request id was used for a different spec.
         QuotaError: the owner would go over ``quota``.
     """
-    if not lock_owner(session, new.owner):
+    # With a quota, the owner's row is locked: one owner's requests are counted
+    # one at a time, across control planes too (SQLite's BEGIN IMMEDIATE already
+    # serialises). Without one, nothing is counted, and two requests with one
+    # request id meet on the unique (owner, request id) instead (Registry.create).
+    statement = OWNER_AND_REQUEST if quota is None else OWNER_AND_REQUEST_LOCKED
+    found = (
+        session.connection()
+        .execute(statement, {"owner": new.owner, "request_id": new.request_id})
+        .first()
+    )
+    if found is None:
         raise NotFoundError("user", new.owner)
-    if new.request_id is not None:
-        existing = find_request(session, new.owner, new.request_id)
-        if existing is not None:
-            return load(session, same_request(existing, new.spec)), False
+    if found.id is not None:
+        return load(session, same_request(found, new.spec)), False
     reserves = new.reserves
     if quota is not None:
         quota.check(owner_usage(session, new.owner), reserves.cpus, reserves.memory_mb)
