@@ -228,6 +228,47 @@ async def test_transition_records_row_and_event_together(
                           "reason": "admitted"}  # fmt: skip
 
 
+async def test_a_move_stores_the_notes_around_it_in_order_with_one_seq_each(
+    registry: Registry, alice: User, clock: FakeClock
+) -> None:
+    """Notes stored before a move carry the old state, those after it the new one; with
+    the state event and the transitions row they are numbered in order from the
+    environment's last seq, with the move's time and their own data, and the next event
+    follows them (on PostgreSQL all of it is one statement)."""
+    env, _ = await registry.create(new(alice.id))
+    await registry.transition(env.id, State.REQUESTED, State.PROVISIONING, actor="system",
+                              reason="admitted", host="n1")  # fmt: skip
+    clock.advance(7)
+    before = [
+        (EventType.PROGRESS, "sandbox ready", {}),
+        (EventType.PROGRESS, "display ready", {"port": 5900, "nested": {"a": [1, 2]}}),
+    ]
+    after = [(EventType.WARNING, "slow start", {"seconds": 3.5})]
+    moved, event = await registry.transition(
+        env.id, State.PROVISIONING, State.RUNNING, actor="system", reason="provisioned",
+        around=(before, after),
+    )  # fmt: skip
+    at = datetime(2030, 1, 1, 0, 0, 7, tzinfo=UTC)
+    assert (moved.state, moved.host, moved.started, moved.updated) == (
+        State.RUNNING, "n1", at, at)  # fmt: skip
+    assert (event.seq, event.state, event.message) == (5, State.RUNNING, "running: provisioned")
+    stored = [(e.seq, e.type, e.state, e.message, e.data, e.time)
+              for e in await registry.events(env.id)][2:]  # fmt: skip
+    assert stored == [
+        (3, EventType.PROGRESS, State.PROVISIONING, "sandbox ready", {}, at),
+        (4, EventType.PROGRESS, State.PROVISIONING, "display ready",
+         {"port": 5900, "nested": {"a": [1, 2]}}, at),
+        (5, EventType.STATE, State.RUNNING, "running: provisioned",
+         {"from": "provisioning", "to": "running", "actor": "system", "reason": "provisioned"},
+         at),
+        (6, EventType.WARNING, State.RUNNING, "slow start", {"seconds": 3.5}, at),
+    ]  # fmt: skip
+    steps = [(t.seq, t.from_state, t.to_state, t.actor, t.reason, t.time)
+             for t in await registry.transitions(env.id)]  # fmt: skip
+    assert steps[1:] == [(5, State.PROVISIONING, State.RUNNING, "system", "provisioned", at)]
+    assert (await registry.add_event(env.id, EventType.PROGRESS, "next")).seq == 7
+
+
 async def test_transition_is_compare_and_set(registry: Registry, alice: User) -> None:
     """A transition from a state the environment has left raises StateError and writes nothing."""
     env, _ = await registry.create(new(alice.id))

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import (
     Integer,
     Row,
+    Select,
     Table,
     Text,
     Update,
@@ -37,7 +38,14 @@ from genos import spec as spec_mod
 from genos.errors import ConflictError, GenOSError, NotFoundError, StateError
 from genos.orchestrator import states
 from genos.orchestrator.capacity import Quota, Request, Usage
-from genos.orchestrator.models import EnvironmentRow, EventRow, TransitionRow, UserRow, UTCDateTime
+from genos.orchestrator.models import (
+    EnvironmentRow,
+    EventRow,
+    JsonType,
+    TransitionRow,
+    UserRow,
+    UTCDateTime,
+)
 from genos.orchestrator.records import Clocks, Environment, Event, EventType, Transition
 from genos.orchestrator.states import HOLDING, LIVE, WAITING, State
 
@@ -441,26 +449,41 @@ def transition(
     states.check(old, new)
     before, after = around
     events = 1 + len(before) + len(after)
-    params = {"p_id": env_id, "p_old": old.value, "p_new": new.value, "p_now": now,
-              "p_events": events, "p_reason": reason, "p_host": host}  # fmt: skip
+    params: dict[str, Any] = {"p_id": env_id, "p_old": old.value, "p_new": new.value,
+                              "p_now": now, "p_events": events, "p_reason": reason,
+                              "p_host": host}  # fmt: skip
+    said = (EventType.STATE, new, f"{new.value}: {reason}")
+    data = {"from": old.value, "to": new.value, "actor": actor, "reason": reason}
     ended = new in (State.FAILED, State.LOST)  # the reason is what a person reads first
-    statement = _move_statement(new is State.RUNNING, ended, host is not None)
+    shape = (new is State.RUNNING, ended, host is not None)
+    whole = session.get_bind().dialect.name == "postgresql"
+    if whole:  # the move, its transition and its events in one statement
+        params["p_actor"] = actor
+        notes = [(kind, old, text, extra) for kind, text, extra in before]
+        notes.append((*said, data))
+        notes += [(kind, new, text, extra) for kind, text, extra in after]
+        for n, (kind, state, text, extra) in enumerate(notes):
+            params |= {f"e{n}_type": kind.value, f"e{n}_state": state.value,
+                       f"e{n}_message": text, f"e{n}_data": extra}  # fmt: skip
+        statement: Select[Any] | Update = _whole_move_statement(*shape, len(before), len(after))
+    else:
+        statement = _move_statement(*shape)
     moved = session.connection().execute(statement, params).first()
     if moved is None:
         current = State(get_row(session, env_id).state)
         raise StateError(current.value, [old.value], f"move to {new.value}")
     seq = moved.last_seq - len(after)
-    step = {"env_id": env_id, "seq": seq, "from_state": old.value, "to_state": new.value,
-            "actor": actor, "reason": reason, "time": now}  # fmt: skip
-    data = {"from": old.value, "to": new.value, "actor": actor, "reason": reason}
-    event = event_row(env_id, seq, now, (EventType.STATE, new, f"{new.value}: {reason}"), data)
-    rows = [event_row(env_id, seq - len(before) + n, now, (kind, old, text), extra)
-            for n, (kind, text, extra) in enumerate(before)]  # fmt: skip
-    rows.append(event)
-    rows += [event_row(env_id, seq + 1 + n, now, (kind, new, text), extra)
-             for n, (kind, text, extra) in enumerate(after)]  # fmt: skip
-    session.connection().execute(INSERT_TRANSITION, step)
-    session.connection().execute(INSERT_EVENT, rows)
+    event = event_row(env_id, seq, now, said, data)
+    if not whole:
+        step = {"env_id": env_id, "seq": seq, "from_state": old.value, "to_state": new.value,
+                "actor": actor, "reason": reason, "time": now}  # fmt: skip
+        rows = [event_row(env_id, seq - len(before) + n, now, (kind, old, text), extra)
+                for n, (kind, text, extra) in enumerate(before)]  # fmt: skip
+        rows.append(event)
+        rows += [event_row(env_id, seq + 1 + n, now, (kind, new, text), extra)
+                 for n, (kind, text, extra) in enumerate(after)]  # fmt: skip
+        session.connection().execute(INSERT_TRANSITION, step)
+        session.connection().execute(INSERT_EVENT, rows)
     env = load(session, env_id) if new in WAITING else to_environment(moved)
     return env, _to_event(event)
 
@@ -509,6 +532,42 @@ def _move_statement(running: bool, failed: bool, placed: bool) -> Update:
         .values(**values)
         .returning(EnvironmentRow.last_seq, *ENVIRONMENT_COLUMNS)
     )
+
+
+@functools.cache
+def _whole_move_statement(
+    running: bool, failed: bool, placed: bool, before: int, after: int
+) -> Select[Any]:
+    """A move as one PostgreSQL statement, built once per shape: the compare-and-set
+    ``UPDATE`` of :func:`_move_statement`, its ``transitions`` row and its events
+    (``before`` notes, the state event, ``after`` notes, numbered from the new
+    ``last_seq``), each an ``INSERT ... SELECT`` from the update's row, so nothing
+    is written when the update matched nothing. Three statements a move cost a
+    round trip each, and a create makes two moves.
+
+    Parameters: those of :func:`_move_statement`, ``p_actor``, and for each event
+    ``n`` in order ``e<n>_type``, ``e<n>_state``, ``e<n>_message``, ``e<n>_data``.
+    """
+    moved = _move_statement(running, failed, placed).cte("moved")
+    now = bindparam("p_now", type_=UTCDateTime())
+    env_id = bindparam("p_id", type_=Text())
+    state_seq = moved.c.last_seq - after
+    step_row = select(
+        env_id, state_seq, bindparam("p_old", type_=Text()), bindparam("p_new", type_=Text()),
+        bindparam("p_actor", type_=Text()), bindparam("p_reason", type_=Text()), now,
+    )  # fmt: skip
+    step = insert(TransitionRow).from_select(
+        ["env_id", "seq", "from_state", "to_state", "actor", "reason", "time"], step_row
+    )
+    writes = [step.cte("step")]
+    for n in range(before + 1 + after):
+        row = select(env_id, state_seq - before + n, now,
+                     bindparam(f"e{n}_type", type_=Text()), bindparam(f"e{n}_state", type_=Text()),
+                     bindparam(f"e{n}_message", type_=Text()),
+                     bindparam(f"e{n}_data", type_=JsonType))  # fmt: skip
+        cols = ["env_id", "seq", "time", "type", "state", "message", "data"]
+        writes.append(insert(EventRow).from_select(cols, row).cte(f"event{n}"))
+    return select(*moved.c).add_cte(*writes)
 
 
 def add_event(
