@@ -295,24 +295,29 @@ def insert_environment(
     # one at a time, across control planes too (SQLite's BEGIN IMMEDIATE already
     # serialises). Without one, nothing is counted, and two requests with one
     # request id meet on the unique (owner, request id) instead (Registry.create).
-    statement = OWNER_AND_REQUEST if quota is None else OWNER_AND_REQUEST_LOCKED
-    found = (
-        session.connection()
-        .execute(statement, {"owner": new.owner, "request_id": new.request_id})
-        .first()
-    )
-    if found is None:
-        raise NotFoundError("user", new.owner)
-    if found.id is not None:
-        return load(session, same_request(found, new.spec)), False
     reserves = new.reserves
-    if quota is not None:
-        quota.check(owner_usage(session, new.owner), reserves.cpus, reserves.memory_mb)
     spec_json = new.spec.model_dump_json()
     row = _new_row(new, now, json.loads(spec_json))
-    session.connection().execute(INSERT_ENVIRONMENT, row)
-    requested = (EventType.STATE, State.REQUESTED, "requested")
-    session.connection().execute(INSERT_EVENT, event_row(new.env_id, 1, now, requested, {}))
+    asked = {"owner": new.owner, "request_id": new.request_id}
+    connection = session.connection()
+    if quota is None and connection.dialect.name == "postgresql":
+        made = {f"n_{key}": value for key, value in row.items()}
+        found = connection.execute(_create_statement(), asked | made).first()
+        if found is None:
+            raise NotFoundError("user", new.owner)
+        if found.made is None:
+            return load(session, same_request(found, new.spec)), False
+    else:
+        statement = OWNER_AND_REQUEST if quota is None else OWNER_AND_REQUEST_LOCKED
+        found = connection.execute(statement, asked).first()
+        if found is None:
+            raise NotFoundError("user", new.owner)
+        if found.id is not None:
+            return load(session, same_request(found, new.spec)), False
+        if quota is not None:
+            quota.check(owner_usage(session, new.owner), reserves.cpus, reserves.memory_mb)
+        connection.execute(INSERT_ENVIRONMENT, row)
+        connection.execute(INSERT_EVENT, event_row(new.env_id, 1, now, REQUESTED, {}))
     # What was just written, without reading it back (a new request waits
     # behind everything already waiting; its position is found on reads).
     env = Environment(
@@ -322,6 +327,41 @@ def insert_environment(
         pool_id=new.pool_id, replaces=new.replaces,
     )  # fmt: skip
     return env, True
+
+
+REQUESTED = (EventType.STATE, State.REQUESTED, "requested")
+
+
+@functools.cache
+def _create_statement() -> Select[Any]:
+    """A create as one PostgreSQL statement (built once): the owner and a repeated
+    request id as :data:`OWNER_AND_REQUEST` reads them; the environment's row (``n_``
+    and its column's name for each value) and its ``requested`` event are inserted
+    only when the owner exists and the request id made nothing yet. Its row: the
+    owner, the repeated request's ``id``, ``request_id`` and ``spec`` (NULLs when
+    none), and ``made``, the new environment's id (NULL when nothing was made)."""
+    prior = OWNER_AND_REQUEST.cte("prior")
+    table = typing.cast(Table, EnvironmentRow.__table__)
+    names = ["id", "owner_id", "name", "state", "spec", "priority", "request_id", "cpus",
+             "memory_mb", "created", "updated", "last_seq", "pool_id", "replaces"]  # fmt: skip
+    values = [bindparam(f"n_{name}", type_=table.c[name].type) for name in names]
+    made = (
+        insert(EnvironmentRow)
+        .from_select(names, select(*values).select_from(prior).where(prior.c.id.is_(None)))
+        .returning(EnvironmentRow.id)
+        .cte("made")
+    )
+    kind, state, message = REQUESTED
+    event = select(made.c.id, literal(1), bindparam("n_created", type_=UTCDateTime()),
+                   literal(kind.value), literal(state.value), literal(message),
+                   literal({}, JsonType))  # fmt: skip
+    cols = ["env_id", "seq", "time", "type", "state", "message", "data"]
+    logged = insert(EventRow).from_select(cols, event.select_from(made)).cte("logged")
+    return (
+        select(*prior.c, made.c.id.label("made"))
+        .select_from(prior.outerjoin(made, literal(True)))
+        .add_cte(logged)
+    )
 
 
 def lock_owner(session: Session, owner: str) -> bool:
