@@ -10,7 +10,14 @@ import pytest
 from genos.cluster import pki
 from genos.cluster.etcd import EtcdClient, call, close, watch
 from genos.cluster.etcdlocal import EtcdCluster
-from genos.cluster.store import BATCH_LIMIT, Assignment, ClusterStore, Status, _Batch
+from genos.cluster.store import (
+    BATCH_BYTES,
+    BATCH_LIMIT,
+    Assignment,
+    ClusterStore,
+    Status,
+    _Batch,
+)
 from genos.errors import ClusterUnavailableError
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("one_loop")]
@@ -115,23 +122,24 @@ async def test_assignments_asked_together_go_in_one_transaction_and_a_taken_one_
 
 async def test_a_batch_takes_what_came_while_one_was_written_up_to_its_limit() -> None:
     """The first item goes alone; what is submitted while it is written goes next, together,
-    in order, at most BATCH_LIMIT at a time; a failed write fails its own waiters only,
-    an item's own error reaches its waiter alone, and a cancelled waiter leaves the rest."""
+    in order, at most BATCH_LIMIT at a time and about BATCH_BYTES stored; a failed write
+    fails its own waiters only, an item's own error reaches its waiter alone, and a
+    cancelled waiter leaves the rest."""
     batches: list[list[int]] = []
     gate = asyncio.Event()
 
     async def write(items: object) -> list[int | Exception]:
-        batch = list(items)  # type: ignore[call-overload]
+        batch = [i for i, _stored in items]  # type: ignore[attr-defined]
         batches.append(batch)
         await gate.wait()
         if -1 in batch:
             raise RuntimeError("etcd said no")
         return [ValueError(f"bad {i}") if i == 13 else i * 10 for i in batch]
 
-    group: _Batch[int, int] = _Batch(write, lambda _i: 1)
-    first = asyncio.create_task(group.submit(0))
+    group: _Batch[int, int] = _Batch(write)
+    first = asyncio.create_task(group.submit((0, b"0")))
     await asyncio.sleep(0)
-    more = [asyncio.create_task(group.submit(i)) for i in range(1, BATCH_LIMIT + 3)]
+    more = [asyncio.create_task(group.submit((i, b"i"))) for i in range(1, BATCH_LIMIT + 3)]
     await asyncio.sleep(0)
     more[1].cancel()  # item 2's waiter goes away; the others are unaffected
     gate.set()
@@ -143,9 +151,17 @@ async def test_a_batch_takes_what_came_while_one_was_written_up_to_its_limit() -
     assert isinstance(results[12], ValueError)
     assert [r for i, r in enumerate(results) if i not in (1, 12)] == [
         i * 10 for i in range(1, BATCH_LIMIT + 3) if i not in (2, 13)]  # fmt: skip
-    failed = await asyncio.gather(group.submit(-1), return_exceptions=True)
+    failed = await asyncio.gather(group.submit((-1, b"-")), return_exceptions=True)
     assert isinstance(failed[0], RuntimeError)
-    assert await group.submit(5) == 50  # a failure leaves the next batch alone
+    assert await group.submit((5, b"5")) == 50  # a failure leaves the next batch alone
+    batches.clear()
+    gate.clear()
+    half = b"x" * (BATCH_BYTES // 2 + 1)
+    big = [asyncio.create_task(group.submit((i, half))) for i in (7, 8, 9)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await asyncio.gather(*big) == [70, 80, 90]
+    assert batches == [[7], [8], [9]]  # two of them would be over BATCH_BYTES
 
 
 async def test_a_client_without_the_clusters_certificate_is_refused(etcd: EtcdCluster) -> None:

@@ -43,6 +43,7 @@ BATCH_BYTES = 512 * 1024  # etcd refuses a request over 1.5 MiB
 
 T = TypeVar("T")
 R = TypeVar("R")
+Stored = tuple[T, bytes]  # a value and the bytes etcd stores of it
 
 
 def _key(*parts: str) -> bytes:
@@ -90,9 +91,6 @@ class Assignment:
         return cls(**json.loads(data))
 
 
-Dumped = tuple[Assignment, bytes]  # an assignment and its stored form
-
-
 @dataclass(frozen=True)
 class Status:
     """What a node reports of one environment (``state``: a driver state or ``failed``)."""
@@ -121,8 +119,8 @@ class ClusterStore:
     def __init__(self, client: EtcdClient, timeout: float = 3.0) -> None:
         self.client = client
         self.timeout = timeout
-        self._assigns = _Batch(self._assign_all, lambda a: len(a[1]))
-        self._reports = _Batch(self._report_all, lambda s: len(s.dump()))
+        self._assigns: _Batch[Assignment, bool] = _Batch(self._assign_all)
+        self._reports: _Batch[Status, None] = _Batch(self._report_all)
 
     async def _call(self, what: str, make: Callable[[], Awaitable[Any]]) -> Any:
         """``make()``'s etcd call, made again while etcd elects a leader (see :func:`call`)."""
@@ -218,14 +216,14 @@ class ClusterStore:
         """
         return await self._assigns.submit((assignment, assignment.dump()))
 
-    async def _assign_all(self, batch: Sequence[Dumped]) -> Sequence[bool | Exception]:
+    async def _assign_all(self, batch: Sequence[Stored[Assignment]]) -> Sequence[bool | Exception]:
         distinct = len({a.env_id for a, _ in batch}) == len(batch)  # etcd refuses a key twice
         if len(batch) > 1 and distinct and await self._assign_together(batch):
             return [True] * len(batch)
         alone = (self._assign_together([a]) for a in batch)
         return await asyncio.gather(*alone, return_exceptions=True)  # type: ignore[return-value]
 
-    async def _assign_together(self, batch: Sequence[Dumped]) -> bool:
+    async def _assign_together(self, batch: Sequence[Stored[Assignment]]) -> bool:
         c = self.client
         compare, success = [], []
         for assignment, dumped in batch:
@@ -310,12 +308,13 @@ class ClusterStore:
     async def report(self, status: Status) -> None:
         """A node's word on one environment (reports made while one is being written go
         together, in one transaction)."""
-        await self._reports.submit(status)
+        await self._reports.submit((status, status.dump()))
 
-    async def _report_all(self, batch: Sequence[Status]) -> Sequence[None]:
+    async def _report_all(self, batch: Sequence[Stored[Status]]) -> Sequence[None]:
         c = self.client
-        last = {_key("status", s.node, s.env_id): s for s in batch}  # etcd refuses a key twice
-        puts = [c.transactions.put(key, s.dump()) for key, s in last.items()]
+        # etcd refuses a key twice in one transaction: the last word wins
+        last = {_key("status", s.node, s.env_id): dumped for s, dumped in batch}
+        puts = [c.transactions.put(key, dumped) for key, dumped in last.items()]
         await self._call("report", lambda: c.transaction(compare=[], success=puts, failure=[]))
         return [None] * len(batch)
 
@@ -377,32 +376,31 @@ class ClusterStore:
 
 class _Batch(Generic[T, R]):
     """Group commit for etcd writes: ``submit`` waits for its item's result; items
-    submitted while a batch is being written go in the next one (up to
-    :data:`BATCH_LIMIT` items and about :data:`BATCH_BYTES`), in submission order.
+    (each a value with the bytes stored of it) submitted while a batch is being
+    written go in the next one (up to :data:`BATCH_LIMIT` items and about
+    :data:`BATCH_BYTES` stored), in submission order.
     ``write`` gets a batch and gives one result per item, in order (an exception
     as a result is raised to that item's waiter); when ``write`` raises, every
     waiter of the batch gets that."""
 
     def __init__(
-        self,
-        write: Callable[[Sequence[T]], Awaitable[Sequence[R | Exception]]],
-        size: Callable[[T], int],
+        self, write: Callable[[Sequence[Stored[T]]], Awaitable[Sequence[R | Exception]]]
     ) -> None:
-        self._write, self._size = write, size
-        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._write = write
+        self._pending: list[tuple[Stored[T], asyncio.Future[R]]] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def submit(self, item: T) -> R:
+    async def submit(self, item: Stored[T]) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if self._writer is None:
             self._writer = asyncio.create_task(self._drain(), name="etcd-batch")
         return await future
 
-    def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
+    def _take(self) -> list[tuple[Stored[T], asyncio.Future[R]]]:
         count, size = 0, 0
-        for item, _ in self._pending:
-            size += self._size(item)
+        for (_, stored), _ in self._pending:
+            size += len(stored)
             if count and (count >= BATCH_LIMIT or size > BATCH_BYTES):
                 break
             count += 1
@@ -410,7 +408,7 @@ class _Batch(Generic[T, R]):
         return batch
 
     async def _drain(self) -> None:
-        batch: list[tuple[T, asyncio.Future[R]]] = []
+        batch: list[tuple[Stored[T], asyncio.Future[R]]] = []
         try:
             while self._pending:
                 batch = self._take()
