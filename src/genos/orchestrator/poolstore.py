@@ -139,12 +139,9 @@ def claim(
         ConflictError: the request id was used for a different spec.
         QuotaError: the owner would go over ``quota``.
     """
-    if not queries.lock_owner(session, wanted.owner):
-        raise NotFoundError("user", wanted.owner)
-    if wanted.request_id is not None:
-        existing = queries.find_request(session, wanted.owner, wanted.request_id)
-        if existing is not None:
-            return queries.load(session, queries.same_request(existing, wanted.spec))
+    existing = queries.prior_request(session, wanted.owner, wanted.request_id, lock=True)
+    if existing is not None:
+        return queries.load(session, queries.same_request(existing, wanted.spec))
     ready = (
         EnvironmentRow.pool_id == wanted.pool_id,
         EnvironmentRow.claimed.is_(None),

@@ -121,7 +121,6 @@ INSERT_TRANSITION = insert(typing.cast(Table, TransitionRow.__table__))
 INSERT_EVENT = insert(typing.cast(Table, EventRow.__table__))
 # The statements every create and admission pass runs, built once: SQLAlchemy
 # then reuses their compiled form without working out a cache key each time.
-LOCK_OWNER = select(UserRow.id).where(UserRow.id == bindparam("owner")).with_for_update()
 FIND_REQUEST = select(EnvironmentRow.id, EnvironmentRow.request_id, EnvironmentRow.spec).where(
     EnvironmentRow.owner_id == bindparam("owner"),
     EnvironmentRow.request_id == bindparam("request_id"),
@@ -140,6 +139,7 @@ OWNER_AND_REQUEST = (
     .where(UserRow.id == bindparam("owner"))
 )
 OWNER_AND_REQUEST_LOCKED = OWNER_AND_REQUEST.with_for_update(of=UserRow)
+REQUESTED = (EventType.STATE, State.REQUESTED, "requested")
 QUEUE = select(*ENVIRONMENT_COLUMNS).where(IS_WAITING).order_by(*QUEUE_ORDER)
 USAGE_BY_HOST = (
     select(
@@ -291,28 +291,24 @@ def insert_environment(
         ConflictError: the request id was used for a different spec.
         QuotaError: the owner would go over ``quota``.
     """
-    # With a quota, the owner's row is locked: one owner's requests are counted
-    # one at a time, across control planes too (SQLite's BEGIN IMMEDIATE already
-    # serialises). Without one, nothing is counted, and two requests with one
-    # request id meet on the unique (owner, request id) instead (Registry.create).
+    # Only a quota locks the owner's row (see prior_request): without one, nothing
+    # is counted, and two requests with one request id meet on the unique
+    # (owner, request id) instead (Registry.create).
     reserves = new.reserves
     spec_json = new.spec.model_dump_json()
     row = _new_row(new, now, json.loads(spec_json))
-    asked = {"owner": new.owner, "request_id": new.request_id}
     connection = session.connection()
     if quota is None and connection.dialect.name == "postgresql":
-        made = {f"n_{key}": value for key, value in row.items()}
-        found = connection.execute(_create_statement(), asked | made).first()
+        params = {"owner": new.owner, "request_id": new.request_id}
+        params |= {f"n_{key}": value for key, value in row.items()}
+        found = connection.execute(_create_statement(tuple(row)), params).first()
         if found is None:
             raise NotFoundError("user", new.owner)
         if found.made is None:
             return load(session, same_request(found, new.spec)), False
     else:
-        statement = OWNER_AND_REQUEST if quota is None else OWNER_AND_REQUEST_LOCKED
-        found = connection.execute(statement, asked).first()
-        if found is None:
-            raise NotFoundError("user", new.owner)
-        if found.id is not None:
+        found = prior_request(session, new.owner, new.request_id, lock=quota is not None)
+        if found is not None:
             return load(session, same_request(found, new.spec)), False
         if quota is not None:
             quota.check(owner_usage(session, new.owner), reserves.cpus, reserves.memory_mb)
@@ -329,25 +325,21 @@ def insert_environment(
     return env, True
 
 
-REQUESTED = (EventType.STATE, State.REQUESTED, "requested")
-
-
 @functools.cache
-def _create_statement() -> Select[Any]:
+def _create_statement(names: tuple[str, ...]) -> Select[Any]:
     """A create as one PostgreSQL statement (built once): the owner and a repeated
     request id as :data:`OWNER_AND_REQUEST` reads them; the environment's row (``n_``
     and its column's name for each value) and its ``requested`` event are inserted
-    only when the owner exists and the request id made nothing yet. Its row: the
+    only when the owner exists and the request id made nothing yet; ``names``: the
+    row's columns (:func:`_new_row`'s keys), built once per set. Its row: the
     owner, the repeated request's ``id``, ``request_id`` and ``spec`` (NULLs when
     none), and ``made``, the new environment's id (NULL when nothing was made)."""
     prior = OWNER_AND_REQUEST.cte("prior")
     table = typing.cast(Table, EnvironmentRow.__table__)
-    names = ["id", "owner_id", "name", "state", "spec", "priority", "request_id", "cpus",
-             "memory_mb", "created", "updated", "last_seq", "pool_id", "replaces"]  # fmt: skip
     values = [bindparam(f"n_{name}", type_=table.c[name].type) for name in names]
     made = (
         insert(EnvironmentRow)
-        .from_select(names, select(*values).select_from(prior).where(prior.c.id.is_(None)))
+        .from_select(list(names), select(*values).select_from(prior).where(prior.c.id.is_(None)))
         .returning(EnvironmentRow.id)
         .cte("made")
     )
@@ -364,14 +356,23 @@ def _create_statement() -> Select[Any]:
     )
 
 
-def lock_owner(session: Session, owner: str) -> bool:
-    """Lock the owner's row (False: no such user).
+def prior_request(
+    session: Session, owner: str, request_id: str | None, *, lock: bool
+) -> Row[Any] | None:
+    """What ``owner``'s ``request_id`` made already (its id, request id and spec), if
+    anything, read with the owner in one statement; ``lock``: the owner's row is
+    locked too, so that owner's requests are counted one at a time, across control
+    planes too (SQLite's ``BEGIN IMMEDIATE`` already serialises).
 
-    One owner's requests are checked one at a time, across control planes too
-    (SQLite's ``BEGIN IMMEDIATE`` already serialises).
+    Raises:
+        NotFoundError: no such owner.
     """
-    found = session.connection().execute(LOCK_OWNER, {"owner": owner})
-    return found.scalar_one_or_none() is not None
+    statement = OWNER_AND_REQUEST_LOCKED if lock else OWNER_AND_REQUEST
+    found = session.connection().execute(statement, {"owner": owner, "request_id": request_id})
+    row = found.first()
+    if row is None:
+        raise NotFoundError("user", owner)
+    return row if row.id is not None else None
 
 
 def _new_row(new: NewEnvironment, now: datetime, spec: dict[str, Any]) -> dict[str, Any]:
