@@ -30,6 +30,21 @@ def _mounts_of(*places: Path) -> list[str]:
     return [m for m in lines if "gocryptfs" in m or any(str(p) in m for p in places)]
 
 
+def _daemon_ids(cipher: Path) -> list[tuple[str, str]]:
+    """(Uid, Gid) lines of /proc/PID/status of each gocryptfs process serving ``cipher``."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            status = (proc / "status").read_text().splitlines()
+        except OSError:
+            continue
+        if argv[0].endswith(b"gocryptfs") and str(cipher).encode() in argv:
+            ids = {k: " ".join(v.split()) for k, v in (s.split(":", 1) for s in status if ":" in s)}
+            found.append((ids["Uid"], ids["Gid"]))
+    return found
+
+
 def _holds(tree: Path, needle: str) -> list[Path]:
     """Files under ``tree`` whose bytes contain ``needle``."""
     return [p for p in tree.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
@@ -348,13 +363,22 @@ class TestEnvironmentsWithVolumes:
         spec = _spec(desktop_spec, "vault", encrypted=True)
         with _env(runner, image_store, spec, data_root) as one:
             _write_note(one, PLAINTEXT)
+            volume = VolumeStore(data_root / "volumes").volume("alice", "vault")
+            # Served by an unprivileged gocryptfs: the env's own user on the host,
+            # real, effective, saved and file-system ids alike, which owns the tree.
+            host_id = one.host_id()
+            assert host_id is not None
+            user = host_id + 1000
+            assert _daemon_ids(volume.cipher) == [(f"{user} {user} {user} {user}",) * 2]
+            owners = {(p.stat().st_uid, p.stat().st_gid) for p in volume.cipher.rglob("*")}
+            assert owners == {(user, user)}
         with _env(runner, image_store, spec, data_root) as two:
             assert two.exec("cat", "/home/user/note.txt").stdout == PLAINTEXT
         for env in (one, two):
             assert host_traces(env.env_id, data_root) == NOTHING
         volumes = VolumeStore(data_root / "volumes")
-        volume = volumes.volume("alice", "vault")
         assert _mounts_of(volume.path, data_root / "volumes") == []
+        assert _daemon_ids(volume.cipher) == []
         assert volume.holder() is None
         assert _holds(volume.path, PLAINTEXT) == []
         volumes.rm("alice", "vault")

@@ -19,6 +19,12 @@ them into its range. FUSE (gocryptfs) refuses id-mapped mounts on this kernel
 (``mount_setattr``: EINVAL), so an encrypted volume's tree is instead chowned
 to the env's host uid of its user at attach time.
 
+The gocryptfs daemon of an env with its own id range runs as that env's user
+on the host, without privilege: root makes the FUSE mount and hands it the
+connection, the cipher directory and the password (see :func:`_serve_cipher_as`).
+An env on host ids keeps a root daemon, since host uid 1000 may be a person's
+account, which could then read the daemon's memory and its key.
+
 Deleting a volume unlinks its key first: without the key the cipher blocks
 are noise, even if some survive on the disk.
 """
@@ -26,6 +32,7 @@ are noise, even if some survive on the disk.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import secrets
@@ -231,10 +238,12 @@ class VolumeStore:
         """
         _claim(volume, env_id)
         try:
-            if volume.encrypted:
+            if volume.encrypted and id_map is not None:
+                uid, gid = id_map.host_id + SESSION_UID, id_map.host_id + SESSION_GID
+                _serve_cipher_as(volume, mountpoint, uid, gid)
+            elif volume.encrypted:
                 _mount_cipher(volume, mountpoint)
-                shift = id_map.host_id if id_map else 0
-                _chown_tree(mountpoint, shift + SESSION_UID, shift + SESSION_GID)
+                _chown_tree(mountpoint, SESSION_UID, SESSION_GID)
             elif id_map is not None:
                 idmap.bind_idmapped(volume.data, mountpoint, id_map, readonly=False)
             else:
@@ -257,7 +266,7 @@ class VolumeStore:
             except ExternalError:
                 _tool(["umount", "--lazy", str(mountpoint)], "umount --lazy of a volume")
         if volume.encrypted:
-            _wait_daemon_gone(mountpoint)
+            _wait_daemon_gone(volume.cipher)
         if volume.holder() == env_id:
             volume.marker.unlink(missing_ok=True)
 
@@ -340,12 +349,62 @@ def _claim(volume: Volume, env_id: str) -> None:
         fh.write(env_id)
 
 
-def _mount_cipher(volume: Volume, mountpoint: Path) -> None:
+def _check_fuse() -> None:
     if not Path("/dev/fuse").exists():
         raise CapabilityError("encrypted volumes need FUSE, and /dev/fuse is missing")
+
+
+def _mount_cipher(volume: Volume, mountpoint: Path) -> None:
+    """Serve the plaintext from a gocryptfs running as root (an env on host ids)."""
+    _check_fuse()
     # allow_other: the env's user is not the mounting root.
     argv = ["gocryptfs", "-q", "-allow_other", "-passfile", str(volume.key)]
     _tool([*argv, str(volume.cipher), str(mountpoint)], "gocryptfs mount")
+
+
+def _serve_cipher_as(volume: Volume, mountpoint: Path, uid: int, gid: int) -> None:
+    """Serve the plaintext at ``mountpoint`` from a gocryptfs running as ``uid``:``gid``
+    (the env's own user on the host), with no privilege at all.
+
+    Root makes the FUSE mount itself (``allow_other``, ``default_permissions``:
+    the kernel checks every caller's permissions) and hands gocryptfs the
+    connection and the cipher directory as descriptors, and the password on
+    stdin: the daemon needs no path into the 0700 volume and no root. The tree
+    on disk is chowned to ``uid`` first, so the daemon owns what it serves and
+    new files are the env user's without any switch of identity. (A gocryptfs
+    running as root with ``allow_other`` switches its credentials around every
+    create; Debian's 2.3 then refuses one now and then with EPERM.)
+    """
+    _check_fuse()
+    _chown_tree(volume.cipher, uid, gid)
+    fuse = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        cipher = os.open(volume.cipher, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            _fuse_mount(fuse, volume.cipher, mountpoint, uid, gid)
+            # -fsname only names the daemon's volume in its argv (see _daemons).
+            argv = ["gocryptfs", "-q", "-fsname", str(volume.cipher),
+                    f"/dev/fd/{cipher}", f"/dev/fd/{fuse}"]  # fmt: skip
+            _tool(argv, "gocryptfs mount", stdin=volume.key.read_text(), fds=(fuse, cipher),
+                  as_ids=(uid, gid))  # fmt: skip
+        finally:
+            os.close(cipher)
+    finally:
+        os.close(fuse)
+
+
+_MS_NOSUID, _MS_NODEV = 0x2, 0x4
+
+
+def _fuse_mount(fuse: int, source: Path, target: Path, uid: int, gid: int) -> None:
+    """mount(2) a FUSE file system at ``target`` on the open ``/dev/fuse`` ``fuse``,
+    owned by ``uid``:``gid``, open to every user the kernel's permission checks allow."""
+    options = (f"fd={fuse},rootmode=40000,user_id={uid},group_id={gid},"
+               "allow_other,default_permissions")  # fmt: skip
+    libc = ctypes.CDLL(None, use_errno=True)
+    flags = _MS_NOSUID | _MS_NODEV
+    if libc.mount(bytes(source), bytes(target), b"fuse.gocryptfs", flags, options.encode()):
+        raise ExternalError(f"FUSE mount at {target} failed: {os.strerror(ctypes.get_errno())}")
 
 
 def _chown_tree(top: Path, uid: int, gid: int) -> None:
@@ -355,13 +414,13 @@ def _chown_tree(top: Path, uid: int, gid: int) -> None:
             os.lchown(Path(parent, name), uid, gid)
 
 
-def _wait_daemon_gone(mountpoint: Path) -> None:
-    """Poll until no gocryptfs daemon serves ``mountpoint`` (it exits after the unmount)."""
-    needle = str(mountpoint).encode()
+def _wait_daemon_gone(cipher: Path) -> None:
+    """Poll until no gocryptfs daemon serves ``cipher`` (it exits after the unmount)."""
+    needle = str(cipher).encode()
     deadline = time.monotonic() + _DAEMON_EXIT_TIMEOUT
     while _daemons(needle):
         if time.monotonic() > deadline:
-            raise ExternalError(f"gocryptfs for {mountpoint} did not exit after unmount")
+            raise ExternalError(f"gocryptfs for {cipher} did not exit after unmount")
         time.sleep(0.01)
 
 
@@ -385,13 +444,25 @@ def _sync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _tool(argv: list[str], what: str) -> None:
+def _tool(
+    argv: list[str],
+    what: str,
+    *,
+    stdin: str | None = None,
+    fds: tuple[int, ...] = (),
+    as_ids: tuple[int, int] | None = None,
+) -> None:
+    """Run ``argv`` (``stdin`` on its standard input, ``fds`` open in it, as uid and
+    gid ``as_ids`` with no other groups); a failure as one line naming ``what``."""
     if shutil.which(argv[0]) is None:
         raise CapabilityError(f"{argv[0]} is not installed; {what} needs it")
+    uid, gid = as_ids if as_ids is not None else (None, None)
     try:
         done = subprocess.run(
-            argv, capture_output=True, text=True, check=False, timeout=_TOOL_TIMEOUT
-        )
+            argv, input=stdin, capture_output=True, text=True, check=False,
+            timeout=_TOOL_TIMEOUT, pass_fds=fds, user=uid, group=gid,
+            extra_groups=None if as_ids is None else [],
+        )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ExternalError(f"{what} failed: {exc}") from exc
     if done.returncode != 0:
