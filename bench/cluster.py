@@ -12,7 +12,8 @@ etcd members with mutual TLS, a PostgreSQL 15 server, ``genos node run
    the nodes, the CPU the leader, the nodes, etcd, PostgreSQL and the bench's
    own client spent per create (what limits it: they share the cores), and
    the transactions PostgreSQL committed per create (reads included, the
-   bench's polling for ``running`` too), and a calibration: milliseconds for
+   bench's polling for ``running`` too), the ceiling those CPU costs allow
+   (creates per second if every core did nothing else), and a calibration: milliseconds for
    a fixed piece of Python work in the bench process around the round (this
    machine's speed drifts; compare runs only where it agrees). Baseline:
    ``GET /healthz`` on the same server, same client and concurrency.
@@ -65,8 +66,8 @@ def cpu_of(pid: int) -> float:
 
 
 def pids_of(cluster: LocalCluster) -> dict[str, list[int]]:
-    """The processes by part: the first replica, nodes, etcd, PostgreSQL (postmaster and
-    its backends)."""
+    """The processes by part: the first replica (the leader), the other replicas, nodes,
+    etcd, PostgreSQL (postmaster and its backends)."""
     etcd = [m.pid for m in cluster.etcd.members if m.pid] if cluster.etcd else []
     postmaster = int((cluster.root / "pg" / "data" / "postmaster.pid").read_text().split()[0])
     pg = [postmaster]
@@ -78,8 +79,9 @@ def pids_of(cluster: LocalCluster) -> dict[str, list[int]]:
                 continue
             if int(stat[1]) == postmaster:
                 pg.append(int(proc.name))
-    return {"replica": [cluster.replicas[0].pid], "nodes": [n.pid for n in cluster.nodes],
-            "etcd": etcd, "postgres": pg}  # fmt: skip
+    replicas = [r.pid for r in cluster.replicas]
+    return {"replica": replicas[:1], "followers": replicas[1:],
+            "nodes": [n.pid for n in cluster.nodes], "etcd": etcd, "postgres": pg}  # fmt: skip
 
 
 def cpu_by_part(cluster: LocalCluster) -> dict[str, float]:
@@ -220,24 +222,29 @@ def placement(cluster: LocalCluster, n: int, conc: int) -> None:
     print(f"\n## Placement: {n} creates, {conc} at a time, to the leader (fake nodes)")
     print(
         "| nodes | creates/s | p50 ms | p99 ms | healthz p50/p99 ms | all running after s "
-        "(running/s) | per node min-max | CPU ms per create: leader / nodes / etcd / pg / "
-        "client | PostgreSQL commits per create | calibration ms |"
+        "(running/s) | per node min-max | CPU ms per create: leader / other replica / nodes / "
+        "etcd / pg / "
+        "client | ceiling: creates/s the cores give at that CPU | PostgreSQL commits per create "
+        "| calibration ms |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    cores = os.cpu_count() or 1
     for r in rows:
         c = r["cpu"]
         print(
             f"| {r['nodes']} | {r['rate']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | "
             f"{r['health_p50']:.1f} / {r['health_p99']:.1f} | {r['running_s']:.2f} "
             f"({r['running_rate']:.0f}) | {r['spread'][0]}-{r['spread'][1]} | "
-            f"{c['replica']:.2f} / {c['nodes']:.2f} / {c['etcd']:.2f} / {c['postgres']:.2f} / "
-            f"{c['client']:.2f} | {r['commits']:.2f} | {r['calibration']:.1f} |"
+            f"{c['replica']:.2f} / {c['followers']:.2f} / {c['nodes']:.2f} / {c['etcd']:.2f} / "
+            f"{c['postgres']:.2f} / {c['client']:.2f} | {cores * 1000 / sum(c.values()):.0f} | "
+            f"{r['commits']:.2f} | "
+            f"{r['calibration']:.1f} |"
         )
     one, twenty = rows
     print(
         f"| ratio 20/1 | {twenty['rate'] / one['rate']:.2f} | "
         f"{twenty['p50'] / one['p50']:.2f} | {twenty['p99'] / one['p99']:.2f} | | "
-        f"{twenty['running_s'] / one['running_s']:.2f} | | | | |"
+        f"{twenty['running_s'] / one['running_s']:.2f} | | | | | |"
     )
 
 
