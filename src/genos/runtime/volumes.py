@@ -60,6 +60,7 @@ _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 _TOOL_TIMEOUT = 60.0
 _DAEMON_EXIT_TIMEOUT = 10.0
+_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True)
@@ -457,11 +458,13 @@ def _tool(
     if shutil.which(argv[0]) is None:
         raise CapabilityError(f"{argv[0]} is not installed; {what} needs it")
     uid, gid = as_ids if as_ids is not None else (None, None)
+    # Another user starts in / with nothing of ours in its environment.
+    cwd, env = ("/", {"PATH": _PATH}) if as_ids is not None else (None, None)
     try:
         done = subprocess.run(
             argv, input=stdin, capture_output=True, text=True, check=False,
             timeout=_TOOL_TIMEOUT, pass_fds=fds, user=uid, group=gid,
-            extra_groups=None if as_ids is None else [],
+            extra_groups=None if as_ids is None else [], cwd=cwd, env=env,
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ExternalError(f"{what} failed: {exc}") from exc
