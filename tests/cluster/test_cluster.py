@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -67,6 +68,10 @@ async def test_environments_spread_over_nodes_and_stream_through_the_relay(
     assert ids[0] in node.driver.envs
     await leader.engine.terminate(ids[0])
     await until(lambda: ids[0] not in node.driver.envs, 10)
+    # Neither the control plane nor the node keeps a logger or a lock for it.
+    loggers = logging.Logger.manager.loggerDict
+    await until(lambda: not [n for n in loggers if n.endswith("." + ids[0])], 10)
+    await until(lambda: ids[0] not in node.agent._locks, 10)  # it grew with every environment
 
 
 async def test_a_cordoned_node_gets_nothing_new(cluster: Cluster, alice: User) -> None:

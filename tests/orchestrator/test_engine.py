@@ -249,6 +249,28 @@ async def test_each_environment_logs_on_its_own_logger(
     assert "provisioning -> running by system: provisioned" in mine
 
 
+def _loggers_of(env_id: str) -> list[str]:
+    return [n for n in logging.Logger.manager.loggerDict if n.endswith("." + env_id)]
+
+
+async def test_an_ended_environment_s_loggers_are_forgotten(
+    engine: Engine, driver: HookedDriver, alice: User
+) -> None:
+    """Once terminated (its destroy done) or failed, no logger named after it is kept (the
+    logging module would keep one per module per environment for good)."""
+    env = await engine.request(alice.id, make_spec())
+    await engine.wait(env.id, State.RUNNING, timeout=WAIT)
+    assert _loggers_of(env.id) == [f"genos.orchestrator.{env.id}"]
+    await engine.terminate(env.id, actor=alice.id)
+    assert _loggers_of(env.id) == []
+    driver.failures["create"] = broken("runc exploded")
+    failed = await engine.request(alice.id, make_spec())
+    await engine.wait(failed.id, State.FAILED, timeout=WAIT)
+    await driver.called("destroy")
+    await asyncio.sleep(0)  # the destroy's own bookkeeping after the driver call
+    assert _loggers_of(failed.id) == []
+
+
 async def test_a_closed_engine_refuses_requests(make_engine: MakeEngine, alice: User) -> None:
     """request after aclose raises ClosedError."""
     engine = await make_engine()

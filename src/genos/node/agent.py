@@ -24,10 +24,12 @@ import contextlib
 import logging
 import secrets
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any
 
+from genos import logs
 from genos.cluster.etcd import Resync
 from genos.cluster.store import KEEPALIVE_EVERY, Assignment, ClusterStore, NodeInfo, Status, env_of
 from genos.errors import ClusterUnavailableError, GenOSError, NotFoundError
@@ -63,7 +65,9 @@ class NodeAgent:
         self.started = 0.0
         self.used: dict[str, Any] = {}
         self.lease: int | None = None
-        self._locks: dict[str, asyncio.Lock] = {}
+        # One lock per environment while work on it is queued or running (weak: an
+        # idle environment's lock goes, so the map does not grow with every one).
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._work: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
 
@@ -132,6 +136,7 @@ class NodeAgent:
                 await self.driver.destroy(env_id)
             with contextlib.suppress(GenOSError):
                 await self.store.clear(self.name, env_id)
+            logs.forget(env_id)
         return stray
 
     async def _keepalive(self, lapsed: asyncio.Event, stop: asyncio.Event) -> None:
@@ -246,6 +251,7 @@ class NodeAgent:
             return
         with contextlib.suppress(GenOSError):
             await self.store.clear(self.name, env_id)
+        logs.forget(env_id)
 
 
 async def _first(*events: asyncio.Event) -> None:

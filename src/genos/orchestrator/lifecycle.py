@@ -15,13 +15,14 @@ import weakref
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
+from genos import logs
 from genos.errors import ExternalError, GenOSError
 from genos.orchestrator.events import EventBus
 from genos.orchestrator.provision import describe
 from genos.orchestrator.queries import Move, Note
 from genos.orchestrator.records import Environment, Event, EventType
 from genos.orchestrator.registry import Registry
-from genos.orchestrator.states import State
+from genos.orchestrator.states import FINAL, State
 from genos.runtime.driver import Driver
 from genos.spec import EnvironmentSpec
 
@@ -122,6 +123,8 @@ class Lifecycle:
         for kind, message, _data in move.after:
             log.info("%s: %s", kind.value, message)
         self.bus.publish(move.env_id)
+        if move.new in FINAL:
+            logs.forget(move.env_id)  # and again after its destroy, which may log
 
     async def emit(
         self, env_id: str, kind: EventType, message: str, data: dict[str, Any] | None = None
@@ -155,6 +158,8 @@ class Lifecycle:
             message = f"destroy failed, reconcile will retry: {describe(exc)}"
             await self.emit(env_id, EventType.ERROR, message)
             return False
+        finally:
+            logs.forget(env_id)  # the driver's and this module's loggers of it
         return True
 
     async def call(self, what: str, step: Awaitable[T]) -> T:
