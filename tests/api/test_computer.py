@@ -265,6 +265,7 @@ async def test_an_agent_waits_for_a_person_to_approve_or_decline(
         assert refused.status_code == 403
     actions = [r["action"] for r in AuditLog(api_app.service.audit_log.path).records()]
     assert actions.count("computer.approval_outcome") == 3
+    assert api_app.service.approvals._by_env == {}  # nothing kept once none is pending
 
 
 async def test_actions_are_marked_beside_recordings_on_their_clock(

@@ -257,6 +257,7 @@ def test_destroy_of_a_running_env_leaves_nothing(
         assert len(during["cgroups"]) >= 8
         assert len(during["mounts"]) in (1, 3)  # the root (+ 2 id-mapped layers with userns)
     assert host_traces(env.env_id, data_root) == NOTHING
+    assert env.env_id not in env.driver._locks  # nor does the driver keep a lock of it
 
 
 @pytest.mark.usefixtures("desktop_layers")

@@ -179,6 +179,7 @@ def test_destroy_returns_once_qemu_has_exited_and_been_reaped(
         runner.run(driver.destroy(env_id))
     assert not Path(f"/proc/{pid}").exists()
     assert_nothing_left(driver, env_id)
+    assert env_id not in driver._locks  # nor does the driver keep a lock of it
 
 
 def test_microvm_pause_stops_the_guest_clock_and_deep_suspend_keeps_its_state(

@@ -69,7 +69,10 @@ class Approvals:
         finally:
             if approval.status == "pending":  # the asking request went away
                 approval.status = "timed_out"
-            self._by_env.get(env_id, {}).pop(approval.id, None)
+            mine = self._by_env.get(env_id, {})
+            mine.pop(approval.id, None)
+            if not mine:
+                self._by_env.pop(env_id, None)  # none left: no entry kept for the environment
         return approval
 
     def decide(self, env_id: str, approval_id: str, approve: bool, who: str) -> Approval:

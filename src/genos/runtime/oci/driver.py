@@ -19,6 +19,7 @@ import logging
 import os
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,7 +133,9 @@ class OCIDriver:
         self.user_namespace = user_namespace
         self.volumes = volumes
         self._states: dict[str, EnvState] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        # Held while an operation on the environment runs or waits (weak: the map
+        # does not keep one for every environment this host ever had).
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._closed = False
 
     # -- the Driver protocol ---------------------------------------------------

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,9 @@ class QemuDriver:
         self._accel = accel
         self.max_memory_mb = max_memory_mb
         self.stop_timeout = stop_timeout
-        self._locks: dict[str, asyncio.Lock] = {}
+        # Held while an operation on the environment runs or waits (weak: the map
+        # does not keep one for every environment this host ever had).
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._closed = False
 
     @property
