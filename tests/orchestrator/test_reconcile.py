@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -52,14 +53,19 @@ async def test_vanished_environments_fail_with_a_reason(
 async def test_orphans_are_destroyed(
     make_engine: MakeEngine, registry: Registry, driver: HookedDriver, alice: User
 ) -> None:
-    """Host environments unknown to the registry, or final there, are destroyed."""
+    """Host environments unknown to the registry, or final there, are destroyed, and what
+    their destroy logged on their own loggers is not kept."""
     ended = await placed(registry, alice.id, State.TERMINATED)
     await driver.put(ORPHAN, EnvState.RUNNING)
     await driver.put(ended, EnvState.SUSPENDED)
+    for env_id in (ORPHAN, ended):  # as a real driver's destroy logs
+        logging.getLogger("genos.runtime.test").getChild(env_id).info("destroyed")
     report = await (await make_engine(start=False)).reconcile()
     assert sorted(report.destroyed) == sorted([ORPHAN, ended])
     assert driver.envs == {}
     assert (await registry.get(ended)).state is State.TERMINATED
+    names = logging.Logger.manager.loggerDict
+    assert [n for n in names if n.endswith((f".{ORPHAN}", f".{ended}"))] == []
 
 
 @pytest.mark.parametrize("verb", ["list_ids", "inspect"])

@@ -35,6 +35,7 @@ import logging
 from collections.abc import Container
 from dataclasses import dataclass, field
 
+from genos import logs
 from genos.errors import GenOSError, NotFoundError
 from genos.orchestrator.lifecycle import Lifecycle
 from genos.orchestrator.provision import describe
@@ -161,4 +162,5 @@ async def _remove_orphan(life: Lifecycle, env_id: str, report: ReconcileReport) 
         log.warning("orphan %s could not be destroyed: %s", env_id, exc)
         return
     log.info("orphan %s destroyed (registry: %s)", env_id, env.state.value if env else "unknown")
+    logs.forget(env_id)  # what the driver's destroy logged on it
     report.destroyed.append(env_id)
