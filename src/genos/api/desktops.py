@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import weakref
 from dataclasses import dataclass
 
 from PIL import Image
@@ -23,14 +24,23 @@ class Desktops:
 
     def __init__(self) -> None:
         self._open: dict[str, Desktop] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        # Held while a call opens or reopens the environment's connection (weak: none
+        # is kept for an environment no call is at).
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def __contains__(self, env_id: str) -> bool:
+        return env_id in self._open
 
     async def get(self, env_id: str, target: DisplayTarget) -> Desktop:
         """The environment's connection, opened (again) if it has none that lives.
 
+        Connections of other environments whose display has gone are closed first
+        (see :meth:`sweep`).
+
         Raises:
             ExternalError: the display does not answer or does not speak RFB.
         """
+        await self.sweep()
         async with self._locks.setdefault(env_id, asyncio.Lock()):
             desktop = self._open.get(env_id)
             if desktop is not None and desktop.alive:
@@ -51,6 +61,21 @@ class Desktops:
         self._locks.pop(env_id, None)
         if desktop is not None:
             await desktop.aclose()
+
+    async def sweep(self) -> list[str]:
+        """Close and forget every connection whose display has gone (its environment
+        ended, or its session restarted); their environments' ids.
+
+        Each holds its screen's pixels (4 MB at 1280x800): an agent that drives
+        environments to their end and never calls on them again would otherwise
+        leave them all here. A call on one that restarted reopens it (:meth:`get`).
+        """
+        gone = [(env_id, d) for env_id, d in list(self._open.items()) if not d.alive]
+        for env_id, desktop in gone:
+            if self._open.get(env_id) is desktop:  # not reopened meanwhile
+                del self._open[env_id]
+            await desktop.aclose()
+        return [env_id for env_id, _ in gone]
 
     async def aclose(self) -> None:
         """Close every connection."""

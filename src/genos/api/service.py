@@ -102,9 +102,19 @@ class Service:
         self.desktops = Desktops()  # agents' connections to displays (the computer API)
         self.approvals = Approvals()  # agents' questions to the people watching
         self._notes: set[asyncio.Task[None]] = set()
+        self.engine.when_ended(self._ended)
         self._users: dict[str, tuple[User, float]] = {}
         self._links: dict[str, tuple[str, float]] = {}
         self._pending_totp: dict[str, str] = {}
+
+    def _ended(self, env_id: str) -> None:
+        """Let go of an ended environment's agent connection (its screen's pixels) and
+        input lease."""
+        LEASES.drop(env_id)
+        if env_id in self.desktops:
+            task = asyncio.get_running_loop().create_task(self.desktops.drop(env_id))
+            self._notes.add(task)
+            task.add_done_callback(self._notes.discard)
 
     @property
     def admin_token_path(self) -> Path:

@@ -184,6 +184,11 @@ class Engine(Verbs, Reads):
             await self.registry.relocate(env_id, old, new, note)
         self._life.bus.publish(env_id)
 
+    def when_ended(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(env_id)`` as each environment ends here (its final state is
+        recorded by this process: failed, lost or terminated)."""
+        self._life.on_end.append(listener)
+
     def lead(self, leading: Callable[[], bool], defer: Callable[[], Awaitable[None]]) -> None:
         """Run the singletons (admission, timers, reconcile, pools) only while ``leading()``;
         otherwise admission asks are passed on by ``defer`` (a cluster's follower replica)."""

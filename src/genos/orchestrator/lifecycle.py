@@ -12,7 +12,7 @@ import asyncio
 import collections
 import logging
 import weakref
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from genos import logs
@@ -43,6 +43,9 @@ class Lifecycle:
         # A cluster's control plane answers for the environments of every host.
         self.every_host = False
         self.tasks: dict[str, asyncio.Task[None]] = {}  # provisioning in flight here
+        # Told the id of each environment this process records as ended (failed,
+        # lost or terminated), to let go of what they keep for it.
+        self.on_end: list[Callable[[str], None]] = []
         # Specs of environments requested here, parsed already: provisioning
         # takes its own from here instead of parsing the stored JSON again.
         self._specs: collections.OrderedDict[str, EnvironmentSpec] = collections.OrderedDict()
@@ -125,6 +128,8 @@ class Lifecycle:
         self.bus.publish(move.env_id)
         if move.new in FINAL:
             logs.forget(move.env_id)  # and again after its destroy, which may log
+            for listener in self.on_end:
+                listener(move.env_id)
 
     async def emit(
         self, env_id: str, kind: EventType, message: str, data: dict[str, Any] | None = None
