@@ -34,19 +34,17 @@ class Desktops:
     async def get(self, env_id: str, target: DisplayTarget) -> Desktop:
         """The environment's connection, opened (again) if it has none that lives.
 
-        Connections of other environments whose display has gone are closed first
-        (see :meth:`sweep`).
+        Before one is opened, every connection whose display has gone is closed
+        (see :meth:`sweep`): a call on a live one does no more than look it up.
 
         Raises:
             ExternalError: the display does not answer or does not speak RFB.
         """
-        await self.sweep()
         async with self._locks.setdefault(env_id, asyncio.Lock()):
             desktop = self._open.get(env_id)
             if desktop is not None and desktop.alive:
                 return desktop
-            if desktop is not None:
-                await desktop.aclose()
+            await self.sweep()  # this one too, if it is there
             try:
                 desktop = await Desktop.open(target)
             except (StreamClosedError, ProtocolError, TimeoutError) as exc:
@@ -58,7 +56,6 @@ class Desktops:
     async def drop(self, env_id: str) -> None:
         """Close an environment's connection, if any."""
         desktop = self._open.pop(env_id, None)
-        self._locks.pop(env_id, None)
         if desktop is not None:
             await desktop.aclose()
 
