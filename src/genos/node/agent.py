@@ -183,8 +183,11 @@ class NodeAgent:
         lock = self._locks.setdefault(env_id, asyncio.Lock())
 
         async def serialized() -> None:
-            async with lock:
-                await work
+            try:
+                async with lock:
+                    await work
+            finally:
+                work.close()  # cancelled while it waited for the lock: never started
 
         task = asyncio.create_task(serialized(), name=f"node-{env_id}")
         self._work.add(task)
