@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
+import secrets
 import time
+import warnings
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from genos.cluster.placement import Candidate, choose
-from genos.cluster.store import NodeInfo
+from genos.cluster.store import Assignment, NodeInfo
 from genos.errors import ConflictError, ExternalError
+from genos.node.agent import NodeAgent
+from genos.node.local import DemoDriver
 from genos.orchestrator import Capacity, State, Usage, User
 from genos.orchestrator.records import EventType
 from genos.runtime.driver import endpoint
-from genos.spec import EnvironmentSpec, Lifetime
+from genos.spec import EnvironmentSpec, Lifetime, dump
 from tests.cluster.conftest import Cluster, Replica, until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
@@ -162,6 +170,67 @@ async def test_a_follower_takes_requests_and_the_leader_admits_them_at_once(
     ran = await follower.engine.wait(env.id, State.RUNNING, timeout=30)
     assert ran.host == "n1"
     assert time.monotonic() - began < 3
+
+
+async def test_another_replica_s_reconcile_leaves_a_create_its_node_is_making_alone(
+    cluster: Cluster, alice: User
+) -> None:
+    """A create is held on its node when the other replica reconciles (what a new leader
+    does first, while the old one still waits on the node): it stays provisioning, not
+    failed, and runs once the node is done. An assignment no registry row holds, on a node
+    that has said nothing of it (a timed-out write that etcd committed later), is removed."""
+    node = await cluster.node("n1")
+    gate = asyncio.Event()
+    create = node.driver.create
+
+    async def held(env_id: str, spec: Any) -> None:
+        await gate.wait()
+        await create(env_id, spec)
+
+    node.driver.create = held  # type: ignore[method-assign]
+    await cluster.replica("cp1")
+    await cluster.replica("cp2")
+    leader = await cluster.leader()
+    other = next(r for r in cluster.replicas.values() if r is not leader)
+    store = other.plane.store
+    env = await leader.engine.request(alice.id, EnvironmentSpec(name="held"))
+    await until(lambda: store.owner(env.id), 30)
+    stray = secrets.token_hex(5)
+    await store.assign(Assignment(stray, "n9", dump(EnvironmentSpec(name="stray")), "running"))
+    report = await other.engine.reconcile()
+    assert report.complete
+    assert report.failed == []
+    assert report.destroyed == [stray]
+    assert await store.owner(stray) is None
+    assert (await other.engine.get(env.id)).state is State.PROVISIONING
+    gate.set()
+    assert (await leader.engine.wait(env.id, State.RUNNING, timeout=30)).host == "n1"
+    assert env.id in node.driver.envs
+
+
+async def test_a_node_s_work_cancelled_before_its_turn_is_closed_not_left_unawaited(
+    tmp_path: Path,
+) -> None:
+    """A node stops while a removal waits behind its environment's create: the waiting
+    work is closed (no "coroutine was never awaited" when it is collected), the running
+    one is cancelled, and neither ever ran past where it was."""
+    agent = NodeAgent("n1", None, DemoDriver(tmp_path), Capacity(cpus=1, memory_mb=256),  # type: ignore[arg-type]
+                      "127.0.0.1:1")  # fmt: skip
+    ran: list[str] = []
+
+    async def step(name: str) -> None:
+        ran.append(name)
+        await asyncio.Event().wait()
+
+    agent._spawn("0123456789", step("create"))
+    agent._spawn("0123456789", step("remove"))
+    await asyncio.sleep(0.05)
+    await agent._drain_work()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gc.collect()
+    assert ran == ["create"]
+    await agent.driver.aclose()  # type: ignore[attr-defined]
 
 
 def _refuse_creates(env_id: str, verb: str) -> None:

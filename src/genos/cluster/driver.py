@@ -25,6 +25,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -407,6 +408,20 @@ class ClusterDriver:
         else:
             state = EnvState(status.state)
         return Inspection(env_id, state, None, self.usage(env_id), f"cluster:{node}")
+
+    async def creating(self, env_id: str, since: datetime) -> bool:
+        """Whether a live node holds ``env_id``'s first assignment and has not settled it
+        (no word from it yet, or ``creating``), ``since`` (when it went to provisioning)
+        less than a step's time limit ago: a replica may be waiting on it. A leader's
+        reconcile leaves such an environment alone rather than failing another replica's
+        create."""
+        if (datetime.now(UTC) - since).total_seconds() > STEP_TIMEOUT:
+            return False
+        node = self.owners.get(env_id) or await self.store.owner(env_id)
+        if node is None or node not in self.nodes:
+            return False
+        status = self._status(env_id, node) or await self.store.status(node, env_id)
+        return status is None or (status.state == "creating" and status.generation == 1)
 
     def usage(self, env_id: str) -> Usage | None:
         """What its node last reported it used (None: nothing reported)."""

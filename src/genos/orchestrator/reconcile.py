@@ -3,7 +3,9 @@
 The registry is the intent (a transition is written before its side effect),
 the driver is what the host really has. Reconcile first takes a complete
 picture of the host (``list_ids`` + ``inspect`` of each); if any of that fails
-it changes nothing. Then, per environment and under its lock, re-reading both
+it changes nothing. An id the host lists but cannot yet say anything of (a
+cluster node that has not reported on an assignment) is in the picture: it
+exists there. Then, per environment and under its lock, re-reading both
 sides:
 
 =====================  ==================  ======================================
@@ -12,6 +14,9 @@ registry               host (driver)       action
 unknown, final,        present             orphan: ``destroy``
 waiting, other host
 provisioning           running             adopt: -> ``running``
+provisioning           still being created nothing: whoever provisions it (another
+                       (a cluster's node)  replica) finishes it, else the next
+                                           reconcile adopts or fails it
 provisioning           anything else       -> ``failed`` ("control plane
                                            restarted during provisioning") and
                                            ``destroy``; the client may request
@@ -65,15 +70,16 @@ class ReconcileReport:
         return bool(self.adopted or self.failed or self.destroyed or self.repaired)
 
 
-async def host_picture(life: Lifecycle) -> dict[str, EnvState] | None:
-    """Every environment the driver has and its state, or None if any read failed."""
-    picture: dict[str, EnvState] = {}
+async def host_picture(life: Lifecycle) -> dict[str, EnvState | None] | None:
+    """Every environment the driver lists and its state (None: it says nothing of it yet,
+    or it went between list and inspect), or None if any read failed."""
+    picture: dict[str, EnvState | None] = {}
     try:
         for env_id in await life.driver.list_ids():
             try:
                 picture[env_id] = (await life.driver.inspect(env_id)).state
             except NotFoundError:
-                continue  # gone between list and inspect
+                picture[env_id] = None  # destroying it, if it is an orphan, does no harm
     except Exception as exc:  # noqa: BLE001 - an incomplete picture means: change nothing
         log.warning("reconcile skipped, the host could not be read: %s", describe(exc))
         return None
@@ -133,6 +139,8 @@ async def _apply(
             reason = "adopted: running on host"
             await life.move(env.id, env.state, State.RUNNING, actor=ACTOR, reason=reason)
             report.adopted.append(env.id)
+        elif await _being_created(life, env):
+            life.logger(env.id).info("reconcile: still being created on its node; left alone")
         else:
             await life.fail(env.id, env.state, RESTARTED, ACTOR)
             report.failed.append(env.id)
@@ -148,6 +156,13 @@ async def _apply(
     elif env.state is State.SUSPENDED and actual is EnvState.RUNNING:
         await life.call("suspend", life.driver.suspend(env.id))
         report.repaired.append(env.id)
+
+
+async def _being_created(life: Lifecycle, env: Environment) -> bool:
+    """Whether the host is still creating it for someone (a cluster's node working on an
+    assignment another replica waits on). Drivers of one host know nothing of that."""
+    creating = getattr(life.driver, "creating", None)
+    return creating is not None and bool(await creating(env.id, env.updated))
 
 
 async def _remove_orphan(life: Lifecycle, env_id: str, report: ReconcileReport) -> None:
