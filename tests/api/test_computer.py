@@ -54,18 +54,21 @@ async def test_a_removed_environment_s_screen_is_not_kept(
     api: httpx.AsyncClient, api_app: Api
 ) -> None:
     """Once an environment an agent looked at is removed, its connection is closed and its
-    screen's pixels let go, with no further call on it; so is its input lease."""
+    screen's pixels let go, with no further call on it; so are its input lease and when
+    its agent was last active."""
     desktops = api_app.service.desktops
     one, two = await running_env(api), await running_env(api)
     assert (await api.get(f"{computer(one)}/screenshot")).status_code == 200
     assert (await api.post(f"{computer(one)}/click", json={"x": 3, "y": 4})).status_code == 200
     assert one["id"] in desktops._open
     assert LEASES.get(one["id"]).holder is not None
+    assert one["id"] in api_app.service.agent_activity
     assert (await api.delete(f"/v1/environments/{one['id']}")).status_code == 200
     assert (await api.get(f"{computer(two)}/screenshot")).status_code == 200
     assert set(desktops._open) == {two["id"]}
     assert one["id"] not in desktops._locks
     assert one["id"] not in LEASES._leases
+    assert one["id"] not in api_app.service.agent_activity
 
 
 async def test_actions_answer_the_cursor_and_are_audited(

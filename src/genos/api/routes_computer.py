@@ -52,7 +52,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/v1/environments/{env_id}/computer", tags=["computer"], responses=ERRORS)
 TIMED_OUT = 124  # coreutils timeout(1): the command ran out of time
 ACTIVITY_EVERY = 10.0  # seconds: agent actions reset the idle timer at most this often
-_last_activity: dict[str, float] = {}
 AUDIT_TEXT = 200  # characters of typed text kept in the audit log
 
 
@@ -92,7 +91,7 @@ async def desktop_of(svc: Service, who: Actor) -> Desktop:
     if who.env.state is not State.RUNNING:
         await svc.desktops.drop(env_id)
         LEASES.drop(env_id)
-        _last_activity.pop(env_id, None)
+        svc.agent_activity.pop(env_id, None)
         raise StateError(who.env.state.value, ["running"], "use the computer")
     return await svc.desktops.get(env_id, endpoint(svc.engine.driver, env_id, "vnc"))
 
@@ -138,8 +137,8 @@ async def done(svc: Service, desktop: Desktop, lease: InputLease, env_id: str) -
     """The answer to an action: where the pointer is and the screen's size."""
     lease.pointer = desktop.pointer
     now = time.monotonic()
-    if now - _last_activity.get(env_id, -ACTIVITY_EVERY) >= ACTIVITY_EVERY:
-        _last_activity[env_id] = now  # a registry write: not on every click
+    if now - svc.agent_activity.get(env_id, -ACTIVITY_EVERY) >= ACTIVITY_EVERY:
+        svc.agent_activity[env_id] = now  # a registry write: not on every click
         with contextlib.suppress(GenOSError):
             await svc.engine.activity(env_id)
     return JSONResponse(

@@ -101,6 +101,8 @@ class Service:
         self.cluster: Any = None  # a ControlPlane when this is a replica of a cluster
         self.desktops = Desktops()  # agents' connections to displays (the computer API)
         self.approvals = Approvals()  # agents' questions to the people watching
+        # When an agent's action last reset each environment's idle timer (monotonic).
+        self.agent_activity: dict[str, float] = {}
         self._notes: set[asyncio.Task[None]] = set()
         self.engine.when_ended(self._ended)
         self._users: dict[str, tuple[User, float]] = {}
@@ -109,8 +111,9 @@ class Service:
 
     def _ended(self, env_id: str) -> None:
         """Let go of an ended environment's agent connection (its screen's pixels) and
-        input lease."""
+        input lease, and when its agent was last active."""
         LEASES.drop(env_id)
+        self.agent_activity.pop(env_id, None)
         if env_id in self.desktops:
             task = asyncio.get_running_loop().create_task(self.desktops.drop(env_id))
             self._notes.add(task)
