@@ -233,6 +233,25 @@ async def test_a_node_s_work_cancelled_before_its_turn_is_closed_not_left_unawai
     await agent.driver.aclose()  # type: ignore[attr-defined]
 
 
+async def test_every_replica_hears_that_an_environment_ended(cluster: Cluster, alice: User) -> None:
+    """An environment one replica ends is heard of as ended by the other too (which lets go
+    of what it kept of it: an agent's connection, an input lease, loggers)."""
+    await cluster.node("n1")
+    await cluster.replica("cp1")
+    await cluster.replica("cp2")
+    leader = await cluster.leader()
+    other = next(r for r in cluster.replicas.values() if r is not leader)
+    heard: dict[str, list[str]] = {"leader": [], "other": []}
+    leader.engine.when_ended(heard["leader"].append)
+    other.engine.when_ended(heard["other"].append)
+    env = await leader.engine.request(alice.id, EnvironmentSpec(name="ends"))
+    await leader.engine.wait(env.id, State.RUNNING, timeout=30)
+    assert heard == {"leader": [], "other": []}
+    await leader.engine.terminate(env.id)
+    await until(lambda: env.id in heard["other"], 10)
+    assert env.id in heard["leader"]
+
+
 def _refuse_creates(env_id: str, verb: str) -> None:
     if verb == "create":
         raise ExternalError(f"{env_id}: disk full")

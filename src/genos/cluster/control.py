@@ -65,6 +65,7 @@ class ControlPlane:
         engine.lead(lambda: self.is_leader, self.kick)
         engine.precheck = self.available
         driver.node_lost.append(self._node_gone)
+        driver.env_gone.append(engine.ended_elsewhere)  # whichever replica ended it
 
     async def start(self) -> None:
         """Watch the nodes and statuses, and campaign for leadership in the background."""

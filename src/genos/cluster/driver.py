@@ -84,6 +84,9 @@ class ClusterDriver:
         self._waiting: dict[str, asyncio.Event] = {}  # env id -> set on its status changes
         self._tasks: list[asyncio.Task[None]] = []
         self.node_lost: list[Callable[[str], None]] = []  # called with a node's name
+        # Called with an environment's id when its owner record goes: it left every node
+        # (ended, whichever replica ended it; or a failed create before its retry).
+        self.env_gone: list[Callable[[str], None]] = []
 
     async def open(self) -> None:
         """Read the nodes and every status, then keep them current."""
@@ -152,6 +155,8 @@ class ClusterDriver:
                         self.owners[env_id] = event.value.decode()
                     else:
                         self.owners.pop(env_id, None)
+                        for listener in self.env_gone:
+                            listener(env_id)
                     revision = event.revision + 1
             except (Resync, ClusterUnavailableError):
                 await asyncio.sleep(0.5)

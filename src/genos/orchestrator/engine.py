@@ -186,8 +186,15 @@ class Engine(Verbs, Reads):
 
     def when_ended(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(env_id)`` as each environment ends here (its final state is
-        recorded by this process: failed, lost or terminated)."""
+        recorded by this process: failed, lost or terminated), or another replica of a
+        cluster tells of its end (:meth:`ended_elsewhere`). A listener may hear of one
+        environment more than once."""
         self._life.on_end.append(listener)
+
+    def ended_elsewhere(self, env_id: str) -> None:
+        """An environment left every node (a cluster's other replica ended it): let go of
+        what this process kept of it, as when it ends here."""
+        self._life.ended(env_id)
 
     def lead(self, leading: Callable[[], bool], defer: Callable[[], Awaitable[None]]) -> None:
         """Run the singletons (admission, timers, reconcile, pools) only while ``leading()``;

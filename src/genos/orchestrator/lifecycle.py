@@ -127,9 +127,14 @@ class Lifecycle:
             log.info("%s: %s", kind.value, message)
         self.bus.publish(move.env_id)
         if move.new in FINAL:
-            logs.forget(move.env_id)  # and again after its destroy, which may log
-            for listener in self.on_end:
-                listener(move.env_id)
+            self.ended(move.env_id)
+
+    def ended(self, env_id: str) -> None:
+        """Forget what this process kept of an environment that ended (its loggers; again
+        after its destroy, which may log) and tell the :attr:`on_end` listeners."""
+        logs.forget(env_id)
+        for listener in self.on_end:
+            listener(env_id)
 
     async def emit(
         self, env_id: str, kind: EventType, message: str, data: dict[str, Any] | None = None
