@@ -199,6 +199,24 @@ def test_a_desktop_runs_on_a_node_and_streams_through_any_replica(
     until(lambda: traces(real, env["id"]) == NOTHING, 30)
 
 
+def test_down_first_takes_from_the_nodes_what_etcd_still_assigns_them(
+    real: LocalCluster, desktop_spec: EnvironmentSpec
+) -> None:
+    """What etcd still assigns a node once the registry is done with it (an orphan the
+    leader has not reconciled yet) would outlive a stopped node: ``down`` takes it from the
+    node first and waits until nothing of it is left on the host. Here on a running desktop
+    (the registry is told afterwards)."""
+    with api(real) as client:
+        env = client.post("/v1/environments", json={"spec": dump(desktop_spec)}).json()
+        ran = until(lambda: (s := state_of(client, env["id"]))["state"] == "running" and s)
+        assert traces(real, env["id"])["containers"]
+        assert real.clear_assignments() == [env["id"]]
+        assert traces(real, env["id"]) == NOTHING
+        assert Path(f"/run/genos-{ran['node']}").is_dir()  # the node itself goes on
+        assert real.clear_assignments() == []
+        client.delete(f"/v1/environments/{env['id']}")
+
+
 def test_genos_node_drain_moves_a_desktop_to_the_other_node(
     real: LocalCluster, desktop_spec: EnvironmentSpec
 ) -> None:

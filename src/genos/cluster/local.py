@@ -8,12 +8,14 @@ port. Every process is ours: started with its own session, stopped by its
 pid. ``cluster.json`` in the root says what runs (``status --json``).
 
 ``down`` first removes every environment through the API (the nodes destroy
-them), then stops the replicas, the nodes, etcd and PostgreSQL, and removes
-the root: nothing it made is left.
+them) and then whatever etcd still assigns to a node (an orphan the leader
+has not reconciled yet), then stops the replicas, the nodes, etcd and
+PostgreSQL, and removes the root: nothing it made is left.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -29,7 +31,9 @@ from typing import Any
 import httpx
 
 from genos.cluster import localpg, pki
+from genos.cluster.etcd import EtcdClient, close
 from genos.cluster.etcdlocal import EtcdCluster, free_port
+from genos.cluster.store import ClusterStore
 from genos.errors import ExternalError, InputError
 from genos.gateway.tokens import TokenAuthority
 
@@ -257,16 +261,62 @@ class LocalCluster:
                         api.delete(f"/v1/environments/{env['id']}")
                 time.sleep(0.5)
 
+    def clear_assignments(self, timeout: float = 30.0) -> list[str]:
+        """Take from the nodes whatever etcd still assigns them once every environment has
+        ended (an orphan the leader has not reconciled yet: a create that failed while etcd
+        had no quorum, say) and wait until each node has destroyed it and said so. A node
+        that stops keeps what it holds (a restart must not lose it), so this comes first.
+
+        Returns:
+            The ids that were still assigned.
+        """
+        if self.etcd is None or not self.nodes:
+            return []
+        identity = pki.issue(self.pki_dir, "down", "control-plane", ["127.0.0.1"])
+
+        async def clear() -> list[str]:
+            client = EtcdClient(self._endpoints(), identity)
+            store = ClusterStore(client)
+            try:
+                owners = await store.owners()
+                for env_id, node in owners.items():
+                    await store.unassign(env_id, node)
+                async with asyncio.timeout(timeout):
+                    for env_id, node in owners.items():
+                        quiet = 0  # checks in a row that found nothing of it (a second's)
+                        while quiet < 5:
+                            held = await store.status(node, env_id) is not None
+                            quiet = 0 if held or _on_host(node, env_id) else quiet + 1
+                            await asyncio.sleep(0.2)
+                return sorted(owners)
+            finally:
+                await close(client)
+
+        return asyncio.run(clear())
+
     def down(self) -> None:
         """End every environment, stop every process, remove the root."""
         with contextlib.suppress(Exception):
             self.remove_environments()
+        with contextlib.suppress(Exception):
+            self.clear_assignments()
         for proc in [*self.replicas, *self.nodes]:
             stop(proc.pid, self.processes.pop(proc.name, None))
         if self.etcd is not None:
             self.etcd.stop_all()
         localpg.stop(self.root / "pg")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _on_host(node: str, env_id: str) -> bool:
+    """Whether ``node`` (a process on this machine) still has a run directory of ``env_id``."""
+    from genos.paths import acting_as  # noqa: PLC0415
+    from genos.runtime.oci.driver import default_run_root  # noqa: PLC0415
+    from genos.runtime.qemu import host as qemuhost  # noqa: PLC0415
+
+    with acting_as(node):
+        roots = (default_run_root(), qemuhost.default_run_root())
+    return any((root / env_id).exists() for root in roots)
 
 
 def _create_database(base: str, name: str) -> None:
