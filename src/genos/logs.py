@@ -6,7 +6,9 @@ follow or tune one environment by name. The logging module keeps every logger
 it ever made, though: a control plane or node that runs for months would hold
 one per module for every environment it ever saw (about 2 KB for four, so
 2 GB after a million). :func:`forget` drops an environment's loggers when it
-ends; a line logged for it later makes a fresh one.
+ends; a line logged for it later makes a fresh one, which the engine's
+maintenance loop forgets again within a period or two
+(``Lifecycle.forget_late``).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import logging
 
 import pytest
 
+from genos import logs
 from genos.errors import (
     ClosedError,
     ExternalError,
@@ -15,7 +16,7 @@ from genos.errors import (
     StateError,
     WaitTimeoutError,
 )
-from genos.orchestrator import Engine, Event, Registry, State, User
+from genos.orchestrator import Engine, Event, FakeClock, Registry, State, User
 from tests.orchestrator.conftest import MakeEngine
 from tests.orchestrator.doubles import HookedDriver, broken, make_spec
 from tests.orchestrator.helpers import steps, story
@@ -269,6 +270,48 @@ async def test_an_ended_environment_s_loggers_are_forgotten(
     await driver.called("destroy")
     await asyncio.sleep(0)  # the destroy's own bookkeeping after the driver call
     assert _loggers_of(failed.id) == []
+
+
+async def test_a_logger_made_after_an_environment_ended_goes_at_the_next_sweeps(
+    make_engine: MakeEngine, clock: FakeClock, alice: User
+) -> None:
+    """A line logged for an environment after its end makes a fresh logger: the maintenance
+    loop's sweep (each reconcile period) forgets it, and so does the sweep after (then the
+    id is let go too); a live environment's loggers stay."""
+    looping = await make_engine(maintenance=True, tick_interval=30.0, reconcile_interval=60.0)
+    env = await looping.request(alice.id, make_spec())
+    await looping.wait(env.id, State.RUNNING, timeout=WAIT)
+    await looping.terminate(env.id, actor=alice.id)
+    logging.getLogger(f"genos.gateway.{env.id}").info("viewer left")
+    for _period in (1, 2):  # 30 s: a tick; 60 s: the sweep
+        await asyncio.wait_for(clock.sleeping(), WAIT)
+        clock.advance(30)
+    await _until_gone(f"genos.gateway.{env.id}")
+    engine = await make_engine()  # sweeps only when told
+    ended, live = (
+        await engine.request(alice.id, make_spec()),
+        await engine.request(alice.id, make_spec()),
+    )
+    await engine.wait(ended.id, State.RUNNING, timeout=WAIT)
+    await engine.wait(live.id, State.RUNNING, timeout=WAIT)
+    await engine.terminate(ended.id, actor=alice.id)
+    late = f"genos.gateway.{ended.id}"
+    logging.getLogger(f"genos.gateway.{live.id}").info("viewer came")
+    for sweep in (1, 2, 3):
+        logging.getLogger(late).info("viewer left")
+        engine._life.forget_late()
+        assert _loggers_of(ended.id) == ([] if sweep < 3 else [late])
+    assert sorted(_loggers_of(live.id)) == [f"genos.gateway.{live.id}",
+                                            f"genos.orchestrator.{live.id}"]  # fmt: skip
+    logs.forget(ended.id)
+
+
+async def _until_gone(name: str) -> None:
+    async with asyncio.timeout(WAIT):
+        while True:
+            if name not in logging.Logger.manager.loggerDict:
+                return
+            await asyncio.sleep(0.01)
 
 
 async def test_a_closed_engine_refuses_requests(make_engine: MakeEngine, alice: User) -> None:

@@ -346,12 +346,15 @@ class Engine(Verbs, Reads):
         while True:
             await self.clock.sleep(tick)
             since += tick
+            due = since >= every
+            if due:
+                since = 0.0
+                self._life.forget_late()  # every replica: each keeps its own loggers
             if not self.leading():
                 continue
             try:
                 await self.tick()
-                if since >= every:
-                    since = 0.0
+                if due:
                     await self.reconcile()
             except GenOSError as exc:
                 log.warning("maintenance failed: %s", exc)

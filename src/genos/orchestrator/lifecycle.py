@@ -46,6 +46,10 @@ class Lifecycle:
         # Told the id of each environment this process records as ended (failed,
         # lost or terminated), to let go of what they keep for it.
         self.on_end: list[Callable[[str], None]] = []
+        # Environments that ended since the last sweep, and in the one before it
+        # (see forget_late).
+        self._ended_now: set[str] = set()
+        self._ended_before: set[str] = set()
         # Specs of environments requested here, parsed already: provisioning
         # takes its own from here instead of parsing the stored JSON again.
         self._specs: collections.OrderedDict[str, EnvironmentSpec] = collections.OrderedDict()
@@ -133,8 +137,18 @@ class Lifecycle:
         """Forget what this process kept of an environment that ended (its loggers; again
         after its destroy, which may log) and tell the :attr:`on_end` listeners."""
         logs.forget(env_id)
+        self._ended_now.add(env_id)
         for listener in self.on_end:
             listener(env_id)
+
+    def forget_late(self) -> None:
+        """Forget again the loggers of the environments that ended since the sweep before
+        last: a line logged for one after its end (a viewer leaving, a late destroy step)
+        made a fresh logger. Called every maintenance period, so one made within a period
+        or two of the end goes too."""
+        for env_id in self._ended_before | self._ended_now:
+            logs.forget(env_id)
+        self._ended_before, self._ended_now = self._ended_now, set()
 
     async def emit(
         self, env_id: str, kind: EventType, message: str, data: dict[str, Any] | None = None
