@@ -80,13 +80,16 @@ async def test_nothing_overtakes_the_head_of_the_queue(
 async def test_cancel_a_queued_request(
     make_engine: MakeEngine, registry: Registry, driver: HookedDriver, alice: User
 ) -> None:
-    """Cancelling a queued request terminates it without touching the driver."""
+    """Cancelling a queued request terminates it without touching the driver, and the spec
+    kept for its provisioning goes with it."""
     engine = await make_engine(Capacity(cpus=1, memory_mb=8192), requests=STRICT)
     running = await engine.request(alice.id, make_spec("a"))
     queued = await engine.request(alice.id, make_spec("b"))
     later = await engine.request(alice.id, make_spec("c"))
+    assert queued.id in engine._life._specs
     cancelled = await engine.cancel(queued.id, actor=alice.id)
     assert cancelled.state is State.TERMINATED
+    assert queued.id not in engine._life._specs
     assert await steps(registry, queued.id) == [("requested", "queued"), ("queued", "terminated")]
     assert [call for call in driver.calls if call[1] == queued.id] == []
     assert (await engine.get(later.id)).queue_position == 1

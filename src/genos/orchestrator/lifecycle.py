@@ -134,9 +134,11 @@ class Lifecycle:
             self.ended(move.env_id)
 
     def ended(self, env_id: str) -> None:
-        """Forget what this process kept of an environment that ended (its loggers; again
-        after its destroy, which may log) and tell the :attr:`on_end` listeners."""
+        """Forget what this process kept of an environment that ended (its loggers, again
+        after its destroy, which may log; its spec, when it never reached provisioning
+        here) and tell the :attr:`on_end` listeners."""
         logs.forget(env_id)
+        self._specs.pop(env_id, None)  # it ended before provisioning took it (or elsewhere)
         self._ended_now.add(env_id)
         for listener in self.on_end:
             listener(env_id)
