@@ -89,9 +89,7 @@ async def desktop_of(svc: Service, who: Actor) -> Desktop:
     """The agent connection to the environment's display (it must be running)."""
     env_id = who.env.id
     if who.env.state is not State.RUNNING:
-        await svc.desktops.drop(env_id)
-        LEASES.drop(env_id)
-        svc.agent_activity.pop(env_id, None)
+        await svc.let_go(env_id)
         raise StateError(who.env.state.value, ["running"], "use the computer")
     return await svc.desktops.get(env_id, endpoint(svc.engine.driver, env_id, "vnc"))
 

@@ -109,11 +109,19 @@ class Service:
         self._links: dict[str, tuple[str, float]] = {}
         self._pending_totp: dict[str, str] = {}
 
-    def _ended(self, env_id: str) -> None:
-        """Let go of an ended environment's agent connection (its screen's pixels) and
-        input lease, and when its agent was last active."""
+    async def let_go(self, env_id: str) -> None:
+        """Let go of what agents had of an environment no longer running: its connection
+        (its screen's pixels), its input lease, and when its agent was last active."""
+        self._forget_agent(env_id)
+        await self.desktops.drop(env_id)
+
+    def _forget_agent(self, env_id: str) -> None:
         LEASES.drop(env_id)
         self.agent_activity.pop(env_id, None)
+
+    def _ended(self, env_id: str) -> None:
+        """:meth:`let_go` of an environment that ended (its connection closes meanwhile)."""
+        self._forget_agent(env_id)
         if env_id in self.desktops:
             task = asyncio.get_running_loop().create_task(self.desktops.drop(env_id))
             self._notes.add(task)

@@ -282,12 +282,15 @@ class LocalCluster:
                 for env_id, node in owners.items():
                     await store.unassign(env_id, node)
                 async with asyncio.timeout(timeout):
-                    for env_id, node in owners.items():
-                        quiet = 0  # checks in a row that found nothing of it (a second's)
-                        while quiet < 5:
-                            held = await store.status(node, env_id) is not None
-                            quiet = 0 if held or _on_host(node, env_id) else quiet + 1
-                            await asyncio.sleep(0.2)
+                    quiet = 0  # checks in a row that found nothing of any (a second's)
+                    while quiet < 5:
+                        held = [
+                            e
+                            for e, node in owners.items()
+                            if _on_host(node, e) or await store.status(node, e) is not None
+                        ]
+                        quiet = 0 if held else quiet + 1
+                        await asyncio.sleep(0.2)
                 return sorted(owners)
             finally:
                 await close(client)
@@ -310,12 +313,11 @@ class LocalCluster:
 
 def _on_host(node: str, env_id: str) -> bool:
     """Whether ``node`` (a process on this machine) still has a run directory of ``env_id``."""
+    from genos.node.local import run_roots  # noqa: PLC0415
     from genos.paths import acting_as  # noqa: PLC0415
-    from genos.runtime.oci.driver import default_run_root  # noqa: PLC0415
-    from genos.runtime.qemu import host as qemuhost  # noqa: PLC0415
 
     with acting_as(node):
-        roots = (default_run_root(), qemuhost.default_run_root())
+        roots = run_roots()
     return any((root / env_id).exists() for root in roots)
 
 

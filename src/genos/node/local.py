@@ -64,6 +64,15 @@ def local_driver(kind: str, root: Path, images_dir: Path | None = None) -> Drive
     return TierRouter(routes)
 
 
+def run_roots() -> tuple[Path, Path]:
+    """This node's run roots, one per runtime: ``/run/genos`` and ``/run/genos-qemu`` (with
+    ``-<node>`` for a named node); each environment has a directory under one of them."""
+    from genos.runtime.oci.driver import default_run_root  # noqa: PLC0415
+    from genos.runtime.qemu import host as qemuhost  # noqa: PLC0415
+
+    return default_run_root(), qemuhost.default_run_root()
+
+
 async def leave_host(driver: Driver) -> bool:
     """Remove a named node's empty run roots and parent cgroups when it holds nothing any more.
 
@@ -73,13 +82,12 @@ async def leave_host(driver: Driver) -> bool:
         Whether there was nothing left and the node's traces are gone.
     """
     from genos.paths import node_name  # noqa: PLC0415
-    from genos.runtime.oci.driver import default_run_root  # noqa: PLC0415
     from genos.runtime.qemu import host as qemuhost  # noqa: PLC0415
     from genos.sandbox import cgroups  # noqa: PLC0415
 
     if not node_name() or await driver.list_ids():
         return False
-    for root in (default_run_root(), qemuhost.default_run_root()):
+    for root in run_roots():
         shutil.rmtree(root, ignore_errors=True)
     cgroups.remove_parent()
     qemuhost.remove_parent()
