@@ -84,6 +84,31 @@ def test_display_serves_the_rfb_banner(tmp_path: Path) -> None:
     assert asyncio.run(scenario()) == b"RFB 003.008\n"
 
 
+@pytest.mark.parametrize("end", ["destroy", "aclose"])
+def test_ending_the_display_hangs_up_on_connected_viewers(tmp_path: Path, end: str) -> None:
+    """destroy and aclose end every connection their servers still serve (3.11's
+    Server.close leaves them open): a video viewer reads EOF and no handler is left."""
+
+    async def scenario() -> tuple[int, int]:
+        driver = FakeDriver(tmp_path)
+        await driver.create(ENV, SPEC)
+        await driver.start(ENV)
+        env = driver.envs[ENV]
+        reader, writer = await asyncio.open_unix_connection(driver.endpoint(ENV, "video"))
+        writer.write(b"10 80\n")
+        await reader.readexactly(4)  # the stream has begun
+        serving = len(env.connections)
+        async with asyncio.timeout(5):  # the stream goes on for ever unless ended
+            await (driver.destroy(ENV) if end == "destroy" else driver.aclose())
+            await reader.read()  # to EOF: the server hung up
+        writer.close()
+        await writer.wait_closed()
+        await driver.aclose()
+        return serving, len(env.connections)
+
+    assert asyncio.run(scenario()) == (1, 0)
+
+
 def test_checkpoint_is_refused_unless_enabled(tmp_path: Path) -> None:
     """suspend(to_disk=True) raises CapabilityError by default and works with checkpoint=True."""
 

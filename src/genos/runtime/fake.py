@@ -21,7 +21,7 @@ from genos.errors import CapabilityError, ClosedError, InputError, NotFoundError
 from genos.ids import is_env_id
 from genos.runtime import lifecycle
 from genos.runtime.driver import EnvState, Inspection, Usage
-from genos.runtime.fake_media import MediaLog, record_server, video_server
+from genos.runtime.fake_media import Handler, MediaLog, record_server, video_server
 from genos.runtime.files import HomeDir
 from genos.runtime.lifecycle import Verb
 from genos.spec import EnvironmentSpec
@@ -45,6 +45,7 @@ class FakeEnv:
     listeners: int = 0  # connections to mic.sock still open
     media_servers: list[asyncio.AbstractServer] = field(default_factory=list)  # video, record
     media: MediaLog = field(default_factory=MediaLog)
+    connections: set[asyncio.Task[None]] = field(default_factory=set)  # handlers still serving
 
 
 class FakeDriver:
@@ -92,7 +93,7 @@ class FakeDriver:
         target = lifecycle.require(env.state, Verb.START)
         sock = self.display(env_id)
         sock.parent.mkdir(parents=True, exist_ok=True)
-        env.server = await asyncio.start_unix_server(_greet, path=str(sock))
+        env.server = await _serve(env, _greet, str(sock))
         if env.spec.security.microphone:
 
             async def listen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -106,13 +107,13 @@ class FakeDriver:
                         await writer.wait_closed()
                     env.listeners -= 1
 
-            env.mic = await asyncio.start_unix_server(listen, path=str(sock.with_name("mic.sock")))
+            env.mic = await _serve(env, listen, str(sock.with_name("mic.sock")))
         video = str(sock.with_name("video.sock"))
-        env.media_servers = [await asyncio.start_unix_server(video_server(env.media), video)]
+        env.media_servers = [await _serve(env, video_server(env.media), video)]
         if env.spec.security.recording:
             serve = record_server(env.media)
             path = str(sock.with_name("record.sock"))
-            env.media_servers.append(await asyncio.start_unix_server(serve, path))
+            env.media_servers.append(await _serve(env, serve, path))
         self._move(env, target)
 
     async def suspend(self, env_id: str, *, to_disk: bool = False) -> None:
@@ -143,10 +144,8 @@ class FakeDriver:
         """Forget the environment and close its display. Idempotent."""
         self._enter(env_id, "destroy")
         env = self.envs.pop(env_id, None)
-        for server in (env.server, env.mic, *env.media_servers) if env is not None else ():
-            if server is not None:
-                server.close()
-                await server.wait_closed()
+        if env is not None:
+            await _close(env)
         shutil.rmtree(self.root / env_id, ignore_errors=True)
 
     async def inspect(self, env_id: str) -> Inspection:
@@ -215,10 +214,7 @@ class FakeDriver:
     async def aclose(self) -> None:
         """Close every display server; the driver refuses calls afterwards."""
         for env in self.envs.values():
-            for server in (env.server, env.mic, *env.media_servers):
-                if server is not None:
-                    server.close()
-                    await server.wait_closed()
+            await _close(env)
         self._closed = True
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -246,6 +242,45 @@ class FakeDriver:
     def _move(env: FakeEnv, target: EnvState) -> None:
         env.state = target
         env.history.append(target)
+
+
+async def _serve(env: FakeEnv, handler: Handler, path: str) -> asyncio.AbstractServer:
+    """A unix server at ``path`` whose connections :func:`_close` ends.
+
+    Python 3.11's ``Server.close`` leaves accepted connections open, so a
+    handler still serving when the driver closed (a viewer, or the engine's
+    readiness check hanging up) outlived its environment, and its socket was
+    closed only by the garbage collector, with a ResourceWarning.
+    """
+
+    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()  # always one: a handler runs in a task of its own
+        if task is not None:
+            env.connections.add(task)
+        try:
+            await handler(reader, writer)
+        finally:
+            if task is not None:
+                env.connections.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    return await asyncio.start_unix_server(tracked, path=path)
+
+
+async def _close(env: FakeEnv) -> None:
+    """Stop ``env``'s display servers and end the connections they still serve."""
+    servers = [s for s in (env.server, env.mic, *env.media_servers) if s is not None]
+    for server in servers:
+        server.close()
+    await asyncio.sleep(0)  # a connection accepted just now starts its handler
+    serving = list(env.connections)
+    for task in serving:
+        task.cancel()
+    await asyncio.gather(*serving, return_exceptions=True)
+    for server in servers:
+        await server.wait_closed()
 
 
 async def _greet(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
