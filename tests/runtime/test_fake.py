@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from genos.errors import CapabilityError, ClosedError, ExternalError, InputError, StateError
+from genos.node.local import DemoDriver
 from genos.runtime.driver import Driver, EnvState
 from genos.runtime.fake import FakeDriver
 from genos.spec import EnvironmentSpec
@@ -85,25 +86,39 @@ def test_display_serves_the_rfb_banner(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("end", ["destroy", "aclose"])
-def test_ending_the_display_hangs_up_on_connected_viewers(tmp_path: Path, end: str) -> None:
+@pytest.mark.parametrize(
+    "viewer",
+    [
+        (FakeDriver, "video", b"10 80\n", 4),  # the video stream never ends by itself
+        (DemoDriver, "display", b"", 12),  # the demo's RFB display waits for our version
+    ],
+    ids=["fake-video", "demo-display"],
+)
+def test_ending_the_display_hangs_up_on_connected_viewers(
+    tmp_path: Path, end: str, viewer: tuple[type[FakeDriver], str, bytes, int]
+) -> None:
     """destroy and aclose end every connection their servers still serve (3.11's
-    Server.close leaves them open): a video viewer reads EOF and no handler is left."""
+    Server.close leaves them open): a connected viewer reads EOF and no handler is left."""
+    make, protocol, ask, first = viewer
 
     async def scenario() -> tuple[int, int]:
-        driver = FakeDriver(tmp_path)
-        await driver.create(ENV, SPEC)
-        await driver.start(ENV)
-        env = driver.envs[ENV]
-        reader, writer = await asyncio.open_unix_connection(driver.endpoint(ENV, "video"))
-        writer.write(b"10 80\n")
-        await reader.readexactly(4)  # the stream has begun
-        serving = len(env.connections)
-        async with asyncio.timeout(5):  # the stream goes on for ever unless ended
-            await (driver.destroy(ENV) if end == "destroy" else driver.aclose())
-            await reader.read()  # to EOF: the server hung up
-        writer.close()
-        await writer.wait_closed()
-        await driver.aclose()
+        driver = make(tmp_path)
+        try:
+            await driver.create(ENV, SPEC)
+            await driver.start(ENV)
+            env = driver.envs[ENV]
+            where = driver.display(ENV) if protocol == "display" else driver.endpoint(ENV, protocol)
+            reader, writer = await asyncio.open_unix_connection(where)
+            writer.write(ask)
+            await reader.readexactly(first)  # the server is serving us
+            serving = len(env.connections)
+            async with asyncio.timeout(5):  # the server would wait on for ever unless ended
+                await (driver.destroy(ENV) if end == "destroy" else driver.aclose())
+                await reader.read()  # to EOF: the server hung up
+            writer.close()
+            await writer.wait_closed()
+        finally:
+            await driver.aclose()
         return serving, len(env.connections)
 
     assert asyncio.run(scenario()) == (1, 0)

@@ -67,11 +67,11 @@ class FakeDisplay:
 
     async def serve_unix(self, path: Path) -> asyncio.Server:
         """Listen on a unix socket, like an environment's display."""
+        return await asyncio.start_unix_server(self.handle, os.fspath(path))
 
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self.serve(AsyncioStream(reader, writer))
-
-        return await asyncio.start_unix_server(handle, os.fspath(path))
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one socket connection (an ``asyncio.start_*_server`` handler)."""
+        await self.serve(AsyncioStream(reader, writer))
 
     async def serve(self, stream: ByteStream) -> None:
         """Run one connection until the client leaves or breaks the protocol."""

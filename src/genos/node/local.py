@@ -13,7 +13,7 @@ from pathlib import Path
 from genos.errors import CapabilityError
 from genos.gateway.fake import FakeDisplay
 from genos.runtime.driver import Driver
-from genos.runtime.fake import FakeDriver
+from genos.runtime.fake import FakeDriver, serve_tracked
 from genos.spec import Tier
 
 
@@ -33,7 +33,7 @@ class DemoDriver(FakeDriver):
         sock.unlink(missing_ok=True)
         res = env.spec.display.resolution
         display = FakeDisplay(res.width, res.height, answer_incremental=False)
-        env.server = await display.serve_unix(sock)
+        env.server = await serve_tracked(env, display.handle, str(sock))
 
 
 def local_driver(kind: str, root: Path, images_dir: Path | None = None) -> Driver:

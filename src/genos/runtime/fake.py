@@ -93,7 +93,7 @@ class FakeDriver:
         target = lifecycle.require(env.state, Verb.START)
         sock = self.display(env_id)
         sock.parent.mkdir(parents=True, exist_ok=True)
-        env.server = await _serve(env, _greet, str(sock))
+        env.server = await serve_tracked(env, _greet, str(sock))
         if env.spec.security.microphone:
 
             async def listen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -107,13 +107,13 @@ class FakeDriver:
                         await writer.wait_closed()
                     env.listeners -= 1
 
-            env.mic = await _serve(env, listen, str(sock.with_name("mic.sock")))
+            env.mic = await serve_tracked(env, listen, str(sock.with_name("mic.sock")))
         video = str(sock.with_name("video.sock"))
-        env.media_servers = [await _serve(env, video_server(env.media), video)]
+        env.media_servers = [await serve_tracked(env, video_server(env.media), video)]
         if env.spec.security.recording:
             serve = record_server(env.media)
             path = str(sock.with_name("record.sock"))
-            env.media_servers.append(await _serve(env, serve, path))
+            env.media_servers.append(await serve_tracked(env, serve, path))
         self._move(env, target)
 
     async def suspend(self, env_id: str, *, to_disk: bool = False) -> None:
@@ -244,8 +244,9 @@ class FakeDriver:
         env.history.append(target)
 
 
-async def _serve(env: FakeEnv, handler: Handler, path: str) -> asyncio.AbstractServer:
-    """A unix server at ``path`` whose connections :func:`_close` ends.
+async def serve_tracked(env: FakeEnv, handler: Handler, path: str) -> asyncio.AbstractServer:
+    """A unix server at ``path`` for ``env`` whose connections :func:`_close` ends
+    (every socket of the fake's, and the demo driver's RFB display).
 
     Python 3.11's ``Server.close`` leaves accepted connections open, so a
     handler still serving when the driver closed (a viewer, or the engine's
