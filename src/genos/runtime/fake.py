@@ -96,15 +96,12 @@ class FakeDriver:
         env.server = await serve_tracked(env, _greet, str(sock))
         if env.spec.security.microphone:
 
-            async def listen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            async def listen(reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
                 env.listeners += 1
                 try:
                     while data := await reader.read(65536):
                         env.heard += data
                 finally:
-                    writer.close()
-                    with contextlib.suppress(ConnectionError):
-                        await writer.wait_closed()
                     env.listeners -= 1
 
             env.mic = await serve_tracked(env, listen, str(sock.with_name("mic.sock")))
@@ -255,6 +252,7 @@ async def serve_tracked(env: FakeEnv, handler: Handler, path: str) -> asyncio.Ab
     """
 
     async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # The handlers leave the connection to this: it closes it when they return.
         task = asyncio.current_task()  # always one: a handler runs in a task of its own
         if task is not None:
             env.connections.add(task)
@@ -285,10 +283,7 @@ async def _close(env: FakeEnv) -> None:
 
 
 async def _greet(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Send the RFB 3.8 ProtocolVersion (RFC 6143 7.1.1) and hang up."""
+    """Send the RFB 3.8 ProtocolVersion (RFC 6143 7.1.1); :func:`serve_tracked` hangs up."""
     with contextlib.suppress(ConnectionError):
         writer.write(RFB_BANNER)
         await writer.drain()
-    writer.close()
-    with contextlib.suppress(ConnectionError):
-        await writer.wait_closed()

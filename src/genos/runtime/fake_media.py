@@ -11,12 +11,14 @@ real encoder.
 
 ``record.sock`` reads ``"<seconds>\\n"`` (1-600) and answers ``OK\\n`` and
 ``FAKE_MP4`` (without waiting the seconds), or ``ERR <why>\\n``.
+
+The fake driver serves both with ``genos.runtime.fake.serve_tracked``, which
+closes each connection when its handler returns.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -56,12 +58,6 @@ def _params(line: str) -> tuple[int, int] | None:
     return (fps, kbps) if 1 <= fps <= 60 and 50 <= kbps <= 20000 else None
 
 
-async def _end(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(ConnectionError, OSError):
-        await writer.wait_closed()
-
-
 def video_server(log: MediaLog) -> Handler:
     """The ``video.sock`` handler."""
 
@@ -85,7 +81,6 @@ def video_server(log: MediaLog) -> Handler:
             pass
         finally:
             log.videos -= 1
-            await _end(writer)
 
     return serve
 
@@ -104,7 +99,5 @@ def record_server(log: MediaLog) -> Handler:
             await writer.drain()
         except (ConnectionError, OSError):
             pass
-        finally:
-            await _end(writer)
 
     return serve
